@@ -1,0 +1,49 @@
+//! The one error type of the core. Every message names the offending sequence (its index in
+//! the caller's input), the value that is wrong and the limit it broke, so a user can find the
+//! record without a debugger.
+
+/// Everything the core can refuse. The bindings map each variant to its own Python exception
+/// class (all subclasses of `seqpack.SeqpackError`, itself a `ValueError`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// An option is out of its range or not one of the allowed names.
+    #[error("option {name}: {message}")]
+    InvalidOption { name: &'static str, message: String },
+
+    /// There is nothing to pack.
+    #[error("no sequences to pack: the input is empty")]
+    EmptyInput,
+
+    /// A sequence of length zero; it would become a segment with nothing in it.
+    #[error("sequence {index} is empty (0 tokens); remove it before packing")]
+    EmptySequence { index: usize },
+
+    /// A sequence longer than `max_length` while `overlong="error"`.
+    #[error(
+        "sequence {index} has {length} tokens, more than max_length={max_length}; \
+         pass overlong='drop', 'truncate' or 'split' to handle it"
+    )]
+    Overlong { index: usize, length: usize, max_length: usize },
+
+    /// A token id that no vocabulary has (negative), or that does not fit the output dtype.
+    #[error("sequence {index}, position {position}: token id {value} is {problem}")]
+    InvalidToken { index: usize, position: usize, value: i64, problem: &'static str },
+
+    /// Labels that do not line up with their tokens, or hold a value that is neither a token
+    /// id nor the ignore index.
+    #[error("sequence {index}: {message}")]
+    InvalidLabels { index: usize, message: String },
+
+    /// Offsets into the flat token array that do not describe sequences.
+    #[error("offsets: {message}")]
+    InvalidOffsets { message: String },
+
+    /// The packed stream is larger than the int32 `cu_seqlens` that attention kernels take.
+    #[error(
+        "the packed batch holds {tokens} tokens, more than cu_seqlens (int32) can address \
+         ({limit}); pack the data in smaller chunks"
+    )]
+    TooManyTokens { tokens: u64, limit: u64 },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,15 @@
+//! seqpack-core: packing and truncation for LLM fine-tuning data, in plain Rust.
+//!
+//! Data flows one way: sequence lengths → [`plan::plan`] (which piece goes in which row) →
+//! [`layout::materialize`] (the arrays). Nothing here knows about Python.
+
+pub mod capacity;
+pub mod error;
+pub mod layout;
+pub mod options;
+pub mod plan;
+
+pub use error::{Error, Result};
+pub use layout::{materialize, LayoutOptions, LossWeighting, Packed, Sequences, IGNORE_INDEX};
+pub use options::{Keep, Overlong, PlanOptions, Strategy};
+pub use plan::{plan, Event, EventKind, Piece, Plan, Stats};

@@ -1,0 +1,256 @@
+//! Invariants a user relies on, over random lengths and options.
+
+use proptest::prelude::*;
+use seqpack_core::Strategy as PackStrategy;
+use seqpack_core::{materialize, plan, Error, Keep, LayoutOptions, LossWeighting, Overlong, Packed, Piece, PlanOptions, Sequences, IGNORE_INDEX};
+
+fn strategy() -> impl Strategy<Value = PackStrategy> {
+    prop_oneof![
+        Just(PackStrategy::BestFitDecreasing),
+        Just(PackStrategy::FirstFitDecreasing),
+        Just(PackStrategy::Sequential),
+        Just(PackStrategy::Wrapped),
+    ]
+}
+
+fn overlong() -> impl Strategy<Value = Overlong> {
+    prop_oneof![
+        Just(Overlong::Drop),
+        Just(Overlong::Truncate(Keep::Head)),
+        Just(Overlong::Truncate(Keep::Tail)),
+        Just(Overlong::Split),
+    ]
+}
+
+fn options() -> impl Strategy<Value = PlanOptions> {
+    (1usize..300, strategy(), prop::option::of(1usize..6), overlong(), 1usize..5, prop::option::of(any::<u64>()))
+        .prop_map(|(max_length, strategy, max_seqs_per_row, overlong, multiple, seed)| PlanOptions {
+            max_length,
+            strategy,
+            max_seqs_per_row,
+            overlong,
+            pad_rows_to_multiple_of: multiple,
+            seed,
+        })
+}
+
+/// Naive best fit: scan every row for the tightest fit. The reference for the fast one.
+fn naive_best_fit_rows(lengths: &[usize], max_length: usize, max_seqs: usize) -> usize {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
+    let mut rows: Vec<(usize, usize)> = Vec::new();
+    for i in order {
+        let length = lengths[i];
+        let best = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, &(room, count))| room >= length && count < max_seqs)
+            .min_by_key(|(_, &(room, _))| room)
+            .map(|(r, _)| r);
+        match best {
+            Some(r) => {
+                rows[r].0 -= length;
+                rows[r].1 += 1;
+            }
+            None => rows.push((max_length - length, 1)),
+        }
+    }
+    rows.len()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn every_token_is_packed_once_or_reported(lengths in prop::collection::vec(1usize..700, 1..120), options in options()) {
+        let plan = plan(&lengths, &options).unwrap();
+        let stats = plan.stats();
+        // Rows never overflow, and the segment limit holds.
+        for row in 0..plan.num_rows() {
+            let pieces = plan.row(row);
+            prop_assert!(pieces.iter().map(|p| p.length).sum::<usize>() <= options.max_length);
+            if let Some(limit) = options.max_seqs_per_row { prop_assert!(pieces.len() <= limit); }
+        }
+        prop_assert!(stats.rows as u64 >= stats.lower_bound_rows);
+        prop_assert_eq!(stats.rows % options.pad_rows_to_multiple_of, 0);
+        // Per source: pieces are disjoint, in order, and together with the report cover it.
+        let mut by_source: Vec<Vec<Piece>> = vec![Vec::new(); lengths.len()];
+        for piece in &plan.pieces { by_source[piece.source].push(*piece); }
+        for (source, pieces) in by_source.iter_mut().enumerate() {
+            pieces.sort_by_key(|p| p.chunk);
+            let packed: usize = pieces.iter().map(|p| p.length).sum();
+            let removed: usize = plan.events.iter().filter(|e| e.source == source).map(|e| e.tokens_removed).sum();
+            prop_assert_eq!(packed + removed, lengths[source], "source {}", source);
+            for (chunk, piece) in pieces.iter().enumerate() {
+                prop_assert_eq!(piece.chunk, chunk);
+                prop_assert!(piece.length >= 1 && piece.start + piece.length <= lengths[source]);
+            }
+            for pair in pieces.windows(2) {
+                prop_assert_eq!(pair[0].start + pair[0].length, pair[1].start);
+            }
+        }
+        prop_assert_eq!(stats.real_tokens + stats.dropped_tokens + stats.truncated_tokens, stats.input_tokens);
+    }
+
+    #[test]
+    fn best_fit_matches_the_naive_reference(lengths in prop::collection::vec(1usize..200, 1..150), max_length in 200usize..400) {
+        // Without a segment limit rows of equal room are interchangeable, so any best fit gives
+        // the same row count. (With a limit, ties between rows of equal room but different
+        // segment counts make equally valid best fits differ.)
+        let plan = plan(&lengths, &PlanOptions::new(max_length)).unwrap();
+        prop_assert_eq!(plan.num_rows(), naive_best_fit_rows(&lengths, max_length, usize::MAX));
+    }
+
+    #[test]
+    fn sequential_and_wrapped_keep_input_order(lengths in prop::collection::vec(1usize..500, 1..80), max_length in 1usize..300, wrapped in any::<bool>()) {
+        let mut options = PlanOptions::new(max_length);
+        options.strategy = if wrapped { PackStrategy::Wrapped } else { PackStrategy::Sequential };
+        options.overlong = Overlong::Split;
+        let plan = plan(&lengths, &options).unwrap();
+        let order: Vec<(usize, usize)> = plan.pieces.iter().map(|p| (p.source, p.chunk)).collect();
+        let mut sorted = order.clone();
+        sorted.sort();
+        prop_assert_eq!(order, sorted);
+        if wrapped {
+            // Every row but the last is full.
+            for row in 0..plan.num_rows().saturating_sub(1) {
+                prop_assert_eq!(plan.row(row).iter().map(|p| p.length).sum::<usize>(), max_length);
+            }
+        }
+    }
+
+    #[test]
+    fn layout_agrees_with_the_plan(lengths in prop::collection::vec(1usize..90, 1..40), options in options(), with_labels in any::<bool>(), weighting in prop::option::of(prop_oneof![Just(LossWeighting::Token), Just(LossWeighting::Sequence)])) {
+        let total: usize = lengths.iter().sum();
+        let tokens: Vec<i64> = (0..total as i64).map(|t| t * 7 + 3).collect();
+        let labels: Vec<i64> = tokens.iter().map(|&t| if t % 3 == 0 { IGNORE_INDEX } else { t }).collect();
+        let mut offsets = vec![0usize];
+        for &n in &lengths { offsets.push(offsets.last().unwrap() + n); }
+        let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: with_labels.then_some(&labels[..]) };
+        let plan = plan(&lengths, &options).unwrap();
+        let layout = LayoutOptions { pad_id: 5, loss_weights: weighting };
+        let packed: Packed<i64> = materialize(&sequences, &plan, &layout).unwrap();
+        let width = options.max_length;
+        prop_assert_eq!(packed.input_ids.len(), plan.num_rows() * width);
+        let mut segment = 0;
+        for row in 0..plan.num_rows() {
+            let mut at = row * width;
+            for (slot, piece) in plan.row(row).iter().enumerate() {
+                let begin = offsets[piece.source] + piece.start;
+                for k in 0..piece.length {
+                    prop_assert_eq!(packed.input_ids[at + k], tokens[begin + k]);
+                    prop_assert_eq!(packed.position_ids[at + k], k as i64);
+                    prop_assert_eq!(packed.segment_ids[at + k], slot as i32 + 1);
+                    prop_assert_eq!(packed.attention_mask[at + k], 1);
+                    let expected = if k == 0 { IGNORE_INDEX } else if with_labels { labels[begin + k] } else { tokens[begin + k] };
+                    prop_assert_eq!(packed.labels[at + k], expected);
+                }
+                prop_assert_eq!(packed.cu_seqlens[segment + 1] - packed.cu_seqlens[segment], piece.length as i32);
+                prop_assert_eq!(packed.seq_lens[segment], piece.length as i32);
+                prop_assert_eq!(packed.source_index[2 * segment], piece.source as i64);
+                segment += 1;
+                at += piece.length;
+            }
+            for cell in at..(row + 1) * width {
+                prop_assert_eq!(packed.input_ids[cell], 5);
+                prop_assert_eq!(packed.labels[cell], IGNORE_INDEX);
+                prop_assert_eq!(packed.segment_ids[cell], 0);
+                prop_assert_eq!(packed.attention_mask[cell], 0);
+            }
+        }
+        if let Some(weights) = &packed.loss_weights {
+            for (cell, &w) in weights.iter().enumerate() {
+                prop_assert_eq!(w == 0.0, packed.labels[cell] == IGNORE_INDEX);
+            }
+            if weighting == Some(LossWeighting::Sequence) {
+                let mut sums = vec![0f64; lengths.len()];
+                for segment in 0..packed.seq_lens.len() {
+                    let source = packed.source_index[2 * segment] as usize;
+                    let (row, start) = locate(&packed, segment);
+                    for k in 0..packed.seq_lens[segment] as usize { sums[source] += weights[row * width + start + k] as f64; }
+                }
+                for sum in sums { prop_assert!(sum == 0.0 || (sum - 1.0).abs() < 1e-4, "sum {}", sum); }
+            }
+        }
+    }
+
+    #[test]
+    fn same_bytes_for_any_thread_count(lengths in prop::collection::vec(1usize..300, 1..200), seed in any::<u64>()) {
+        let total: usize = lengths.iter().sum();
+        let tokens: Vec<i32> = (0..total as i32).collect();
+        let mut offsets = vec![0usize];
+        for &n in &lengths { offsets.push(offsets.last().unwrap() + n); }
+        let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: None };
+        let mut options = PlanOptions::new(512);
+        options.seed = Some(seed);
+        let layout = LayoutOptions { pad_id: 0, loss_weights: Some(LossWeighting::Sequence) };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let plan = plan(&lengths, &options).unwrap();
+                materialize::<i32, i64>(&sequences, &plan, &layout).unwrap()
+            })
+        };
+        prop_assert_eq!(run(1), run(4));
+    }
+}
+
+/// (row, column) of a segment's first token, from the segment ids.
+fn locate(packed: &Packed<i64>, segment: usize) -> (usize, usize) {
+    let width = packed.max_length;
+    let mut seen = 0;
+    for row in 0..packed.rows {
+        let count = packed.segment_ids[row * width..(row + 1) * width].iter().copied().max().unwrap_or(0) as usize;
+        if segment < seen + count {
+            let slot = (segment - seen + 1) as i32;
+            let column = packed.segment_ids[row * width..(row + 1) * width].iter().position(|&s| s == slot).unwrap();
+            return (row, column);
+        }
+        seen += count;
+    }
+    unreachable!("segment {segment} not found")
+}
+
+#[test]
+fn errors_name_the_sequence() {
+    let options = PlanOptions::new(10);
+    assert_eq!(plan(&[], &options), Err(Error::EmptyInput));
+    assert_eq!(plan(&[3, 0], &options), Err(Error::EmptySequence { index: 1 }));
+    let error = plan(&[3, 11], &options).unwrap_err();
+    assert_eq!(error, Error::Overlong { index: 1, length: 11, max_length: 10 });
+    assert!(error.to_string().contains("sequence 1 has 11 tokens"));
+    assert!(matches!(plan(&[3], &PlanOptions::new(0)), Err(Error::InvalidOption { name: "max_length", .. })));
+    assert!(matches!(PackStrategy::from_name("best"), Err(Error::InvalidOption { name: "strategy", .. })));
+
+    let tokens = [1i64, 2, -4];
+    let offsets = [0usize, 2, 3];
+    let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: None };
+    let plan = plan(&[2, 1], &options).unwrap();
+    let layout = LayoutOptions { pad_id: 0, loss_weights: None };
+    let error = materialize::<i64, i64>(&sequences, &plan, &layout).unwrap_err();
+    assert_eq!(error, Error::InvalidToken { index: 1, position: 0, value: -4, problem: "negative" });
+
+    let big = [1i64, 2, 1 << 40];
+    let sequences = Sequences { tokens: &big, offsets: &offsets, labels: None };
+    assert!(matches!(materialize::<i64, i32>(&sequences, &plan, &layout), Err(Error::InvalidToken { index: 1, .. })));
+
+    let tokens = [1i64, 2, 3];
+    let labels = [1i64, -7, 3];
+    let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: Some(&labels) };
+    let error = materialize::<i64, i64>(&sequences, &plan, &layout).unwrap_err();
+    assert!(error.to_string().contains("sequence 0: label -7 at position 1"), "{error}");
+
+    assert!(Sequences::<i64>::offsets_from(&[0, 3, 2], 2).unwrap_err().to_string().contains("sequence 1"));
+}
+
+#[test]
+fn best_fit_packs_a_known_case_tightly() {
+    // 6+4, 5+5, 7+3 fill three rows of 10 exactly; next-fit needs more.
+    let lengths = [6, 5, 7, 4, 5, 3];
+    let bfd = plan(&lengths, &PlanOptions::new(10)).unwrap();
+    assert_eq!(bfd.num_rows(), 3);
+    assert_eq!(bfd.stats().efficiency, 1.0);
+    let mut options = PlanOptions::new(10);
+    options.strategy = PackStrategy::Sequential;
+    assert_eq!(plan(&lengths, &options).unwrap().num_rows(), 5);
+}
