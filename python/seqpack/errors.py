@@ -1,0 +1,30 @@
+"""The exceptions seqpack raises.
+
+Every one is a :class:`SeqpackError`, itself a :class:`ValueError`, so ``except ValueError``
+still works. Errors about one sequence name it in the message and carry its position in the
+input as ``error.index``.
+"""
+
+from seqpack._seqpack import (
+    EmptyInputError,
+    EmptySequenceError,
+    InvalidLabelsError,
+    InvalidOffsetsError,
+    InvalidOptionError,
+    InvalidTokenError,
+    OverlongSequenceError,
+    SeqpackError,
+    TooManyTokensError,
+)
+
+__all__ = [
+    "EmptyInputError",
+    "EmptySequenceError",
+    "InvalidLabelsError",
+    "InvalidOffsetsError",
+    "InvalidOptionError",
+    "InvalidTokenError",
+    "OverlongSequenceError",
+    "SeqpackError",
+    "TooManyTokensError",
+]
