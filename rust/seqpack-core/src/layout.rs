@@ -26,7 +26,7 @@ impl LossWeighting {
             "sequence" => Ok(Self::Sequence),
             other => Err(Error::InvalidOption {
                 name: "loss_weights",
-                message: format!("unknown weighting {other:?}; expected 'token' or 'sequence'"),
+                message: format!("unknown weighting '{other}'; expected 'token' or 'sequence'"),
             }),
         }
     }

@@ -32,7 +32,7 @@ impl Strategy {
             "wrapped" => Ok(Self::Wrapped),
             other => Err(Error::InvalidOption {
                 name: "strategy",
-                message: format!("unknown strategy {other:?}; expected one of {}", Self::NAMES),
+                message: format!("unknown strategy '{other}'; expected one of {}", Self::NAMES),
             }),
         }
     }
@@ -61,7 +61,7 @@ impl Keep {
             "tail" => Ok(Self::Tail),
             other => Err(Error::InvalidOption {
                 name: "truncate_keep",
-                message: format!("unknown side {other:?}; expected 'head' or 'tail'"),
+                message: format!("unknown side '{other}'; expected 'head' or 'tail'"),
             }),
         }
     }
@@ -90,7 +90,7 @@ impl Overlong {
             other => Err(Error::InvalidOption {
                 name: "overlong",
                 message: format!(
-                    "unknown policy {other:?}; expected 'error', 'drop', 'truncate' or 'split'"
+                    "unknown policy '{other}'; expected 'error', 'drop', 'truncate' or 'split'"
                 ),
             }),
         }

@@ -244,7 +244,7 @@ fn pack_flat<'py>(
         other => {
             return Err(to_py(py, Error::InvalidOption {
                 name: "dtype",
-                message: format!("unknown dtype {other:?}; expected 'int64' or 'int32'"),
+                message: format!("unknown dtype '{other}'; expected 'int64' or 'int32'"),
             }))
         }
     };
