@@ -147,14 +147,14 @@ pub fn plan(lengths: &[usize], options: &PlanOptions) -> Result<Plan> {
     } else {
         let (pieces, events) = cut_overlong(lengths, options)?;
         let piece_lengths: Vec<usize> = pieces.iter().map(|p| p.length).collect();
-        let (placement, row_of, rows) = match options.strategy {
+        let (placement, row_at, rows) = match options.strategy {
             Strategy::BestFitDecreasing => best_fit_decreasing(&piece_lengths, max_length, max_seqs),
             Strategy::FirstFitDecreasing => {
                 first_fit_decreasing(&piece_lengths, max_length, max_seqs)
             }
             Strategy::Sequential | Strategy::Wrapped => next_fit(&piece_lengths, max_length, max_seqs),
         };
-        let (ordered, offsets) = group_by_row(&pieces, &placement, &row_of, rows);
+        let (ordered, offsets) = group_by_row(&pieces, &placement, &row_at, rows);
         (ordered, offsets, events)
     };
 
@@ -232,9 +232,10 @@ fn cut_overlong(lengths: &[usize], options: &PlanOptions) -> Result<(Vec<Piece>,
     Ok((pieces, events))
 }
 
-/// Piece indices sorted by length, longest first; ties keep input order. Counting sort, since
-/// every length is at most `max_length`: O(N + L).
-fn longest_first(lengths: &[usize], max_length: usize) -> Vec<usize> {
+/// Piece indices sorted by length, longest first, ties in input order, with their lengths.
+/// Counting sort, since every length is at most `max_length`: O(N + L). Returning the sorted
+/// lengths too keeps the placement loops sequential in memory.
+fn longest_first(lengths: &[usize], max_length: usize) -> (Vec<usize>, Vec<usize>) {
     let mut starts = vec![0usize; max_length + 2];
     for &length in lengths {
         starts[max_length - length + 1] += 1;
@@ -248,18 +249,25 @@ fn longest_first(lengths: &[usize], max_length: usize) -> Vec<usize> {
         order[*slot] = index;
         *slot += 1;
     }
-    order
+    let mut sorted = Vec::with_capacity(lengths.len());
+    let mut previous_end = 0;
+    for (bucket, &end) in starts.iter().enumerate().take(max_length + 1) {
+        sorted.extend(std::iter::repeat_n(max_length - bucket, end - previous_end));
+        previous_end = end;
+    }
+    (order, sorted)
 }
 
-/// A placement: the order pieces were placed in, the row of every piece, and the row count.
+/// A placement: pieces in the order they were placed, the row of each (in that same order),
+/// and the row count.
 type Placement = (Vec<usize>, Vec<usize>, usize);
 
 /// Best-fit decreasing: each piece goes into the open row with the least room that still fits
 /// it. Rows with equal room are interchangeable, so which of them is taken does not change the
 /// row count; we take the most recently filled, which keeps the choice deterministic.
 fn best_fit_decreasing(lengths: &[usize], max_length: usize, max_seqs: usize) -> Placement {
-    let order = longest_first(lengths, max_length);
-    let mut row_of = vec![0usize; lengths.len()];
+    let (order, sorted) = longest_first(lengths, max_length);
+    let mut row_at = Vec::with_capacity(lengths.len());
     // Rows with a given remaining capacity form an intrusive stack: `head[c]` is 1 + the last
     // row pushed with capacity c (0: none), `below[r]` is 1 + the row under r.
     let mut head = vec![0usize; max_length + 1];
@@ -268,8 +276,7 @@ fn best_fit_decreasing(lengths: &[usize], max_length: usize, max_seqs: usize) ->
     let mut count: Vec<usize> = Vec::new();
     let mut open = CapacitySet::new(max_length + 1);
 
-    for &piece in &order {
-        let length = lengths[piece];
+    for &length in &sorted {
         let row = match open.next_at_or_after(length) {
             Some(capacity) => {
                 let row = head[capacity] - 1;
@@ -286,7 +293,7 @@ fn best_fit_decreasing(lengths: &[usize], max_length: usize, max_seqs: usize) ->
                 room.len() - 1
             }
         };
-        row_of[piece] = row;
+        row_at.push(row);
         room[row] -= length;
         count[row] += 1;
         let remaining = room[row];
@@ -297,21 +304,20 @@ fn best_fit_decreasing(lengths: &[usize], max_length: usize, max_seqs: usize) ->
         }
     }
     let rows = room.len();
-    (order, row_of, rows)
+    (order, row_at, rows)
 }
 
 /// First-fit decreasing: each piece goes into the earliest row with room. A max-segment-tree
 /// over rows finds it in O(log N); leaves past the last open row stand for fresh, empty rows.
 fn first_fit_decreasing(lengths: &[usize], max_length: usize, max_seqs: usize) -> Placement {
-    let order = longest_first(lengths, max_length);
+    let (order, sorted) = longest_first(lengths, max_length);
     let leaves = lengths.len().next_power_of_two();
     let mut tree = vec![max_length; 2 * leaves];
     let mut count = vec![0usize; leaves];
-    let mut row_of = vec![0usize; lengths.len()];
+    let mut row_at = Vec::with_capacity(lengths.len());
     let mut rows = 0;
 
-    for &piece in &order {
-        let length = lengths[piece];
+    for &length in &sorted {
         // The root always fits: there are as many leaves as pieces, so a fresh row remains.
         let mut node = 1;
         while node < leaves {
@@ -319,7 +325,7 @@ fn first_fit_decreasing(lengths: &[usize], max_length: usize, max_seqs: usize) -
         }
         let row = node - leaves;
         rows = rows.max(row + 1);
-        row_of[piece] = row;
+        row_at.push(row);
         count[row] += 1;
         tree[node] = if count[row] < max_seqs { tree[node] - length } else { 0 };
         let mut parent = node / 2;
@@ -328,7 +334,7 @@ fn first_fit_decreasing(lengths: &[usize], max_length: usize, max_seqs: usize) -
             parent /= 2;
         }
     }
-    (order, row_of, rows)
+    (order, row_at, rows)
 }
 
 /// Next-fit in input order: the current row is closed when the next piece does not fit.
@@ -392,11 +398,11 @@ fn wrap(lengths: &[usize], max_length: usize, max_seqs: usize) -> (Vec<Piece>, V
 fn group_by_row(
     pieces: &[Piece],
     placement: &[usize],
-    row_of: &[usize],
+    row_at: &[usize],
     rows: usize,
 ) -> (Vec<Piece>, Vec<usize>) {
     let mut row_offsets = vec![0usize; rows + 1];
-    for &row in row_of {
+    for &row in row_at {
         row_offsets[row + 1] += 1;
     }
     for row in 0..rows {
@@ -404,10 +410,9 @@ fn group_by_row(
     }
     let mut next = row_offsets.clone();
     let mut ordered = vec![Piece { source: 0, chunk: 0, start: 0, length: 0 }; pieces.len()];
-    for &piece in placement {
-        let slot = &mut next[row_of[piece]];
-        ordered[*slot] = pieces[piece];
-        *slot += 1;
+    for (&piece, &row) in placement.iter().zip(row_at) {
+        ordered[next[row]] = pieces[piece];
+        next[row] += 1;
     }
     (ordered, row_offsets)
 }
