@@ -459,3 +459,61 @@ fn validate(conversation: &Conversation, origin: Origin) -> Result<()> {
     }
     Ok(())
 }
+
+/// One record read from a file: where it came from and its JSON, or why it could not be read.
+pub struct RawRecord {
+    pub origin: Origin,
+    pub value: Result<Value>,
+}
+
+/// Read records from a `.jsonl` file (one JSON object per line, streamed; a bad line is an
+/// error for that record alone) or a `.json` file (one array of objects; a truncated or
+/// malformed file is an error for the whole file, naming the line).
+pub fn read_records(path: &std::path::Path) -> Result<Vec<RawRecord>> {
+    use std::io::BufRead;
+    let name = path.display().to_string();
+    let file_error = |line: Option<usize>, message: String| Error::InvalidFile { path: name.clone(), line, message };
+    let file = std::fs::File::open(path).map_err(|e| file_error(None, format!("cannot open: {e}")))?;
+    let is_jsonl = path.extension().is_some_and(|e| e == "jsonl" || e == "ndjson");
+    if is_jsonl {
+        let mut records = Vec::new();
+        for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line_number = number + 1;
+            let line = line.map_err(|e| file_error(Some(line_number), format!("cannot read: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let origin = Origin { record: records.len(), line: Some(line_number) };
+            let value = serde_json::from_str::<Value>(&line).map_err(|e| {
+                Error::InvalidRecord {
+                    record: origin.record,
+                    line: Some(line_number),
+                    field: String::new(),
+                    message: format!("not valid JSON: {e}"),
+                }
+            });
+            records.push(RawRecord { origin, value });
+        }
+        return Ok(records);
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut std::io::BufReader::new(file), &mut text)
+        .map_err(|e| file_error(None, format!("cannot read: {e}")))?;
+    let raw: Vec<&serde_json::value::RawValue> = serde_json::from_str(&text).map_err(|e| {
+        file_error(Some(e.line()), format!("not a JSON array of records: {e}"))
+    })?;
+    let base = text.as_ptr() as usize;
+    let mut line = 1;
+    let mut scanned = 0;
+    let mut records = Vec::with_capacity(raw.len());
+    for (record, value) in raw.into_iter().enumerate() {
+        let at = value.get().as_ptr() as usize - base;
+        line += text.as_bytes()[scanned..at].iter().filter(|&&b| b == b'\n').count();
+        scanned = at;
+        let origin = Origin { record, line: Some(line) };
+        let value = serde_json::from_str::<Value>(value.get())
+            .map_err(|e| origin.error("", format!("not valid JSON: {e}")));
+        records.push(RawRecord { origin, value });
+    }
+    Ok(records)
+}

@@ -44,6 +44,33 @@ pub enum Error {
          ({limit}); pack the data in smaller chunks"
     )]
     TooManyTokens { tokens: u64, limit: u64 },
+
+    /// A chat record that cannot be read as a conversation.
+    #[error("record {record}{}: {}{message}", line.map(|l| format!(" (line {l})")).unwrap_or_default(), if field.is_empty() { String::new() } else { format!("field '{field}': ") })]
+    InvalidRecord { record: usize, line: Option<usize>, field: String, message: String },
+
+    /// A file of records that cannot be read (missing, not JSON, truncated).
+    #[error("{path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    InvalidFile { path: String, line: Option<usize>, message: String },
+
+    /// A chat template that does not compile, raises, or cannot be mapped back to messages.
+    #[error("chat template: {message}")]
+    Template { message: String },
+
+    /// A tokenizer that cannot be loaded or fails on a text.
+    #[error("tokenizer: {message}")]
+    Tokenizer { message: String },
+}
+
+impl Error {
+    /// Attach the record to an error raised while processing it (templates, tokenizer).
+    pub fn for_record(self, record: usize, line: Option<usize>) -> Self {
+        match self {
+            Error::Template { message } => Error::InvalidRecord { record, line, field: String::new(), message: format!("chat template: {message}") },
+            Error::Tokenizer { message } => Error::InvalidRecord { record, line, field: String::new(), message: format!("tokenizer: {message}") },
+            other => other,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,523 @@
+//! Conversations to training samples: render, tokenize, truncate turn-aware to the budget,
+//! label, and report everything that was cut. One conversation at a time, in parallel; the
+//! outcome of each depends on that conversation alone, so results do not depend on the
+//! thread count.
+
+use crate::chat::{Conversation, Role};
+use crate::error::{Error, Result};
+use crate::layout::IGNORE_INDEX;
+use crate::template::{Rendered, Template};
+use crate::tokenize::{tokenize, TokenizedConversation, Tokenizer};
+use crate::truncate::{keep_latest, turns, windows, Turn};
+use rayon::prelude::*;
+
+/// Which end of an over-long single turn survives a token-level cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutKeep {
+    Head,
+    Tail,
+    /// Keep both ends; the middle is removed.
+    Middle,
+}
+
+impl CutKeep {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "head" => Ok(Self::Head),
+            "tail" => Ok(Self::Tail),
+            "middle" => Ok(Self::Middle),
+            other => Err(Error::InvalidOption {
+                name: "cut_keep",
+                message: format!("unknown side '{other}'; expected 'head', 'tail' or 'middle'"),
+            }),
+        }
+    }
+}
+
+/// What gets labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Train {
+    /// The bodies of messages with these roles (default: assistant).
+    Roles(Vec<Role>),
+    /// Every token.
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodeOptions {
+    pub max_length: usize,
+    /// Keep the first turn (the one that sets the task) when truncating, if it fits.
+    pub keep_first_turn: bool,
+    /// Emit windows (each with the system prompt) instead of dropping old turns.
+    pub split: bool,
+    pub cut_keep: CutKeep,
+    /// Keep labels on an assistant turn that was cut at token level.
+    pub train_on_cut_turns: bool,
+    pub train: Train,
+    pub min_trainable_tokens: usize,
+}
+
+impl EncodeOptions {
+    pub fn new(max_length: usize) -> Self {
+        Self {
+            max_length,
+            keep_first_turn: false,
+            split: false,
+            cut_keep: CutKeep::Head,
+            train_on_cut_turns: false,
+            train: Train::Roles(vec![Role::Assistant]),
+            min_trainable_tokens: 1,
+        }
+    }
+}
+
+/// One training sample: tokens and their labels (`IGNORE_INDEX` = not trained).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub record: usize,
+    /// Window number within its record (0 unless split).
+    pub window: usize,
+    pub tokens: Vec<u32>,
+    pub labels: Vec<i64>,
+}
+
+/// What happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Kept,
+    Truncated,
+    Split,
+    Dropped,
+    Skipped,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kept => "kept",
+            Self::Truncated => "truncated",
+            Self::Split => "split",
+            Self::Dropped => "dropped",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+/// Everything a user needs to know about one record's fate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordReport {
+    pub record: usize,
+    pub line: Option<usize>,
+    pub status: Status,
+    /// Stable reason code: `fits`, `turns_dropped`, `turn_cut`, `split_into_windows`,
+    /// `trailing_messages_dropped`, `system_prompt_too_long`, `no_trainable_tokens`, or the
+    /// error kind for a skipped record.
+    pub reason: String,
+    /// Error text for a skipped record.
+    pub message: Option<String>,
+    pub dropped_messages: Vec<usize>,
+    /// Messages shortened at token level.
+    pub cut_messages: Vec<usize>,
+    /// Tokens removed, per role: system, user, assistant, tool.
+    pub tokens_removed: [usize; 4],
+    pub system_kept: Option<bool>,
+    pub first_user_kept: Option<bool>,
+    pub tokens_before: usize,
+    pub tokens_after: usize,
+    pub trained_before: usize,
+    pub trained_after: usize,
+    pub windows: usize,
+    /// Tokens that straddled a message boundary (labels follow each token's first byte).
+    pub boundary_merges: usize,
+}
+
+impl RecordReport {
+    fn new(record: usize, line: Option<usize>) -> Self {
+        Self {
+            record,
+            line,
+            status: Status::Kept,
+            reason: "fits".into(),
+            message: None,
+            dropped_messages: Vec::new(),
+            cut_messages: Vec::new(),
+            tokens_removed: [0; 4],
+            system_kept: None,
+            first_user_kept: None,
+            tokens_before: 0,
+            tokens_after: 0,
+            trained_before: 0,
+            trained_after: 0,
+            windows: 0,
+            boundary_merges: 0,
+        }
+    }
+
+    pub fn skipped(record: usize, line: Option<usize>, error: &Error) -> Self {
+        let mut report = Self::new(record, line);
+        report.status = Status::Skipped;
+        report.reason = match error {
+            Error::InvalidRecord { .. } => "invalid_record",
+            Error::InvalidFile { .. } => "invalid_json",
+            Error::Template { .. } => "template_error",
+            Error::Tokenizer { .. } => "tokenizer_error",
+            _ => "error",
+        }
+        .into();
+        report.message = Some(error.to_string());
+        report
+    }
+}
+
+fn role_slot(role: Role) -> usize {
+    match role {
+        Role::System => 0,
+        Role::User => 1,
+        Role::Assistant => 2,
+        Role::Tool => 3,
+    }
+}
+
+/// A rendered, tokenized selection of messages.
+struct Encoded {
+    rendered: Rendered,
+    tokens: TokenizedConversation,
+}
+
+impl Encoded {
+    fn new(template: &Template, tokenizer: &Tokenizer, conversation: &Conversation, keep: &[usize]) -> Result<Self> {
+        let rendered = template.render(conversation, keep)?;
+        let tokens = tokenize(tokenizer, &rendered)?;
+        Ok(Self { rendered, tokens })
+    }
+
+    fn len(&self) -> usize {
+        self.tokens.ids.len()
+    }
+
+    fn tokens_of_message(&self, message: usize) -> usize {
+        self.rendered
+            .spans
+            .iter()
+            .zip(&self.tokens.ranges)
+            .filter(|(span, _)| span.message == Some(message))
+            .map(|(_, range)| range.len())
+            .sum()
+    }
+
+    /// Tokens not tied to a droppable message: the template's own text and the system prompt.
+    fn pinned_tokens(&self, conversation: &Conversation) -> usize {
+        self.rendered
+            .spans
+            .iter()
+            .zip(&self.tokens.ranges)
+            .filter(|(span, _)| match span.message {
+                None => true,
+                Some(m) => conversation.messages[m].role == Role::System,
+            })
+            .map(|(_, range)| range.len())
+            .sum()
+    }
+
+    /// Per-token trained flags under `train`.
+    fn trained(&self, conversation: &Conversation, train: &Train) -> Vec<bool> {
+        let mut flags = vec![false; self.len()];
+        match train {
+            Train::All => flags.fill(true),
+            Train::Roles(roles) => {
+                for span in &self.rendered.spans {
+                    let Some(message) = span.message else { continue };
+                    if roles.contains(&conversation.messages[message].role) {
+                        for flag in &mut flags[self.tokens.tokens_in(span.body_start, span.body_end)] {
+                            *flag = true;
+                        }
+                    }
+                }
+            }
+        }
+        flags
+    }
+}
+
+/// Encode one conversation into zero or more samples.
+pub fn encode_conversation(
+    conversation: &Conversation,
+    record: usize,
+    line: Option<usize>,
+    template: &Template,
+    tokenizer: &Tokenizer,
+    options: &EncodeOptions,
+) -> Result<(Vec<Sample>, RecordReport)> {
+    let mut report = RecordReport::new(record, line);
+    let messages = &conversation.messages;
+    let has_system = messages.first().map(|m| m.role) == Some(Role::System);
+    let first_user = messages.iter().position(|m| m.role == Role::User);
+
+    // The kept conversation ends with an assistant turn: later messages train nothing.
+    let last_assistant = messages
+        .iter()
+        .rposition(|m| m.role == Role::Assistant)
+        .expect("chat::validate guarantees an assistant turn");
+    let all: Vec<usize> = (0..=last_assistant).collect();
+    let full = Encoded::new(template, tokenizer, conversation, &all).map_err(|e| e.for_record(record, line))?;
+    report.tokens_before = full.len();
+    let trailing: Vec<usize> = (last_assistant + 1..messages.len()).collect();
+    if !trailing.is_empty() {
+        // Their tokens were never rendered; count them from a render of the whole conversation.
+        let whole: Vec<usize> = (0..messages.len()).collect();
+        if let Ok(everything) = Encoded::new(template, tokenizer, conversation, &whole) {
+            report.tokens_before = everything.len();
+            for &m in &trailing {
+                report.tokens_removed[role_slot(messages[m].role)] += everything.tokens_of_message(m);
+            }
+        }
+        report.dropped_messages.extend(&trailing);
+        report.reason = "trailing_messages_dropped".into();
+    }
+    let full_trained = full.trained(conversation, &options.train);
+    report.trained_before = full_trained.iter().filter(|&&t| t).count();
+    report.boundary_merges = full.tokens.boundary_merges;
+
+    let budget = options.max_length;
+    let mut samples = Vec::new();
+    let mut kept_messages: Vec<usize> = Vec::new();
+    if full.len() <= budget {
+        kept_messages = all.clone();
+        samples.push(sample_from(&full, &full_trained, record, 0));
+    } else {
+        let pinned = full.pinned_tokens(conversation);
+        if pinned >= budget {
+            report.status = Status::Dropped;
+            report.reason = "system_prompt_too_long".into();
+            report.dropped_messages = (0..messages.len()).collect();
+            finish_removed(&mut report, conversation, &full, &[]);
+            return Ok((Vec::new(), report));
+        }
+        let turns = turns(conversation, &all, |m| full.tokens_of_message(m));
+        let system: Vec<usize> = if has_system { vec![0] } else { Vec::new() };
+        let groups: Vec<Vec<usize>> = if options.split {
+            windows(&turns, budget - pinned)
+        } else {
+            vec![keep_latest(&turns, budget - pinned, options.keep_first_turn)]
+        };
+        let mut window = 0;
+        let mut queue: std::collections::VecDeque<Vec<usize>> = groups.into();
+        while let Some(mut group) = queue.pop_front() {
+            loop {
+                let keep = selection(&system, &turns, &group);
+                let encoded = Encoded::new(template, tokenizer, conversation, &keep).map_err(|e| e.for_record(record, line))?;
+                if encoded.len() <= budget {
+                    let trained = encoded.trained(conversation, &options.train);
+                    samples.push(sample_from(&encoded, &trained, record, window));
+                    kept_messages.extend(&keep);
+                    break;
+                }
+                if group.len() > 1 {
+                    // The template renders a subset longer than its parts (context-dependent
+                    // text): give up one more turn; in split mode it opens the next window.
+                    let moved = group.remove(if options.split { group.len() - 1 } else { 0 });
+                    if options.split {
+                        queue.push_front(vec![moved]);
+                    }
+                    continue;
+                }
+                let (sample, cut) = cut_to_fit(&encoded, conversation, options, record, window, &mut report);
+                report.cut_messages.extend(cut);
+                kept_messages.extend(&keep);
+                samples.push(sample);
+                break;
+            }
+            window += 1;
+        }
+        kept_messages.sort_unstable();
+        kept_messages.dedup();
+        report.status = if options.split && samples.len() > 1 { Status::Split } else { Status::Truncated };
+        report.reason = match report.status {
+            Status::Split => "split_into_windows",
+            _ if !report.cut_messages.is_empty() => "turn_cut",
+            _ => "turns_dropped",
+        }
+        .into();
+        let dropped: Vec<usize> = all.iter().copied().filter(|m| kept_messages.binary_search(m).is_err()).collect();
+        report.dropped_messages.extend(dropped);
+        report.dropped_messages.sort_unstable();
+    }
+
+    report.windows = samples.len();
+    report.tokens_after = samples.iter().map(|s| s.tokens.len()).sum();
+    report.trained_after = samples.iter().map(|s| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()).sum();
+    report.system_kept = has_system.then(|| kept_messages.contains(&0));
+    report.first_user_kept = first_user.map(|u| kept_messages.contains(&u));
+    finish_removed(&mut report, conversation, &full, &kept_messages);
+
+    // Supervision guarantee: a sample with too few trained tokens is dropped, never emitted.
+    let before = samples.len();
+    samples.retain(|s| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count() >= options.min_trainable_tokens.max(1));
+    if samples.is_empty() {
+        report.status = Status::Dropped;
+        report.reason = "no_trainable_tokens".into();
+        report.tokens_after = 0;
+        report.trained_after = 0;
+        report.windows = 0;
+    } else if samples.len() < before {
+        report.windows = samples.len();
+        report.tokens_after = samples.iter().map(|s| s.tokens.len()).sum();
+        report.trained_after = samples.iter().map(|s| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()).sum();
+    }
+    Ok((samples, report))
+}
+
+/// Messages of the given turns, after the system prompt.
+fn selection(system: &[usize], turns: &[Turn], group: &[usize]) -> Vec<usize> {
+    let mut keep = system.to_vec();
+    for &turn in group {
+        keep.extend(&turns[turn].messages);
+    }
+    keep
+}
+
+/// Tokens removed per role for dropped messages (from the full render), cuts already counted.
+fn finish_removed(report: &mut RecordReport, conversation: &Conversation, full: &Encoded, kept: &[usize]) {
+    for (span, range) in full.rendered.spans.iter().zip(&full.tokens.ranges) {
+        if let Some(m) = span.message {
+            if kept.binary_search(&m).is_err() {
+                report.tokens_removed[role_slot(conversation.messages[m].role)] += range.len();
+            }
+        }
+    }
+}
+
+fn sample_from(encoded: &Encoded, trained: &[bool], record: usize, window: usize) -> Sample {
+    let labels = encoded
+        .tokens
+        .ids
+        .iter()
+        .zip(trained)
+        .map(|(&id, &t)| if t { id as i64 } else { IGNORE_INDEX })
+        .collect();
+    Sample { record, window, tokens: encoded.tokens.ids.clone(), labels }
+}
+
+/// Cut tokens out of message contents until the sample fits: non-assistant messages first,
+/// longest first; then assistant messages (whose labels are cleared unless allowed).
+fn cut_to_fit(
+    encoded: &Encoded,
+    conversation: &Conversation,
+    options: &EncodeOptions,
+    record: usize,
+    window: usize,
+    report: &mut RecordReport,
+) -> (Sample, Vec<usize>) {
+    let mut excess = encoded.len() - options.max_length;
+    let mut trained = encoded.trained(conversation, &options.train);
+    let mut remove = vec![false; encoded.len()];
+    let mut candidates: Vec<(usize, std::ops::Range<usize>)> = encoded
+        .rendered
+        .spans
+        .iter()
+        .filter_map(|span| {
+            let m = span.message?;
+            (conversation.messages[m].role != Role::System)
+                .then(|| (m, encoded.tokens.tokens_in(span.content_start, span.content_end)))
+        })
+        .collect();
+    candidates.sort_by_key(|(m, range)| (conversation.messages[*m].role == Role::Assistant, std::cmp::Reverse(range.len())));
+    let mut cut = Vec::new();
+    for (message, range) in candidates {
+        if excess == 0 {
+            break;
+        }
+        let take = excess.min(range.len());
+        if take == 0 {
+            continue;
+        }
+        let kept = range.len() - take;
+        let removed = match options.cut_keep {
+            CutKeep::Head => range.start + kept..range.end,
+            CutKeep::Tail => range.start..range.start + take,
+            CutKeep::Middle => {
+                let head = kept.div_ceil(2);
+                range.start + head..range.start + head + take
+            }
+        };
+        for flag in &mut remove[removed] {
+            *flag = true;
+        }
+        let role = conversation.messages[message].role;
+        if role == Role::Assistant && !options.train_on_cut_turns {
+            let span = encoded.rendered.spans.iter().find(|s| s.message == Some(message)).expect("candidate span");
+            for flag in &mut trained[encoded.tokens.tokens_in(span.body_start, span.body_end)] {
+                *flag = false;
+            }
+        }
+        report.tokens_removed[role_slot(role)] += take;
+        excess -= take;
+        cut.push(message);
+    }
+    // Only system and template tokens are left to cut: the caller checked they fit, so this
+    // cannot be reached with excess left; stay safe and cut the tail regardless.
+    if excess > 0 {
+        let mut at = remove.len();
+        while excess > 0 && at > 0 {
+            at -= 1;
+            if !remove[at] {
+                remove[at] = true;
+                excess -= 1;
+            }
+        }
+    }
+    let mut tokens = Vec::with_capacity(options.max_length);
+    let mut labels = Vec::with_capacity(options.max_length);
+    for (index, &id) in encoded.tokens.ids.iter().enumerate() {
+        if !remove[index] {
+            tokens.push(id);
+            labels.push(if trained[index] { id as i64 } else { IGNORE_INDEX });
+        }
+    }
+    (Sample { record, window, tokens, labels }, cut)
+}
+
+/// How to treat a record that cannot be encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    Raise,
+    Skip,
+}
+
+/// A record to encode: parsed, or the error parsing it raised.
+pub struct Parsed {
+    pub record: usize,
+    pub line: Option<usize>,
+    pub conversation: Result<Conversation>,
+}
+
+/// Encode many conversations in parallel. With `OnError::Raise` the error of the lowest
+/// record index is returned, whatever the thread count.
+pub fn encode_all(
+    records: &[Parsed],
+    template: &Template,
+    tokenizer: &Tokenizer,
+    options: &EncodeOptions,
+    on_error: OnError,
+) -> Result<(Vec<Sample>, Vec<RecordReport>)> {
+    let outcomes: Vec<Result<(Vec<Sample>, RecordReport)>> = records
+        .par_iter()
+        .map(|parsed| match &parsed.conversation {
+            Ok(conversation) => encode_conversation(conversation, parsed.record, parsed.line, template, tokenizer, options),
+            Err(error) => Err(error.clone()),
+        })
+        .collect();
+    let mut samples = Vec::new();
+    let mut reports = Vec::with_capacity(records.len());
+    for (parsed, outcome) in records.iter().zip(outcomes) {
+        match outcome {
+            Ok((mut produced, report)) => {
+                samples.append(&mut produced);
+                reports.push(report);
+            }
+            Err(error) if on_error == OnError::Skip => reports.push(RecordReport::skipped(parsed.record, parsed.line, &error)),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((samples, reports))
+}

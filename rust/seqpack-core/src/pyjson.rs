@@ -1,0 +1,53 @@
+//! JSON text exactly as Python's `json.dumps(value, ensure_ascii=False)` writes it (the
+//! `tojson` of Hugging Face chat templates): `", "` and `": "` separators, keys in the order
+//! given, non-ASCII text unescaped.
+
+use serde::Serialize;
+use serde_json::ser::Formatter;
+use serde_json::Value;
+use std::io;
+
+struct PythonFormatter;
+
+impl Formatter for PythonFormatter {
+    fn begin_array_value<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + io::Write>(&mut self, writer: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, writer: &mut W) -> io::Result<()> {
+        writer.write_all(b": ")
+    }
+}
+
+/// `json.dumps(value, ensure_ascii=False)`.
+pub fn dumps(value: &Value) -> String {
+    let mut out = Vec::new();
+    let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
+    // Serialising a `Value` into memory cannot fail.
+    value.serialize(&mut serializer).expect("a JSON value always serialises");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_python_separators_and_order() {
+        let value: Value = serde_json::from_str(r#"{"b": [1, 2, {"c": "ü\n"}], "a": null, "t": true}"#).unwrap();
+        assert_eq!(dumps(&value), r#"{"b": [1, 2, {"c": "ü\n"}], "a": null, "t": true}"#);
+        assert_eq!(dumps(&Value::Array(vec![])), "[]");
+    }
+}
