@@ -8,15 +8,20 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from seqpack.batch import PackedBatch, flex_block_mask, sdpa_mask
+from seqpack.chat import ConversationReport, EncodedConversations, RecordReport, encode
 from seqpack.errors import (
     EmptyInputError,
     EmptySequenceError,
+    InvalidFileError,
     InvalidLabelsError,
     InvalidOffsetsError,
     InvalidOptionError,
+    InvalidRecordError,
     InvalidTokenError,
     OverlongSequenceError,
     SeqpackError,
+    TemplateError,
+    TokenizerError,
     TooManyTokensError,
 )
 from seqpack.pack import STRATEGIES, Plan, pack, plan
@@ -29,6 +34,14 @@ except PackageNotFoundError:  # running from a source tree without an install
 
 __all__ = [
     "STRATEGIES",
+    "ConversationReport",
+    "EncodedConversations",
+    "InvalidFileError",
+    "InvalidRecordError",
+    "RecordReport",
+    "TemplateError",
+    "TokenizerError",
+    "encode",
     "EmptyInputError",
     "EmptySequenceError",
     "Event",

@@ -18,6 +18,8 @@ from seqpack.stats import Event, PackStats
 
 if TYPE_CHECKING:
     import torch
+
+    from seqpack.chat import ConversationReport
     from torch.nn.attention.flex_attention import BlockMask
 
 ROW_ARRAYS = ("input_ids", "labels", "position_ids", "segment_ids", "attention_mask")
@@ -56,6 +58,13 @@ class PackedBatch:
     """Length of the longest segment."""
     stats: PackStats
     events: list[Event]
+    sample_record: npt.NDArray[np.int64] | None = None
+    """Conversation path: the input record of every packed sample (``source_index[:, 0]``
+    indexes samples; this maps a sample to its record)."""
+    sample_window: npt.NDArray[np.int64] | None = None
+    """Conversation path: the window of its record each sample is."""
+    report: ConversationReport | None = None
+    """Conversation path: one report per input record."""
 
     @property
     def num_rows(self) -> int:

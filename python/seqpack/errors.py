@@ -8,6 +8,10 @@ input as ``error.index``.
 from seqpack._seqpack import (
     EmptyInputError,
     EmptySequenceError,
+    InvalidFileError,
+    InvalidRecordError,
+    TemplateError,
+    TokenizerError,
     InvalidLabelsError,
     InvalidOffsetsError,
     InvalidOptionError,
@@ -18,6 +22,10 @@ from seqpack._seqpack import (
 )
 
 __all__ = [
+    "InvalidFileError",
+    "InvalidRecordError",
+    "TemplateError",
+    "TokenizerError",
     "EmptyInputError",
     "EmptySequenceError",
     "InvalidLabelsError",

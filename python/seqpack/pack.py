@@ -4,7 +4,8 @@ plans and writes the arrays. Options are checked here and in the core; every bad
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -13,9 +14,11 @@ import numpy.typing as npt
 
 from seqpack import _seqpack
 from seqpack.batch import PackedBatch
+from seqpack.chat import Records, conversation_args, make_report, records_source
 from seqpack.errors import InvalidOptionError
 from seqpack.inputs import TokenInput, flatten
 from seqpack.stats import Event, PackStats, events_from_native
+from seqpack.tokenizer import load_template, load_tokenizer
 
 StrategyName = Literal["bfd", "ffd", "sequential", "wrapped"]
 OverlongPolicy = Literal["error", "drop", "truncate", "split"]
@@ -133,9 +136,20 @@ def plan(
 
 
 def pack(
-    sequences: TokenInput,
+    sequences: TokenInput | Records,
     *,
     max_length: int,
+    tokenizer: Any = None,
+    template: str | os.PathLike[str] | None = None,
+    format: Literal["auto", "openai", "sharegpt", "alpaca"] = "auto",
+    mapping: Mapping[str, Any] | None = None,
+    on_error: Literal["raise", "skip"] = "raise",
+    keep_first_turn: bool = False,
+    overflow: Literal["truncate", "split"] = "truncate",
+    cut_keep: Literal["head", "tail", "middle"] = "head",
+    train_on_cut_turns: bool = False,
+    train_on: str | Sequence[str] = ("assistant",),
+    min_trainable_tokens: int = 1,
     labels: Any = None,
     offsets: npt.ArrayLike | None = None,
     strategy: StrategyName = "bfd",
@@ -174,6 +188,22 @@ def pack(
     ([[0, 1, 2, 0], [0, 1, 0, 1]], [[1, 1, 1, 2], [1, 1, 0, 0]])
     >>> batch.labels.tolist()
     [[-100, 6, 7, -100], [-100, 9, -100, -100]]
+
+    **Conversations.** With ``tokenizer=`` (a ``tokenizer.json`` path or folder, a
+    ``tokenizers.Tokenizer``, or a transformers fast tokenizer), ``sequences`` are chat
+    records instead: a list of OpenAI-messages / ShareGPT / Alpaca dicts, or a ``.json`` /
+    ``.jsonl`` path (``format`` picks the layout, ``mapping`` renames fields and roles). Each
+    is rendered with ``template`` (``"qwen3"``, ``"qwen2.5"``, ``"llama3"``, ``"mistral"``,
+    a Jinja ``chat_template``, or ``None`` for the tokenizer's own), tokenized in Rust, and
+    cut to ``max_length`` turn by turn: the system prompt and tools always stay (and the first
+    turn with ``keep_first_turn``), whole turns go oldest first, a turn still too long alone
+    is cut at token level on the ``cut_keep`` side (an assistant turn cut so is not trained
+    unless ``train_on_cut_turns``); ``overflow="split"`` emits windows instead, so every
+    assistant turn is trained once. Labels cover ``train_on`` roles' bodies (assistant:
+    content and end-of-turn token, not the role header) or ``"all"``. A sample with fewer than
+    ``min_trainable_tokens`` trained tokens is dropped, not emitted. Bad records raise a
+    :class:`~seqpack.SeqpackError` naming the record (and line), or with ``on_error="skip"``
+    are counted in ``batch.report``, which has one :class:`~seqpack.RecordReport` per record.
     """
     if dtype not in ("int64", "int32"):
         raise InvalidOptionError(f"option dtype: expected 'int64' or 'int32', got {dtype!r}")
@@ -182,6 +212,22 @@ def pack(
             f"option loss_weights: expected 'token', 'sequence' or None, got {loss_weights!r}"
         )
     _check_int("pad_id", pad_id)
+    if tokenizer is not None:
+        return _pack_conversations(
+            sequences, tokenizer=tokenizer, template=template, mapping=mapping,
+            args=conversation_args(
+                format=format, max_length=max_length, keep_first_turn=keep_first_turn,
+                overflow=overflow, cut_keep=cut_keep, train_on_cut_turns=train_on_cut_turns,
+                train_on=train_on, min_trainable_tokens=min_trainable_tokens, on_error=on_error,
+            ),
+            strategy=strategy, max_seqs_per_row=max_seqs_per_row,
+            pad_rows_to_multiple_of=pad_rows_to_multiple_of, seed=seed, pad_id=pad_id,
+            dtype=dtype, loss_weights=loss_weights,
+        )
+    if labels is None and isinstance(sequences, (str, os.PathLike)):
+        raise InvalidOptionError(
+            "got a path without tokenizer=; pass tokenizer= to pack chat records from a file"
+        )
     flat = flatten(sequences, labels=labels, offsets=offsets)
     raw = _seqpack.pack_flat(
         flat.tokens,
@@ -198,3 +244,29 @@ def pack(
     events = events_from_native(raw.pop("events"))
     stats = PackStats.from_native(raw.pop("stats"), events)
     return PackedBatch(**raw, stats=stats, events=events)
+
+
+def _pack_conversations(
+    records: Any, *, tokenizer: Any, template: Any, mapping: Mapping[str, Any] | None,
+    args: dict[str, Any], strategy: str, max_seqs_per_row: int | None,
+    pad_rows_to_multiple_of: int, seed: int | None, pad_id: int, dtype: str,
+    loss_weights: str | None,
+) -> PackedBatch:
+    loaded = load_tokenizer(tokenizer)
+    native_template = load_template(template, loaded)
+    objects, path = records_source(records)
+    plan_kwargs = _plan_kwargs(
+        args["max_length"], strategy, max_seqs_per_row, "error", "head",
+        pad_rows_to_multiple_of, seed,
+    )
+    raw = _seqpack.pack_records(
+        objects, path, loaded.native, native_template, dict(mapping) if mapping else None, args,
+        strategy=plan_kwargs["strategy"], max_seqs_per_row=plan_kwargs["max_seqs_per_row"],
+        pad_rows_to_multiple_of=plan_kwargs["pad_rows_to_multiple_of"],
+        seed=plan_kwargs["seed"], pad_id=int(pad_id), output_dtype=dtype,
+        loss_weights=loss_weights,
+    )
+    report = make_report(raw.pop("reports"))
+    events = events_from_native(raw.pop("events"))
+    stats = PackStats.from_native(raw.pop("stats"), events)
+    return PackedBatch(**raw, stats=stats, events=events, report=report)

@@ -233,7 +233,12 @@ pub fn parse_record(record: &Value, format: Format, mapping: &Mapping, origin: O
         }
     }
     conversation.tools = parse_tools(object.get(&mapping.tools), &mapping.tools, origin)?;
-    validate(&conversation, origin)?;
+    let list_key = match format {
+        Format::ShareGpt => mapping.conversations.as_str(),
+        Format::Alpaca => mapping.output.as_str(),
+        _ => mapping.messages.as_str(),
+    };
+    validate(&conversation, list_key, origin)?;
     Ok(conversation)
 }
 
@@ -442,20 +447,20 @@ fn parse_alpaca(object: &serde_json::Map<String, Value>, mapping: &Mapping, orig
 }
 
 /// Structural rules every conversation must meet before it is rendered.
-fn validate(conversation: &Conversation, origin: Origin) -> Result<()> {
+fn validate(conversation: &Conversation, list_key: &str, origin: Origin) -> Result<()> {
     if conversation.messages.is_empty() {
-        return Err(origin.error("messages", "the conversation is empty"));
+        return Err(origin.error(list_key, "the conversation is empty"));
     }
     for (index, message) in conversation.messages.iter().enumerate().skip(1) {
         if message.role == Role::System {
             return Err(origin.error(
-                format!("messages[{index}]"),
+                format!("{list_key}[{index}]"),
                 "a system message may only come first",
             ));
         }
     }
     if !conversation.messages.iter().any(|m| m.role == Role::Assistant) {
-        return Err(origin.error("messages", "no assistant turn: nothing to train on"));
+        return Err(origin.error(list_key, "no assistant turn: nothing to train on"));
     }
     Ok(())
 }

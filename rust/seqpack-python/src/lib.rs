@@ -2,6 +2,8 @@
 //! the interpreter detached, and hands the arrays back to numpy without copying them.
 //! Argument normalisation and documentation live in the Python package.
 
+mod chat;
+
 use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -21,9 +23,13 @@ create_exception!(seqpack, InvalidTokenError, SeqpackError, "A token id is negat
 create_exception!(seqpack, InvalidLabelsError, SeqpackError, "Labels do not line up with their tokens or hold an invalid value.");
 create_exception!(seqpack, InvalidOffsetsError, SeqpackError, "Offsets into the flat token array do not describe sequences.");
 create_exception!(seqpack, TooManyTokensError, SeqpackError, "The packed batch is too large for int32 cu_seqlens.");
+create_exception!(seqpack, InvalidRecordError, SeqpackError, "A chat record cannot be read as a conversation.");
+create_exception!(seqpack, InvalidFileError, SeqpackError, "A file of chat records cannot be read.");
+create_exception!(seqpack, TemplateError, SeqpackError, "A chat template does not compile, raises, or cannot be mapped to messages.");
+create_exception!(seqpack, TokenizerError, SeqpackError, "A tokenizer cannot be loaded or fails.");
 
 /// Map a core error to its exception class; errors about one sequence carry its `index`.
-fn to_py(py: Python<'_>, error: Error) -> PyErr {
+pub(crate) fn to_py(py: Python<'_>, error: Error) -> PyErr {
     let message = error.to_string();
     let (exception, index) = match &error {
         Error::InvalidOption { .. } => (InvalidOptionError::new_err(message), None),
@@ -34,6 +40,10 @@ fn to_py(py: Python<'_>, error: Error) -> PyErr {
         Error::InvalidLabels { index, .. } => (InvalidLabelsError::new_err(message), Some(*index)),
         Error::InvalidOffsets { .. } => (InvalidOffsetsError::new_err(message), None),
         Error::TooManyTokens { .. } => (TooManyTokensError::new_err(message), None),
+        Error::InvalidRecord { record, .. } => (InvalidRecordError::new_err(message), Some(*record)),
+        Error::InvalidFile { .. } => (InvalidFileError::new_err(message), None),
+        Error::Template { .. } => (TemplateError::new_err(message), None),
+        Error::Tokenizer { .. } => (TokenizerError::new_err(message), None),
     };
     // Attaching an attribute to a fresh exception instance cannot fail in practice; if it did,
     // the message still names the sequence, so the error itself is what matters.
@@ -265,6 +275,78 @@ fn pack_flat<'py>(
     }
 }
 
+/// Samples of the conversation path, flattened for packing.
+pub(crate) struct TokensOut {
+    pub tokens: Vec<i32>,
+    pub labels: Vec<i64>,
+    pub offsets: Vec<usize>,
+    pub sample_record: Vec<i64>,
+    pub sample_window: Vec<i64>,
+}
+
+/// Encode chat records and pack the samples, in one call.
+#[pyfunction]
+#[pyo3(signature = (records, path, tokenizer, template, mapping, args, *, strategy, max_seqs_per_row, pad_rows_to_multiple_of, seed, pad_id, output_dtype, loss_weights))]
+#[allow(clippy::too_many_arguments)]
+fn pack_records<'py>(
+    py: Python<'py>,
+    records: Option<Bound<'py, PyList>>,
+    path: Option<String>,
+    tokenizer: &chat::NativeTokenizer,
+    template: &chat::NativeTemplate,
+    mapping: Option<Bound<'py, PyDict>>,
+    args: chat::ConversationArgs,
+    strategy: &str,
+    max_seqs_per_row: Option<i64>,
+    pad_rows_to_multiple_of: i64,
+    seed: Option<u64>,
+    pad_id: i64,
+    output_dtype: &str,
+    loss_weights: Option<&str>,
+) -> PyResult<Bound<'py, PyDict>> {
+    let source = match (records, path) {
+        (Some(list), _) => chat::Source::Objects(list),
+        (None, Some(path)) => chat::Source::File(path),
+        (None, None) => return Err(to_py(py, Error::EmptyInput)),
+    };
+    let options = plan_options(args.max_length, strategy, max_seqs_per_row, "error", "head", pad_rows_to_multiple_of, seed)
+        .map_err(|e| to_py(py, e))?;
+    let layout = LayoutOptions {
+        pad_id,
+        loss_weights: loss_weights.map(LossWeighting::from_name).transpose().map_err(|e| to_py(py, e))?,
+    };
+    let (samples, reports) = chat::encode_source(py, source, tokenizer, template, mapping.as_ref(), &args)?;
+    let flat = py.detach(|| chat::flatten_samples(&samples));
+    if flat.sample_record.is_empty() {
+        return Err(to_py(py, Error::EmptyInput));
+    }
+    let raw_offsets: Vec<i64> = flat.offsets.iter().map(|&o| o as i64).collect();
+    let dict = match output_dtype {
+        "int64" => {
+            let (plan, packed) = py
+                .detach(|| pack_with::<i32, i64>(&flat.tokens, &raw_offsets, Some(&flat.labels), &options, &layout))
+                .map_err(|e| to_py(py, e))?;
+            packed_dict(py, &plan, packed)?
+        }
+        "int32" => {
+            let (plan, packed) = py
+                .detach(|| pack_with::<i32, i32>(&flat.tokens, &raw_offsets, Some(&flat.labels), &options, &layout))
+                .map_err(|e| to_py(py, e))?;
+            packed_dict(py, &plan, packed)?
+        }
+        other => {
+            return Err(to_py(py, Error::InvalidOption {
+                name: "dtype",
+                message: format!("unknown dtype '{other}'; expected 'int64' or 'int32'"),
+            }))
+        }
+    };
+    dict.set_item("sample_record", flat.sample_record.into_pyarray(py))?;
+    dict.set_item("sample_window", flat.sample_window.into_pyarray(py))?;
+    dict.set_item("reports", chat::reports_list(py, &reports)?)?;
+    Ok(dict)
+}
+
 #[pymodule(gil_used = false)]
 fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = module.py();
@@ -279,5 +361,13 @@ fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("InvalidLabelsError", py.get_type::<InvalidLabelsError>())?;
     module.add("InvalidOffsetsError", py.get_type::<InvalidOffsetsError>())?;
     module.add("TooManyTokensError", py.get_type::<TooManyTokensError>())?;
+    module.add("InvalidRecordError", py.get_type::<InvalidRecordError>())?;
+    module.add("InvalidFileError", py.get_type::<InvalidFileError>())?;
+    module.add("TemplateError", py.get_type::<TemplateError>())?;
+    module.add("TokenizerError", py.get_type::<TokenizerError>())?;
+    module.add_class::<chat::NativeTokenizer>()?;
+    module.add_class::<chat::NativeTemplate>()?;
+    module.add_function(wrap_pyfunction!(chat::encode_records, module)?)?;
+    module.add_function(wrap_pyfunction!(pack_records, module)?)?;
     Ok(())
 }
