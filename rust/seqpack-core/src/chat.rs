@@ -451,14 +451,6 @@ fn validate(conversation: &Conversation, list_key: &str, origin: Origin) -> Resu
     if conversation.messages.is_empty() {
         return Err(origin.error(list_key, "the conversation is empty"));
     }
-    for (index, message) in conversation.messages.iter().enumerate().skip(1) {
-        if message.role == Role::System {
-            return Err(origin.error(
-                format!("{list_key}[{index}]"),
-                "a system message may only come first",
-            ));
-        }
-    }
     if !conversation.messages.iter().any(|m| m.role == Role::Assistant) {
         return Err(origin.error(list_key, "no assistant turn: nothing to train on"));
     }

@@ -118,8 +118,11 @@ pub struct RecordReport {
     pub dropped_messages: Vec<usize>,
     /// Messages shortened at token level.
     pub cut_messages: Vec<usize>,
-    /// Tokens removed, per role: system, user, assistant, tool.
-    pub tokens_removed: [usize; 4],
+    /// Tokens removed, per role: system, user, assistant, tool; then the template's own text
+    /// (what re-rendering a shorter conversation adds or drops, e.g. Qwen3's empty `<think>`
+    /// block or a system prompt repeated in every window; negative when it adds). The five
+    /// always sum to `tokens_before - tokens_after`.
+    pub tokens_removed: [i64; 5],
     pub system_kept: Option<bool>,
     pub first_user_kept: Option<bool>,
     pub tokens_before: usize,
@@ -141,7 +144,7 @@ impl RecordReport {
             message: None,
             dropped_messages: Vec::new(),
             cut_messages: Vec::new(),
-            tokens_removed: [0; 4],
+            tokens_removed: [0; 5],
             system_kept: None,
             first_user_kept: None,
             tokens_before: 0,
@@ -213,7 +216,7 @@ impl Encoded {
             .zip(&self.tokens.ranges)
             .filter(|(span, _)| match span.message {
                 None => true,
-                Some(m) => conversation.messages[m].role == Role::System,
+                Some(m) => m == 0 && conversation.messages[m].role == Role::System,
             })
             .map(|(_, range)| range.len())
             .sum()
@@ -268,7 +271,7 @@ pub fn encode_conversation(
         if let Ok(everything) = Encoded::new(template, tokenizer, conversation, &whole) {
             report.tokens_before = everything.len();
             for &m in &trailing {
-                report.tokens_removed[role_slot(messages[m].role)] += everything.tokens_of_message(m);
+                report.tokens_removed[role_slot(messages[m].role)] += everything.tokens_of_message(m) as i64;
             }
         }
         report.dropped_messages.extend(&trailing);
@@ -291,6 +294,7 @@ pub fn encode_conversation(
             report.reason = "system_prompt_too_long".into();
             report.dropped_messages = (0..messages.len()).collect();
             finish_removed(&mut report, conversation, &full, &[]);
+            balance_template(&mut report);
             return Ok((Vec::new(), report));
         }
         let turns = turns(conversation, &all, |m| full.tokens_of_message(m));
@@ -359,12 +363,27 @@ pub fn encode_conversation(
         report.tokens_after = 0;
         report.trained_after = 0;
         report.windows = 0;
+        // Everything is gone: attribute every message's tokens to its role.
+        report.tokens_removed = [0; 5];
+        report.dropped_messages = (0..messages.len()).collect();
+        let whole: Vec<usize> = (0..messages.len()).collect();
+        match Encoded::new(template, tokenizer, conversation, &whole) {
+            Ok(everything) => finish_removed(&mut report, conversation, &everything, &[]),
+            Err(_) => finish_removed(&mut report, conversation, &full, &[]),
+        }
     } else if samples.len() < before {
         report.windows = samples.len();
         report.tokens_after = samples.iter().map(|s| s.tokens.len()).sum();
         report.trained_after = samples.iter().map(|s| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()).sum();
     }
+    balance_template(&mut report);
     Ok((samples, report))
+}
+
+/// The template bucket: whatever the role buckets do not explain.
+fn balance_template(report: &mut RecordReport) {
+    let by_roles: i64 = report.tokens_removed[..4].iter().sum();
+    report.tokens_removed[4] = report.tokens_before as i64 - report.tokens_after as i64 - by_roles;
 }
 
 /// Messages of the given turns, after the system prompt.
@@ -381,7 +400,7 @@ fn finish_removed(report: &mut RecordReport, conversation: &Conversation, full: 
     for (span, range) in full.rendered.spans.iter().zip(&full.tokens.ranges) {
         if let Some(m) = span.message {
             if kept.binary_search(&m).is_err() {
-                report.tokens_removed[role_slot(conversation.messages[m].role)] += range.len();
+                report.tokens_removed[role_slot(conversation.messages[m].role)] += range.len() as i64;
             }
         }
     }
@@ -417,7 +436,7 @@ fn cut_to_fit(
         .iter()
         .filter_map(|span| {
             let m = span.message?;
-            (conversation.messages[m].role != Role::System)
+            (m != 0 || conversation.messages[m].role != Role::System)
                 .then(|| (m, encoded.tokens.tokens_in(span.content_start, span.content_end)))
         })
         .collect();
@@ -450,7 +469,7 @@ fn cut_to_fit(
                 *flag = false;
             }
         }
-        report.tokens_removed[role_slot(role)] += take;
+        report.tokens_removed[role_slot(role)] += take as i64;
         excess -= take;
         cut.push(message);
     }

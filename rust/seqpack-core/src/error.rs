@@ -14,6 +14,10 @@ pub enum Error {
     #[error("no sequences to pack: the input is empty")]
     EmptyInput,
 
+    /// Chat records were read but none left a sample to pack.
+    #[error("none of the {records} records left a sample to pack ({reasons})")]
+    NoSamples { records: usize, reasons: String },
+
     /// A sequence of length zero; it would become a segment with nothing in it.
     #[error("sequence {index} is empty (0 tokens); remove it before packing")]
     EmptySequence { index: usize },

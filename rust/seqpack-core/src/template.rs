@@ -388,7 +388,15 @@ fn render_mistral(conversation: &Conversation, keep: &[usize]) -> Result<Rendere
     for &index in keep {
         let message = &conversation.messages[index];
         match message.role {
-            Role::System => system = Some((index, message.content.as_str())),
+            Role::System if index == 0 => system = Some((index, message.content.as_str())),
+            Role::System => {
+                return Err(Error::Template {
+                    message: format!(
+                        "message {index}: the built-in 'mistral' template has no place for a \
+                         system message after the first"
+                    ),
+                })
+            }
             Role::User => {
                 out.begin(Some(index));
                 out.push("[INST] ");

@@ -13,12 +13,13 @@ pub struct Turn {
     pub tokens: usize,
 }
 
-/// Split the kept messages (system excluded) into turns.
+/// Split the messages into turns; a leading system prompt (message 0) is pinned, not a turn.
+/// A system message later in the conversation belongs to the turn it appears in.
 pub fn turns(conversation: &Conversation, messages: &[usize], tokens_of: impl Fn(usize) -> usize) -> Vec<Turn> {
     let mut turns: Vec<Turn> = Vec::new();
     for &index in messages {
         let message = &conversation.messages[index];
-        if message.role == Role::System {
+        if index == 0 && message.role == Role::System {
             continue;
         }
         if message.role == Role::User || turns.is_empty() {

@@ -292,7 +292,7 @@ pub fn reports_list<'py>(py: Python<'py>, reports: &[RecordReport]) -> PyResult<
         dict.set_item("dropped_messages", &r.dropped_messages)?;
         dict.set_item("cut_messages", &r.cut_messages)?;
         let removed = PyDict::new(py);
-        for (slot, role) in ["system", "user", "assistant", "tool"].iter().enumerate() {
+        for (slot, role) in ["system", "user", "assistant", "tool", "template"].iter().enumerate() {
             removed.set_item(role, r.tokens_removed[slot])?;
         }
         dict.set_item("tokens_removed", removed)?;

@@ -33,7 +33,7 @@ pub(crate) fn to_py(py: Python<'_>, error: Error) -> PyErr {
     let message = error.to_string();
     let (exception, index) = match &error {
         Error::InvalidOption { .. } => (InvalidOptionError::new_err(message), None),
-        Error::EmptyInput => (EmptyInputError::new_err(message), None),
+        Error::EmptyInput | Error::NoSamples { .. } => (EmptyInputError::new_err(message), None),
         Error::EmptySequence { index } => (EmptySequenceError::new_err(message), Some(*index)),
         Error::Overlong { index, .. } => (OverlongSequenceError::new_err(message), Some(*index)),
         Error::InvalidToken { index, .. } => (InvalidTokenError::new_err(message), Some(*index)),
@@ -316,10 +316,15 @@ fn pack_records<'py>(
         loss_weights: loss_weights.map(LossWeighting::from_name).transpose().map_err(|e| to_py(py, e))?,
     };
     let (samples, reports) = chat::encode_source(py, source, tokenizer, template, mapping.as_ref(), &args)?;
-    let flat = py.detach(|| chat::flatten_samples(&samples));
-    if flat.sample_record.is_empty() {
-        return Err(to_py(py, Error::EmptyInput));
+    if samples.is_empty() {
+        let mut reasons: std::collections::BTreeMap<&str, usize> = Default::default();
+        for report in &reports {
+            *reasons.entry(report.reason.as_str()).or_default() += 1;
+        }
+        let reasons = reasons.iter().map(|(r, n)| format!("{r}: {n}")).collect::<Vec<_>>().join(", ");
+        return Err(to_py(py, Error::NoSamples { records: reports.len(), reasons }));
     }
+    let flat = py.detach(|| chat::flatten_samples(&samples));
     let raw_offsets: Vec<i64> = flat.offsets.iter().map(|&o| o as i64).collect();
     let dict = match output_dtype {
         "int64" => {
