@@ -1,0 +1,177 @@
+"""Bad chat input: a typed SeqpackError naming the record (and line) and the field, or with
+on_error="skip" a counted skip with its reason. Never a panic, a crash or a hang."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seqpack
+
+GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def encode(records, qwen_dir, **options):
+    return seqpack.encode(records, tokenizer=qwen_dir, template="qwen3", max_length=128, **options)
+
+
+@pytest.mark.parametrize(
+    ("record", "match"),
+    [
+        ({"messages": [{"content": "hi"}, GOOD["messages"][1]]}, r"record 1: field 'messages\[0\]\.role': is missing"),
+        ({"messages": [{"role": "bot", "content": "hi"}]}, r"record 1: field 'messages\[0\]\.role': role 'bot' is not one of"),
+        ({"messages": [{"role": "user", "content": 5}, GOOD["messages"][1]]}, r"field 'messages\[0\]\.content': must be a string or a list of parts, got a number"),
+        ({"messages": []}, r"record 1: field 'messages': the conversation is empty"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, r"record 1: field 'messages': no assistant turn"),
+        ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": 3}]}, r"field 'conversations\[1\]\.value'"),
+        ({"instruction": "do it"}, r"record 1: field 'output': is missing"),
+        ({"text": "raw"}, r"record 1: cannot tell the format"),
+        ({"messages": [{"role": "user", "content": [{"type": "image", "text": "x"}]}, GOOD["messages"][1]]}, r"content part type 'image' is not supported"),
+        ({"messages": GOOD["messages"], "tools": "{not json"}, r"field 'tools': is a string but not valid JSON"),
+        ({"conversations": [{"from": "human", "value": "hi"}, {"from": "function_call", "value": "nope"}]}, r"tool call is not valid JSON"),
+        ("just a string", r"record 1: a record must be a JSON object, got a string"),
+    ],
+)
+def test_bad_records_name_record_and_field(record, match, qwen_dir):
+    with pytest.raises(seqpack.InvalidRecordError, match=match) as info:
+        encode([GOOD, record, GOOD], qwen_dir)
+    assert info.value.index == 1
+    assert isinstance(info.value, ValueError)
+    skipped = encode([GOOD, record, GOOD], qwen_dir, on_error="skip")
+    statuses = [r.status for r in skipped.report.records]
+    assert statuses == ["kept", "skipped", "kept"]
+    assert skipped.report.records[1].reason == "invalid_record"
+    assert len(skipped) == 2
+
+
+def test_lowest_bad_record_is_reported_whatever_the_threads(qwen_dir):
+    records = [GOOD] * 50 + [{"messages": []}] + [GOOD] * 50 + [{"messages": 1}]
+    for _ in range(5):
+        with pytest.raises(seqpack.InvalidRecordError, match="record 50:"):
+            encode(records, qwen_dir)
+
+
+def test_malformed_jsonl_line_is_named(tmp_path, qwen_dir):
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n\n" + '{"messages": [\n' + json.dumps(GOOD) + "\n")
+    with pytest.raises(seqpack.InvalidRecordError, match=r"record 1 \(line 3\): not valid JSON"):
+        encode(path, qwen_dir)
+    skipped = encode(path, qwen_dir, on_error="skip")
+    assert [(r.status, r.line, r.reason) for r in skipped.report.records] == [
+        ("kept", 1, "fits"), ("skipped", 3, "invalid_record"), ("kept", 4, "fits"),
+    ]
+
+
+def test_truncated_json_file_is_named(tmp_path, qwen_dir):
+    path = tmp_path / "data.json"
+    text = json.dumps([GOOD, GOOD], indent=2)
+    path.write_text(text[: len(text) // 2])
+    with pytest.raises(seqpack.InvalidFileError, match=r"data.json, line \d+: not a JSON array of records"):
+        encode(path, qwen_dir)
+    with pytest.raises(seqpack.InvalidFileError, match="no such file"):
+        encode(tmp_path / "missing.json", qwen_dir)
+
+
+def test_json_records_carry_their_line(tmp_path, qwen_dir):
+    path = tmp_path / "data.json"
+    text = json.dumps([GOOD, {"messages": []}], indent=2)
+    path.write_text(text)
+    # The second record's opening brace: the second line that is exactly "  {".
+    line = [n for n, l in enumerate(text.splitlines(), 1) if l == "  {"][1]
+    with pytest.raises(seqpack.InvalidRecordError, match=rf"record 1 \(line {line}\)"):
+        encode(path, qwen_dir)
+
+
+def test_template_that_raises_names_the_record(qwen_dir):
+    template = "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}{% endif %}{{ m.content }}{% endfor %}"
+    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}, {"role": "assistant", "content": "ok"}]}
+    with pytest.raises(seqpack.InvalidRecordError, match=r"record 1: chat template: .*no tools here"):
+        seqpack.encode([GOOD, bad], tokenizer=qwen_dir, template=template, max_length=64)
+    skipped = seqpack.encode([GOOD, bad], tokenizer=qwen_dir, template=template, max_length=64, on_error="skip")
+    assert skipped.report.records[1].status == "skipped"
+
+
+def test_template_that_does_not_compile(qwen_dir):
+    with pytest.raises(seqpack.TemplateError, match="does not compile"):
+        seqpack.encode([GOOD], tokenizer=qwen_dir, template="{% for m in messages %}", max_length=64)
+
+
+def test_template_that_loops_forever_stops(qwen_dir):
+    template = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
+    with pytest.raises(seqpack.InvalidRecordError, match="chat template"):
+        seqpack.encode([GOOD], tokenizer=qwen_dir, template=template, max_length=64)
+
+
+def test_template_cannot_reach_files_or_python(qwen_dir, tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    for template in (
+        "{% include '" + str(secret) + "' %}",
+        "{{ ''.__class__.__mro__ }}{{ messages[0].content }}",
+        "{{ cycler.__init__.__globals__ }}",
+    ):
+        try:
+            encoded = seqpack.encode([GOOD], tokenizer=qwen_dir, template=template, max_length=64, on_error="skip")
+        except seqpack.SeqpackError:
+            continue
+        for k in range(len(encoded)):
+            assert "s3cret" not in str(encoded.sample(k))
+            assert "class" not in str(encoded.sample(k))
+
+
+def test_bad_options(qwen_dir, tmp_path):
+    with pytest.raises(seqpack.InvalidOptionError, match="template"):
+        seqpack.encode([GOOD], tokenizer=qwen_dir / "tokenizer.json", template="gpt5", max_length=64)
+    with pytest.raises(seqpack.InvalidOptionError, match="overflow"):
+        encode([GOOD], qwen_dir, overflow="wrap")
+    with pytest.raises(seqpack.InvalidOptionError, match="cut_keep"):
+        encode([GOOD], qwen_dir, cut_keep="left")
+    with pytest.raises(seqpack.InvalidOptionError, match="train_on"):
+        encode([GOOD], qwen_dir, train_on=["bot"])
+    with pytest.raises(seqpack.InvalidOptionError, match="on_error"):
+        encode([GOOD], qwen_dir, on_error="ignore")
+    with pytest.raises(seqpack.InvalidOptionError, match="single record"):
+        encode(GOOD, qwen_dir)
+    with pytest.raises(seqpack.InvalidOptionError, match="mapping"):
+        encode([GOOD], qwen_dir, mapping={"speaker": "role"})
+    with pytest.raises(seqpack.TokenizerError, match="does not exist"):
+        seqpack.encode([GOOD], tokenizer=tmp_path / "nope.json", template="qwen3", max_length=64)
+    broken = tmp_path / "broken.json"
+    broken.write_text("{}")
+    with pytest.raises(seqpack.TokenizerError, match="cannot load tokenizer.json"):
+        seqpack.encode([GOOD], tokenizer=broken, template="qwen3", max_length=64)
+    with pytest.raises(seqpack.EmptyInputError):
+        encode([], qwen_dir)
+
+
+def test_mapping_renames_fields_and_roles(qwen_dir):
+    record = {"dialog": [{"speaker": "client", "text": "hi"}, {"speaker": "agent", "text": "hello"}]}
+    encoded = encode(
+        [record], qwen_dir, format="sharegpt",
+        mapping={"conversations": "dialog", "from": "speaker", "value": "text",
+                 "roles": {"client": "user", "agent": "assistant"}},
+    )
+    reference = encode([GOOD], qwen_dir)
+    assert encoded.sample(0)[0].tolist() == reference.sample(0)[0].tolist()
+
+
+junk = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=5),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(
+        st.sampled_from(["messages", "role", "content", "conversations", "from", "value", "instruction", "output", "tools", "tool_calls", "system"]),
+        children, max_size=4),
+    max_leaves=15,
+)
+
+
+@settings(max_examples=150)
+@given(records=st.lists(junk, min_size=1, max_size=4))
+def test_junk_records_never_crash(records, qwen_dir):
+    try:
+        encoded = encode(records, qwen_dir, on_error="skip")
+    except seqpack.SeqpackError:
+        return
+    assert len(encoded.report.records) == len(records)
