@@ -1,0 +1,107 @@
+//! Records → conversations → rendered text with spans, without a tokenizer.
+
+use seqpack_core::chat::{parse_record, Format, Mapping, Origin, Role};
+use seqpack_core::template::Template;
+use serde_json::json;
+
+fn parse(value: serde_json::Value) -> seqpack_core::chat::Conversation {
+    parse_record(&value, Format::Auto, &Mapping::default(), Origin { record: 0, line: None }).unwrap()
+}
+
+fn render(template: &Template, value: serde_json::Value) -> (String, Vec<seqpack_core::template::MessageSpan>) {
+    let conversation = parse(value);
+    let all: Vec<usize> = (0..conversation.messages.len()).collect();
+    let rendered = template.render(&conversation, &all).unwrap();
+    (rendered.text, rendered.spans)
+}
+
+#[test]
+fn formats_normalise_to_the_same_conversation() {
+    let openai = parse(json!({"messages": [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]}));
+    let sharegpt = parse(json!({"system": "S", "conversations": [
+        {"from": "human", "value": "U"}, {"from": "gpt", "value": "A"}]}));
+    let alpaca = parse(json!({"system": "S", "instruction": "U", "input": "", "output": "A"}));
+    assert_eq!(openai, sharegpt);
+    assert_eq!(openai, alpaca);
+    let with_input = parse(json!({"instruction": "U", "input": "more", "output": "A", "history": [["u0", "a0"]]}));
+    let roles: Vec<Role> = with_input.messages.iter().map(|m| m.role).collect();
+    assert_eq!(roles, [Role::User, Role::Assistant, Role::User, Role::Assistant]);
+    assert_eq!(with_input.messages[2].content, "U\nmore");
+}
+
+#[test]
+fn sharegpt_function_calls_and_observations() {
+    let conversation = parse(json!({"tools": "[{\"name\": \"f\"}]", "conversations": [
+        {"from": "human", "value": "U"},
+        {"from": "function_call", "value": "{\"name\": \"f\", \"arguments\": {\"x\": 1}}"},
+        {"from": "observation", "value": "R"},
+        {"from": "gpt", "value": "A"}]}));
+    assert_eq!(conversation.tools, vec![json!({"name": "f"})]);
+    assert_eq!(conversation.messages[1].role, Role::Assistant);
+    assert_eq!(conversation.messages[1].tool_calls[0].name, "f");
+    assert_eq!(conversation.messages[2].role, Role::Tool);
+}
+
+#[test]
+fn chatml_spans_cover_header_body_and_separator() {
+    let (text, spans) = render(&Template::Qwen25, json!({"messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}));
+    assert_eq!(
+        text,
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
+         <|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nYo<|im_end|>\n"
+    );
+    assert_eq!(spans[0].message, None); // Qwen2.5's default system prompt is the template's own
+    let answer = spans[2];
+    assert_eq!(&text[answer.start..answer.body_start], "<|im_start|>assistant\n");
+    assert_eq!(&text[answer.body_start..answer.body_end], "Yo<|im_end|>");
+    assert_eq!(&text[answer.body_end..answer.end], "\n");
+    assert_eq!(&text[answer.content_start..answer.content_end], "Yo");
+    // Spans tile the text.
+    for pair in spans.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start);
+    }
+    assert_eq!(spans.last().unwrap().end, text.len());
+}
+
+#[test]
+fn qwen3_thinks_only_after_the_last_query() {
+    let (text, _) = render(&Template::Qwen3, json!({"messages": [
+        {"role": "user", "content": "1"}, {"role": "assistant", "content": "<think>r1</think>a1"},
+        {"role": "user", "content": "2"}, {"role": "assistant", "content": "a2"}]}));
+    assert_eq!(
+        text,
+        "<|im_start|>user\n1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n\
+         <|im_start|>user\n2<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\na2<|im_end|>\n"
+    );
+}
+
+#[test]
+fn llama3_and_mistral() {
+    let record = json!({"messages": [
+        {"role": "system", "content": "S"}, {"role": "user", "content": " U "}, {"role": "assistant", "content": "A"}]});
+    let (text, spans) = render(&Template::Llama3, record.clone());
+    assert_eq!(
+        text,
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nS<|eot_id|>\
+         <|start_header_id|>user<|end_header_id|>\n\nU<|eot_id|>\
+         <|start_header_id|>assistant<|end_header_id|>\n\nA<|eot_id|>"
+    );
+    let answer = spans.last().unwrap();
+    assert_eq!(&text[answer.body_start..answer.body_end], "A<|eot_id|>");
+    let (text, spans) = render(&Template::Mistral, record);
+    assert_eq!(text, "<s>[INST] S\n\n U  [/INST]A</s>");
+    let answer = spans.last().unwrap();
+    assert_eq!(&text[answer.body_start..answer.body_end], "A</s>");
+}
+
+#[test]
+fn builtins_without_tool_support_say_so() {
+    let conversation = parse(json!({"messages": [
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": {}}}]},
+        {"role": "tool", "content": "R"}, {"role": "assistant", "content": "A"}]}));
+    let error = Template::Llama3.render(&conversation, &[0, 1, 2, 3]).unwrap_err();
+    assert!(error.to_string().contains("does not render tools"), "{error}");
+}
