@@ -33,11 +33,9 @@ class ChatTokenizer:
     eos_token: str = ""
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``, no special tokens added.
-
-        >>> from seqpack.tokenizer import load_tokenizer  # doctest: +SKIP
-        """
-        return self.native.encode(text)
+        """Token ids of ``text``, no special tokens added (as ``tokenizers`` gives them)."""
+        ids, _offsets = self.native.encode(text)
+        return list(ids)
 
 
 _cache: dict[Any, ChatTokenizer] = {}

@@ -10,6 +10,7 @@ pub mod capacity;
 pub mod chat;
 pub mod encode;
 pub mod error;
+pub mod fastbpe;
 pub mod layout;
 pub mod options;
 pub mod plan;

@@ -3,6 +3,7 @@
 //! a token that straddles a message boundary is detected and reported, never silently moved.
 
 use crate::error::{Error, Result};
+use crate::fastbpe::FastBpe;
 use crate::template::Rendered;
 
 /// Token ids and the byte range of each in the text.
@@ -12,6 +13,8 @@ pub type TokensWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The exact fast path for byte-level BPE, when this tokenizer is one it reproduces.
+    fast: Option<std::sync::Arc<FastBpe>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -32,7 +35,25 @@ impl Tokenizer {
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer { message: e.to_string() })?;
         inner.with_padding(None);
-        Ok(Self { inner })
+        let fast = serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .and_then(|config| FastBpe::from_json(&config))
+            .map(std::sync::Arc::new);
+        Ok(Self { inner, fast })
+    }
+
+    /// Whether the byte-level BPE fast path is in use.
+    pub fn is_fast(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// The same as [`Tokenizer::encode`], always through the `tokenizers` library.
+    pub fn encode_reference(&self, text: &str) -> Result<TokensWithOffsets> {
+        let encoding = self
+            .inner
+            .encode(text, false)
+            .map_err(|e| Error::Tokenizer { message: e.to_string() })?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 
     pub fn vocab_size(&self) -> usize {
@@ -46,11 +67,12 @@ impl Tokenizer {
     /// Token ids and byte offsets of `text`, without adding special tokens (a chat template
     /// writes its own).
     pub fn encode(&self, text: &str) -> Result<TokensWithOffsets> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer { message: e.to_string() })?;
-        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
+        if let Some(fast) = &self.fast {
+            if let Some(encoded) = fast.encode(text) {
+                return Ok(encoded);
+            }
+        }
+        self.encode_reference(text)
     }
 }
 

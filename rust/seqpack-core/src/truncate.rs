@@ -88,7 +88,8 @@ mod tests {
     #[test]
     fn keeps_the_latest_turns_that_fit() {
         let turns = turns_of(&[10, 20, 30, 40]);
-        assert_eq!(keep_latest(&turns, 100, false), vec![1, 2, 3]);
+        assert_eq!(keep_latest(&turns, 100, false), vec![0, 1, 2, 3]);
+        assert_eq!(keep_latest(&turns, 99, false), vec![1, 2, 3]);
         assert_eq!(keep_latest(&turns, 75, false), vec![2, 3]);
         assert_eq!(keep_latest(&turns, 75, true), vec![0, 3]);
         assert_eq!(keep_latest(&turns, 10, false), vec![3]);

@@ -7,7 +7,7 @@ use pyo3::types::{PyDict, PyList};
 use seqpack_core::chat::{parse_record, read_records, Format, Mapping, Origin, Role, RoleAlias};
 use seqpack_core::encode::{encode_all, CutKeep, EncodeOptions, OnError, Parsed, RecordReport, Sample, Train};
 use seqpack_core::template::{openai_messages, JinjaTemplate, Template};
-use seqpack_core::tokenize::Tokenizer;
+use seqpack_core::tokenize::{Tokenizer, TokensWithOffsets};
 use seqpack_core::Error;
 use std::sync::Arc;
 
@@ -34,9 +34,20 @@ impl NativeTokenizer {
         self.inner.token_to_id(token)
     }
 
-    /// Token ids of `text` (no special tokens added), for tests and tools.
-    fn encode(&self, py: Python<'_>, text: &str) -> PyResult<Vec<u32>> {
-        py.detach(|| self.inner.encode(text)).map(|(ids, _)| ids).map_err(|e| to_py(py, e))
+    /// Token ids and byte offsets of `text` (no special tokens added).
+    fn encode(&self, py: Python<'_>, text: &str) -> PyResult<TokensWithOffsets> {
+        py.detach(|| self.inner.encode(text)).map_err(|e| to_py(py, e))
+    }
+
+    /// The same, always through the `tokenizers` library (the reference for the fast path).
+    fn encode_reference(&self, py: Python<'_>, text: &str) -> PyResult<TokensWithOffsets> {
+        py.detach(|| self.inner.encode_reference(text)).map_err(|e| to_py(py, e))
+    }
+
+    /// Whether the exact byte-level BPE fast path is in use for this tokenizer.
+    #[getter]
+    fn is_fast(&self) -> bool {
+        self.inner.is_fast()
     }
 }
 

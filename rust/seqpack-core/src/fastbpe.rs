@@ -1,0 +1,425 @@
+//! A fast path for byte-level BPE tokenizers (Qwen2/2.5/3, Llama-3, GPT-2 style), producing
+//! exactly the ids and byte offsets of the `tokenizers` library, several times faster: the
+//! pre-tokenizer regex is a hand-written scanner, merges run on bytes, and pre-token results
+//! are cached per thread.
+//!
+//! It accepts a `tokenizer.json` only when every part is one it reproduces exactly (NFC or no
+//! normalizer, the Qwen2 or Llama-3 split pattern, byte-level, plain BPE, added tokens matched
+//! on raw text); otherwise [`FastBpe::from_json`] returns `None` and the `tokenizers` library
+//! does the work. A text that is not already NFC also goes to the library (normalising would
+//! move offsets). Tests compare both on real and generated text.
+
+use aho_corasick::{AhoCorasick, MatchKind};
+use rustc_hash::FxHashMap;
+use serde_json::Value;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use unicode_general_category::{get_general_category, GeneralCategory};
+
+/// The Qwen2 pre-tokenizer pattern (Qwen2, Qwen2.5, Qwen3): single digits.
+const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// The Llama-3 pattern: digits in runs of up to three.
+const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+const CACHE_LIMIT: usize = 200_000;
+
+/// Pre-token bytes → flattened (id, byte length) pairs.
+type WordCache = FxHashMap<Box<[u8]>, Box<[u32]>>;
+
+thread_local! {
+    /// One word cache per tokenizer (by id), per thread: no locks on the hot path.
+    static CACHE: RefCell<FxHashMap<u64, WordCache>> = RefCell::new(FxHashMap::default());
+}
+
+#[derive(Debug)]
+pub struct FastBpe {
+    id: u64,
+    byte_ids: [u32; 256],
+    /// (left, right) → (rank, merged id).
+    merges: FxHashMap<(u32, u32), (u32, u32)>,
+    /// With `ignore_merges`, a pre-token that is itself a token is emitted whole.
+    whole_words: Option<FxHashMap<Box<[u8]>, u32>>,
+    added: Option<(AhoCorasick, Vec<u32>)>,
+    max_digits: usize,
+}
+
+/// GPT-2's byte ↔ printable-character table, inverted: char → byte.
+fn unicode_to_byte() -> FxHashMap<char, u8> {
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
+    printable.extend(0xA1..=0xAC);
+    printable.extend(0xAE..=0xFF);
+    let mut map = FxHashMap::default();
+    let mut extra = 0;
+    for byte in 0..=255u32 {
+        let ch = if printable.contains(&byte) {
+            byte
+        } else {
+            extra += 1;
+            255 + extra
+        };
+        map.insert(char::from_u32(ch).expect("valid code point"), byte as u8);
+    }
+    map
+}
+
+fn token_bytes(token: &str, table: &FxHashMap<char, u8>) -> Option<Vec<u8>> {
+    token.chars().map(|c| table.get(&c).copied()).collect()
+}
+
+impl FastBpe {
+    /// Build from a parsed `tokenizer.json`, or `None` if any part is outside what this fast
+    /// path reproduces exactly.
+    pub fn from_json(config: &Value) -> Option<Self> {
+        match config.get("normalizer") {
+            None | Some(Value::Null) => {}
+            Some(n) if n.get("type")? == "NFC" => {}
+            _ => return None,
+        }
+        let pre = config.get("pre_tokenizer")?;
+        if pre.get("type")? != "Sequence" {
+            return None;
+        }
+        let steps = pre.get("pretokenizers")?.as_array()?;
+        let [split, byte_level] = steps.as_slice() else { return None };
+        if split.get("type")? != "Split"
+            || split.get("behavior")? != "Isolated"
+            || split.get("invert")? != false
+            || byte_level.get("type")? != "ByteLevel"
+            || byte_level.get("use_regex")? != false
+            || byte_level.get("add_prefix_space")? != false
+        {
+            return None;
+        }
+        let max_digits = match split.get("pattern")?.get("Regex")?.as_str()? {
+            QWEN2_PATTERN => 1,
+            LLAMA3_PATTERN => 3,
+            _ => return None,
+        };
+        let model = config.get("model")?;
+        let empty_or_null = |key: &str| match model.get(key) {
+            None | Some(Value::Null) => true,
+            Some(Value::String(s)) => s.is_empty(),
+            _ => false,
+        };
+        if model.get("type")? != "BPE"
+            || !matches!(model.get("dropout"), None | Some(Value::Null))
+            || !empty_or_null("continuing_subword_prefix")
+            || !empty_or_null("end_of_word_suffix")
+            || model.get("byte_fallback").and_then(Value::as_bool).unwrap_or(false)
+        {
+            return None;
+        }
+        let ignore_merges = model.get("ignore_merges").and_then(Value::as_bool).unwrap_or(false);
+        let table = unicode_to_byte();
+        let mut by_bytes: FxHashMap<Box<[u8]>, u32> = FxHashMap::default();
+        for (token, id) in model.get("vocab")?.as_object()? {
+            let bytes = token_bytes(token, &table)?;
+            by_bytes.insert(bytes.into_boxed_slice(), u32::try_from(id.as_u64()?).ok()?);
+        }
+        let mut byte_ids = [0u32; 256];
+        for (byte, slot) in byte_ids.iter_mut().enumerate() {
+            *slot = *by_bytes.get(&[byte as u8][..])?;
+        }
+        let mut merges = FxHashMap::default();
+        for (rank, merge) in model.get("merges")?.as_array()?.iter().enumerate() {
+            let (left, right) = match merge {
+                Value::String(pair) => pair.split_once(' ')?,
+                Value::Array(pair) if pair.len() == 2 => (pair[0].as_str()?, pair[1].as_str()?),
+                _ => return None,
+            };
+            let left_bytes = token_bytes(left, &table)?;
+            let right_bytes = token_bytes(right, &table)?;
+            let mut joined = left_bytes.clone();
+            joined.extend_from_slice(&right_bytes);
+            let ids = (*by_bytes.get(&left_bytes[..])?, *by_bytes.get(&right_bytes[..])?);
+            let merged = *by_bytes.get(&joined[..])?;
+            merges.entry(ids).or_insert((rank as u32, merged));
+        }
+        let mut patterns = Vec::new();
+        let mut ids = Vec::new();
+        for token in config.get("added_tokens")?.as_array()? {
+            let flag = |key: &str| token.get(key).and_then(Value::as_bool).unwrap_or(false);
+            if flag("normalized") || flag("lstrip") || flag("rstrip") || flag("single_word") {
+                return None;
+            }
+            patterns.push(token.get("content")?.as_str()?.to_string());
+            ids.push(u32::try_from(token.get("id")?.as_u64()?).ok()?);
+        }
+        let added = if patterns.is_empty() {
+            None
+        } else {
+            let automaton = AhoCorasick::builder().match_kind(MatchKind::LeftmostLongest).build(&patterns).ok()?;
+            Some((automaton, ids))
+        };
+        Some(Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            byte_ids,
+            merges,
+            whole_words: ignore_merges.then_some(by_bytes),
+            added,
+            max_digits,
+        })
+    }
+
+    /// Ids and byte offsets, or `None` when the text must go to the full library (not NFC).
+    pub fn encode(&self, text: &str) -> Option<crate::tokenize::TokensWithOffsets> {
+        if !unicode_normalization::is_nfc(text) {
+            return None;
+        }
+        let mut ids = Vec::with_capacity(text.len() / 3);
+        let mut offsets = Vec::with_capacity(text.len() / 3);
+        let mut at = 0;
+        if let Some((automaton, added_ids)) = &self.added {
+            for found in automaton.find_iter(text) {
+                self.encode_plain(text, at, found.start(), &mut ids, &mut offsets);
+                ids.push(added_ids[found.pattern().as_usize()]);
+                offsets.push((found.start(), found.end()));
+                at = found.end();
+            }
+        }
+        self.encode_plain(text, at, text.len(), &mut ids, &mut offsets);
+        Some((ids, offsets))
+    }
+
+    fn encode_plain(&self, text: &str, start: usize, end: usize, ids: &mut Vec<u32>, offsets: &mut Vec<(usize, usize)>) {
+        let piece = &text[start..end];
+        let mut position = 0;
+        while position < piece.len() {
+            let length = next_pretoken(&piece[position..], self.max_digits);
+            let word = &piece[position..position + length];
+            let base = start + position;
+            self.encode_word(word, base, ids, offsets);
+            position += length;
+        }
+    }
+
+    fn encode_word(&self, text: &str, base: usize, ids: &mut Vec<u32>, offsets: &mut Vec<(usize, usize)>) {
+        let word = text.as_bytes();
+        if let Some(whole) = &self.whole_words {
+            if let Some(&id) = whole.get(word) {
+                ids.push(id);
+                offsets.push((base, base + word.len()));
+                return;
+            }
+        }
+        let emit = |pieces: &[u32], ids: &mut Vec<u32>, offsets: &mut Vec<(usize, usize)>| {
+            // Pieces are (id, byte length) pairs flattened: even = id, odd = length. A token
+            // holding part of a multi-byte character reports the whole character's bytes, as
+            // `tokenizers` does.
+            let mut at = 0;
+            for pair in pieces.chunks_exact(2) {
+                let end = at + pair[1] as usize;
+                let mut start = at;
+                while !text.is_char_boundary(start) {
+                    start -= 1;
+                }
+                let mut stop = end;
+                while !text.is_char_boundary(stop) {
+                    stop += 1;
+                }
+                ids.push(pair[0]);
+                offsets.push((base + start, base + stop));
+                at = end;
+            }
+        };
+        CACHE.with(|cache| {
+            let mut cache = cache.borrow_mut();
+            let words = cache.entry(self.id).or_default();
+            if let Some(pieces) = words.get(word) {
+                emit(pieces, ids, offsets);
+                return;
+            }
+            let pieces = self.merge(word);
+            emit(&pieces, ids, offsets);
+            if words.len() >= CACHE_LIMIT {
+                words.clear();
+            }
+            words.insert(Box::from(word), pieces);
+        });
+    }
+
+    /// Apply merges, lowest rank first, leftmost on ties (the order `tokenizers` uses).
+    /// Short words scan for the best pair; long ones use a heap, O(n log n).
+    fn merge(&self, word: &[u8]) -> Box<[u32]> {
+        if word.len() > 48 {
+            return self.merge_long(word);
+        }
+        let mut symbols: Vec<(u32, u32)> = word.iter().map(|&b| (self.byte_ids[b as usize], 1)).collect();
+        loop {
+            let mut best: Option<(u32, usize, u32)> = None;
+            for index in 0..symbols.len().saturating_sub(1) {
+                if let Some(&(rank, merged)) = self.merges.get(&(symbols[index].0, symbols[index + 1].0)) {
+                    if best.is_none_or(|(r, _, _)| rank < r) {
+                        best = Some((rank, index, merged));
+                    }
+                }
+            }
+            let Some((_, index, merged)) = best else { break };
+            symbols[index] = (merged, symbols[index].1 + symbols[index + 1].1);
+            symbols.remove(index + 1);
+        }
+        symbols.iter().flat_map(|&(id, len)| [id, len]).collect()
+    }
+
+    /// The heap formulation `tokenizers` itself uses: pop the (rank, position) minimum, skip
+    /// it if its pair no longer exists, merge, push the pairs formed with the neighbours.
+    fn merge_long(&self, word: &[u8]) -> Box<[u32]> {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let n = word.len();
+        let mut id: Vec<u32> = word.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let mut len: Vec<u32> = vec![1; n];
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut alive = vec![true; n];
+        let mut heap: BinaryHeap<Reverse<(u32, usize, u32)>> = BinaryHeap::new();
+        for i in 0..n - 1 {
+            if let Some(&(rank, merged)) = self.merges.get(&(id[i], id[i + 1])) {
+                heap.push(Reverse((rank, i, merged)));
+            }
+        }
+        while let Some(Reverse((_, at, merged))) = heap.pop() {
+            if !alive[at] || next[at] >= n {
+                continue;
+            }
+            let right = next[at];
+            if self.merges.get(&(id[at], id[right])).map(|&(_, m)| m) != Some(merged) {
+                continue;
+            }
+            id[at] = merged;
+            len[at] += len[right];
+            alive[right] = false;
+            next[at] = next[right];
+            if next[at] < n {
+                prev[next[at]] = at;
+            }
+            if prev[at] < n {
+                let p = prev[at];
+                if let Some(&(rank, m)) = self.merges.get(&(id[p], id[at])) {
+                    heap.push(Reverse((rank, p, m)));
+                }
+            }
+            if next[at] < n {
+                if let Some(&(rank, m)) = self.merges.get(&(id[at], id[next[at]])) {
+                    heap.push(Reverse((rank, at, m)));
+                }
+            }
+        }
+        (0..n).filter(|&i| alive[i]).flat_map(|i| [id[i], len[i]]).collect()
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Letter,
+    Number,
+    Newline,
+    Space,
+    Other,
+}
+
+fn class(c: char) -> Class {
+    if c.is_ascii() {
+        return match c {
+            'a'..='z' | 'A'..='Z' => Class::Letter,
+            '0'..='9' => Class::Number,
+            '\r' | '\n' => Class::Newline,
+            ' ' | '\t' | '\x0b' | '\x0c' => Class::Space,
+            _ => Class::Other,
+        };
+    }
+    if c.is_whitespace() {
+        return Class::Space;
+    }
+    use GeneralCategory::*;
+    match get_general_category(c) {
+        UppercaseLetter | LowercaseLetter | TitlecaseLetter | ModifierLetter | OtherLetter => Class::Letter,
+        DecimalNumber | LetterNumber | OtherNumber => Class::Number,
+        _ => Class::Other,
+    }
+}
+
+fn is_space(class: Class) -> bool {
+    matches!(class, Class::Space | Class::Newline)
+}
+
+/// Length in bytes of the next pre-token of `s` (non-empty), following the split pattern's
+/// alternatives in order, as a backtracking regex engine would.
+fn next_pretoken(s: &str, max_digits: usize) -> usize {
+    let mut chars = s.char_indices().peekable();
+    let (_, first) = *chars.peek().expect("non-empty");
+    let first_class = class(first);
+    let byte_after = |n: usize| s.char_indices().nth(n).map(|(i, _)| i).unwrap_or(s.len());
+
+    // 1. (?i:'s|'t|'re|'ve|'m|'ll|'d)
+    if first == '\'' {
+        let rest: Vec<char> = s[1..].chars().take(2).collect();
+        let lower: Vec<char> = rest.iter().map(|c| fold(*c)).collect();
+        match lower.as_slice() {
+            ['s' | 't' | 'm' | 'd', ..] => return 1 + rest[0].len_utf8(),
+            ['r', 'e', ..] | ['v', 'e', ..] | ['l', 'l', ..] => return 1 + rest[0].len_utf8() + rest[1].len_utf8(),
+            _ => {}
+        }
+    }
+    // 2. [^\r\n\p{L}\p{N}]?\p{L}+
+    let letters_from = |start: usize| -> usize {
+        s[start..].char_indices().find(|&(_, c)| class(c) != Class::Letter).map(|(i, _)| start + i).unwrap_or(s.len())
+    };
+    if first_class == Class::Letter {
+        return letters_from(0);
+    }
+    if matches!(first_class, Class::Space | Class::Other) {
+        let second = first.len_utf8();
+        if s[second..].chars().next().is_some_and(|c| class(c) == Class::Letter) {
+            return letters_from(second);
+        }
+    }
+    // 3. \p{N} or \p{N}{1,3}
+    if first_class == Class::Number {
+        let count = s.chars().take(max_digits).take_while(|&c| class(c) == Class::Number).count();
+        return byte_after(count);
+    }
+    // 4. ` ?[^\s\p{L}\p{N}]+[\r\n]*`
+    let others_from = |start: usize| -> Option<usize> {
+        let end = s[start..].char_indices().find(|&(_, c)| class(c) != Class::Other).map(|(i, _)| start + i).unwrap_or(s.len());
+        (end > start).then(|| {
+            let newlines = s[end..].bytes().take_while(|&b| b == b'\r' || b == b'\n').count();
+            end + newlines
+        })
+    };
+    if first == ' ' {
+        if let Some(end) = others_from(1) {
+            return end;
+        }
+    } else if first_class == Class::Other {
+        if let Some(end) = others_from(0) {
+            return end;
+        }
+    }
+    // 5-7. Whitespace runs.
+    let run_end = s.char_indices().find(|&(_, c)| !is_space(class(c))).map(|(i, _)| i).unwrap_or(s.len());
+    let run = &s[..run_end];
+    // 5. \s*[\r\n]+ : up to and including the last newline of the run.
+    if let Some(last_newline) = run.rfind(['\r', '\n']) {
+        return last_newline + 1;
+    }
+    // 6. \s+(?!\S) : the run, or all but its last char when a non-space follows.
+    if run_end == s.len() {
+        return run_end;
+    }
+    let last_char = run.chars().next_back().map(char::len_utf8).unwrap_or(0);
+    if run_end - last_char > 0 {
+        return run_end - last_char;
+    }
+    // 7. \s+
+    run_end.max(first.len_utf8())
+}
+
+/// Simple case folding for the contraction alternatives.
+fn fold(c: char) -> char {
+    match c {
+        'ſ' => 's',
+        _ => c.to_ascii_lowercase(),
+    }
+}

@@ -1,0 +1,87 @@
+"""The byte-level BPE fast path gives exactly what the tokenizers library gives: the same
+ids and the same byte offsets, on every real conversation and on generated text (mixed
+scripts, digits, contractions, whitespace runs, added tokens, long words)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import chat_files, load_records
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import seqpack
+from seqpack import _seqpack
+from seqpack.tokenizer import load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def qwen(qwen_dir):
+    tokenizer = load_tokenizer(qwen_dir).native
+    assert tokenizer.is_fast
+    return tokenizer
+
+
+def same(tokenizer, text):
+    assert tokenizer.encode(text) == tokenizer.encode_reference(text), repr(text)
+
+
+def test_real_conversations(qwen):
+    template = _seqpack.NativeTemplate.builtin("qwen3")
+    count = 0
+    for path in chat_files():
+        for record in load_records(path):
+            try:
+                text, _ = template.render(record)
+            except seqpack.SeqpackError:
+                continue
+            same(qwen, text)
+            count += 1
+    assert count > 0 or not chat_files()
+
+
+pieces = st.sampled_from([
+    "'s", "'S", "'re", "'ll", "'d", "'x", "ſ", "don't", " ", "  ", "\t", "\n", "\r\n", "\n\n ", "   \n",
+    " \u3000", "\u00a0", "123", "4567", "½", "Ⅻ", "٣", "hello", " world", "Ünïcødé", "数据集", "한국어",
+    "مرحبا", "😀", "👩‍💻", "!!", " ...", "?\n", "<|im_start|>", "<|im_end|>", "<think>", "<tool_call>",
+    "e\u0301", "ﬁ", "x" * 60, "=" * 70, " " * 55, "\u200b", "\x00", "𝔘",
+])
+
+
+@settings(max_examples=400)
+@given(parts=st.lists(pieces | st.text(max_size=8), max_size=25))
+def test_generated_text(qwen, parts):
+    same(qwen, "".join(parts))
+
+
+@settings(max_examples=200)
+@given(text=st.text(max_size=200))
+def test_arbitrary_unicode(qwen, text):
+    same(qwen, text)
+
+
+def test_non_nfc_text_goes_to_the_library(qwen):
+    # 'e' + combining acute is not NFC: the fast path declines and the library answers.
+    same(qwen, "cafe\u0301 and more")
+
+
+def test_llama3_style_pattern_is_fast_and_exact(qwen_dir, tmp_path):
+    # The Llama-3 split pattern (digits in runs of up to three) and ignore_merges, on Qwen's
+    # vocabulary: the library and the fast path must still agree.
+    config = json.loads((qwen_dir / "tokenizer.json").read_text())
+    split = config["pre_tokenizer"]["pretokenizers"][0]
+    split["pattern"]["Regex"] = split["pattern"]["Regex"].replace(r"\p{N}|", r"\p{N}{1,3}|")
+    config["model"]["ignore_merges"] = True
+    tokenizer = _seqpack.NativeTokenizer(json.dumps(config))
+    assert tokenizer.is_fast
+    for text in ["12345678 apples", "year 2024: 1,234,567.89", "hello world\n\n  x", "数据123456"]:
+        same(tokenizer, text)
+
+
+def test_unsupported_configurations_use_the_library(qwen_dir):
+    config = json.loads((qwen_dir / "tokenizer.json").read_text())
+    config["normalizer"] = {"type": "NFKC"}
+    tokenizer = _seqpack.NativeTokenizer(json.dumps(config))
+    assert not tokenizer.is_fast
+    assert tokenizer.encode("ﬁne") == tokenizer.encode_reference("ﬁne")
