@@ -62,6 +62,10 @@ class RecordReport:
     trained_after: int
     windows: int
     """Samples this record became (0 if dropped, more than 1 if split)."""
+    role_tokens: dict[str, int]
+    """Tokens of the whole rendered conversation per role and the template's own text."""
+    turns: int
+    """Turns in the conversation (a user message and what follows it)."""
     boundary_merges: int
     """Tokens that straddled a message boundary (labels follow each token's first byte)."""
 

@@ -213,6 +213,11 @@ def pack(
         )
     _check_int("pad_id", pad_id)
     if tokenizer is not None:
+        if labels is not None or offsets is not None:
+            raise InvalidOptionError(
+                "labels= and offsets= are for token input; with tokenizer= the labels come from "
+                "the chat template (see train_on=)"
+            )
         return _pack_conversations(
             sequences, tokenizer=tokenizer, template=template, mapping=mapping,
             args=conversation_args(

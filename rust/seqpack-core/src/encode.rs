@@ -130,6 +130,11 @@ pub struct RecordReport {
     pub trained_before: usize,
     pub trained_after: usize,
     pub windows: usize,
+    /// Tokens of the whole rendered conversation per role (system, user, assistant, tool) and
+    /// the template's own text, before any cut.
+    pub role_tokens: [usize; 5],
+    /// Turns (a user message and what follows it) in the conversation.
+    pub turns: usize,
     /// Tokens that straddled a message boundary (labels follow each token's first byte).
     pub boundary_merges: usize,
 }
@@ -152,6 +157,8 @@ impl RecordReport {
             trained_before: 0,
             trained_after: 0,
             windows: 0,
+            role_tokens: [0; 5],
+            turns: 0,
             boundary_merges: 0,
         }
     }
@@ -277,6 +284,11 @@ pub fn encode_conversation(
         report.dropped_messages.extend(&trailing);
         report.reason = "trailing_messages_dropped".into();
     }
+    for (span, range) in full.rendered.spans.iter().zip(&full.tokens.ranges) {
+        let slot = span.message.map(|m| role_slot(messages[m].role)).unwrap_or(4);
+        report.role_tokens[slot] += range.len();
+    }
+    report.turns = turns(conversation, &all, |_| 0).len();
     let full_trained = full.trained(conversation, &options.train);
     report.trained_before = full_trained.iter().filter(|&&t| t).count();
     report.boundary_merges = full.tokens.boundary_merges;

@@ -314,6 +314,12 @@ pub fn reports_list<'py>(py: Python<'py>, reports: &[RecordReport]) -> PyResult<
         dict.set_item("trained_before", r.trained_before)?;
         dict.set_item("trained_after", r.trained_after)?;
         dict.set_item("windows", r.windows)?;
+        let by_role = PyDict::new(py);
+        for (slot, role) in ["system", "user", "assistant", "tool", "template"].iter().enumerate() {
+            by_role.set_item(role, r.role_tokens[slot])?;
+        }
+        dict.set_item("role_tokens", by_role)?;
+        dict.set_item("turns", r.turns)?;
         dict.set_item("boundary_merges", r.boundary_merges)?;
         list.append(dict)?;
     }

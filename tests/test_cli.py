@@ -1,0 +1,119 @@
+"""The command line as a user runs it: a subprocess, on real files, checking output files,
+messages and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import require_chat_data
+
+import seqpack
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "seqpack", *map(str, args)],
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_pack_to_parquet_matches_pack(tmp_path, qwen_dir):
+    files = {p.name: p for p in require_chat_data()}
+    source = files["glaive_toolcall_en_demo.json"]
+    out = tmp_path / "packed.parquet"
+    done = run("pack", source, "-o", out, "--tokenizer", qwen_dir, "--max-length", 1024, "--on-error", "skip")
+    assert done.returncode == 0, done.stderr
+    assert "rows of 1024" in done.stdout and "wrote" in done.stdout
+    table = pq.read_table(out)
+    assert table.schema.field("input_ids").type.value_type.bit_width == 32
+    batch = seqpack.pack(source, tokenizer=qwen_dir, template="qwen3", max_length=1024, on_error="skip")
+    for name in ("input_ids", "labels", "position_ids"):
+        column = np.array(table.column(name).to_pylist())
+        np.testing.assert_array_equal(column, getattr(batch, name))
+    seq_lens = table.column("seq_lens").to_pylist()
+    assert [l for row in seq_lens for l in row] == batch.seq_lens.tolist()
+    report = [json.loads(l) for l in (tmp_path / "packed.parquet.report.jsonl").read_text().splitlines()]
+    assert len(report) == 300 and {r["status"] for r in report} <= {"kept", "truncated", "dropped", "skipped"}
+    assert [r["record"] for r in report] == list(range(300))
+
+
+def test_pack_pre_tokenized_jsonl_to_npy(tmp_path):
+    source = tmp_path / "tokens.jsonl"
+    rows = [{"input_ids": list(range(1, n + 1))} for n in (5, 9, 3, 12, 7)]
+    source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = tmp_path / "arrays"
+    done = run("pack", source, "-o", out, "--max-length", 16)
+    assert done.returncode == 0, done.stderr
+    expected = seqpack.pack([r["input_ids"] for r in rows], max_length=16)
+    np.testing.assert_array_equal(np.load(out / "input_ids.npy"), expected.input_ids)
+    np.testing.assert_array_equal(np.load(out / "cu_seqlens.npy"), expected.cu_seqlens)
+
+
+def test_stats_on_real_file(qwen_dir):
+    files = {p.name: p for p in require_chat_data()}
+    done = run("stats", files["reason_tool_use_demo_50.jsonl"], "--tokenizer", qwen_dir, "--max-length", 2048)
+    assert done.returncode == 0, done.stderr
+    for word in ("assistant", "system", "tool", "turns", "histogram", "at max_length=2048", "reasons"):
+        assert word in done.stdout, word
+
+
+def test_bench_on_real_file_writes_report_and_plots(tmp_path, qwen_dir):
+    files = {p.name: p for p in require_chat_data()}
+    done = run("bench", files["glaive_toolcall_en_demo.json"], "--tokenizer", qwen_dir,
+               "--max-lengths", "512,1024,2048", "--strategies", "bfd,sequential",
+               "--max-seqs-per-row", "none,4", "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    assert "Recommended:" in done.stdout and "pad_to_longest" in done.stdout
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    methods = {(r["max_length"], r["method"], r["strategy"], r["max_seqs_per_row"]) for r in report["rows"]}
+    assert (1024, "packed", "bfd", 4) in methods and (2048, "pad_to_max_length", None, None) in methods
+    assert len(report["rows"]) == 3 * (2 * 2 + 2)
+    packed = [r for r in report["rows"] if r["method"] == "packed"]
+    assert all(0 < r["efficiency"] <= 1 and r["rows"] > 0 for r in packed)
+    # Padding to max_length is never more efficient than best-fit packing at the same length.
+    for length in (512, 1024, 2048):
+        pad = next(r for r in report["rows"] if r["max_length"] == length and r["method"] == "pad_to_max_length")
+        bfd = next(r for r in packed if r["max_length"] == length and r["strategy"] == "bfd" and r["max_seqs_per_row"] is None)
+        assert bfd["efficiency"] > pad["efficiency"] and bfd["attention_cost"] < pad["attention_cost"]
+    for plot in ("lengths.png", "efficiency.png"):
+        data = (tmp_path / "out" / plot).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert "Recommended" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_bench_default_runs_without_data(tmp_path):
+    done = run("bench", "--conversations", 300, "--max-lengths", "1024,4096", "--out", tmp_path / "out", "--gpu")
+    assert done.returncode == 0, done.stderr
+    assert "synthetic" in done.stdout and "Recommended:" in done.stdout
+    assert "GPU:" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("pack", "missing.jsonl", "-o", "x.parquet"), "missing.jsonl: no such file"),
+        (("pack", "data.csv", "-o", "x.parquet"), "unknown input format '.csv'"),
+        (("pack", "bad.jsonl", "-o", "x.parquet", "--tokenizer", "TOK"), "record 1 (line 2): not valid JSON"),
+        (("pack", "good.jsonl", "-o", "x.txt", "--tokenizer", "TOK"), "unknown output format '.txt'"),
+        (("pack", "good.jsonl", "-o", "x.parquet"), "--tokenizer is required"),
+        (("pack", "good.jsonl", "-o", "x.parquet", "--tokenizer", "TOK", "--max-length", "0"), "max_length"),
+        (("stats", "tokens_bad.jsonl"), "record 1: field 'input_ids' is missing"),
+        (("bench", "good.jsonl", "--tokenizer", "TOK", "--max-lengths", "0"), "expected positive integers"),
+    ],
+)
+def test_bad_input_gives_one_line_and_non_zero_exit(tmp_path, qwen_dir, args, message):
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    (tmp_path / "good.jsonl").write_text(json.dumps(good) + "\n")
+    (tmp_path / "bad.jsonl").write_text(json.dumps(good) + "\n{broken\n")
+    (tmp_path / "data.csv").write_text("a,b\n")
+    (tmp_path / "tokens_bad.jsonl").write_text('{"input_ids": [1, 2]}\n{"ids": [3]}\n')
+    args = [str(qwen_dir) if a == "TOK" else a for a in args]
+    done = run(*args, cwd=tmp_path)
+    assert done.returncode != 0
+    assert message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "x.parquet").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".x.")]  # no temporary left
