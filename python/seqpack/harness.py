@@ -231,7 +231,7 @@ def run(
     >>> result = harness.run(synthetic.conversations(200), tokenizer=synthetic.TOKENIZER_PATH,
     ...                      max_lengths=(512, 2048), strategies=("bfd",))
     >>> [(r.max_length, r.method) for r in result.rows][:3]
-    [(512, 'bfd'), (512, 'pad_to_max_length'), (512, 'pad_to_longest')]
+    [(512, 'packed'), (512, 'pad_to_max_length'), (512, 'pad_to_longest')]
     >>> result.recommended.method
     'packed'
     """

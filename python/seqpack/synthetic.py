@@ -2,7 +2,8 @@
 package, so ``seqpack bench`` runs on a fresh machine with nothing downloaded.
 
 The conversations mimic a chat SFT mix: most have a system prompt, one to several turns,
-user messages around 25 words and answers around 70 (lognormal), and a tail of long
+user messages around 20 words and answers around 50 (lognormal), 2% of user messages long
+documents (around 600 words), and a tail of long
 documents, so lengths span tens to thousands of tokens. The tokenizer is a byte-level BPE
 (Qwen2's split pattern, 4,096 tokens) trained on text of the same generator; it is rebuilt
 with ``python -m seqpack.synthetic --build-tokenizer`` and stored in ``seqpack/data``.
@@ -97,10 +98,10 @@ def conversations(count: int = 5000, *, seed: int = 0) -> list[dict[str, Any]]:
             messages.append({"role": "system", "content": SYSTEM_PROMPTS[rng.integers(len(SYSTEM_PROMPTS))]})
         turns = int(min(12, rng.geometric(0.55)))
         for _turn in range(turns):
-            long_document = rng.random() < 0.04
-            user_words = text.length(1200 if long_document else 25, 0.6 if long_document else 0.9, 5000)
+            long_document = rng.random() < 0.02
+            user_words = text.length(600 if long_document else 20, 0.7 if long_document else 0.9, 4000)
             messages.append({"role": "user", "content": text.words_text(user_words)})
-            messages.append({"role": "assistant", "content": text.words_text(text.length(70, 0.9, 2500))})
+            messages.append({"role": "assistant", "content": text.words_text(text.length(50, 0.9, 1500))})
         out.append({"messages": messages})
     return out
 
