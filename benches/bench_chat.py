@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 import seqpack
 import seqpack.tokenizer
 from seqpack import _seqpack
@@ -54,7 +52,7 @@ def load_conversations() -> list[dict]:
 
 def table(titles, rows) -> str:
     widths = [max(len(str(r[i])) for r in [titles, *rows]) for i in range(len(titles))]
-    line = lambda r: "| " + " | ".join(f"{str(c):>{w}}" for c, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(f"{c!s:>{w}}" for c, w in zip(r, widths)) + " |"
     return "\n".join([line(titles), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
@@ -96,8 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "conversations.jsonl"
         with open(path, "w", encoding="utf-8") as out:
-            for c in conversations:
-                out.write(json.dumps(c, ensure_ascii=False) + "\n")
+            out.writelines(json.dumps(c, ensure_ascii=False) + "\n" for c in conversations)
 
         # seqpack, end to end from the file.
         start = time.perf_counter()

@@ -203,7 +203,7 @@ def run_worker(kind: str, method: str, workload: str, max_length: int, count: in
                str(count)]
     if extra:
         command.append(extra)
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         print(f"  [{method} failed: {done.stderr.strip().splitlines()[-1:]}]", file=sys.stderr)
         return None
@@ -212,7 +212,7 @@ def run_worker(kind: str, method: str, workload: str, max_length: int, count: in
 
 def table(titles: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [titles, *rows]) for i in range(len(titles))]
-    line = lambda r: "| " + " | ".join(f"{c:>{w}}" for c, w in zip(r, widths)) + " |"  # noqa: E731
+    line = lambda r: "| " + " | ".join(f"{c:>{w}}" for c, w in zip(r, widths)) + " |"
     return "\n".join([line(titles), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
                       *map(line, rows)])
 

@@ -51,11 +51,11 @@ def rebuild_sources(batch, count):
 
 # --- conversation fixtures --------------------------------------------------------------
 
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-from pathlib import Path  # noqa: E402
+import importlib.util
+import json
+from pathlib import Path
 
-import pytest  # noqa: E402
+import pytest
 
 CHAT_DATA = Path(os.environ.get("SEQPACK_CHAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "chat"))
 

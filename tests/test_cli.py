@@ -10,14 +10,13 @@ import sys
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import require_chat_data
-
 import seqpack
+from conftest import require_chat_data
 
 
 def run(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "seqpack", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd, timeout=600)
+                          capture_output=True, text=True, cwd=cwd, timeout=600, check=False)
 
 
 def test_pack_to_parquet_matches_pack(tmp_path, qwen_dir):

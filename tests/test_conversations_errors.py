@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import seqpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import seqpack
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 

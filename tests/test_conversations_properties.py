@@ -7,10 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import seqpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import seqpack
 
 IM_START, IM_END, NEWLINE = 151644, 151645, 198
 ROLE_TOKENS = {"system": 8948, "user": 872, "assistant": 77091}
@@ -170,7 +169,7 @@ def test_single_long_turn_is_cut_and_answer_kept(qwen_dir):
         encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=128, cut_keep=cut_keep)
         report = encoded.report.records[0]
         assert report.reason == "turn_cut" and report.cut_messages == [1]
-        tokens, labels = encoded.sample(0)
+        tokens, _labels = encoded.sample(0)
         assert len(tokens) == 128
         assert report.trained_after == report.trained_before  # the answer is intact
         assert report.tokens_removed["user"] == report.tokens_before - 128

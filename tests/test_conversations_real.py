@@ -8,12 +8,11 @@ import json
 
 import numpy as np
 import pytest
+import seqpack
 import tokenizers
 from conftest import chat_files, load_records, require_chat_data
-from transformers import PreTrainedTokenizerFast
-
-import seqpack
 from seqpack import _seqpack
+from transformers import PreTrainedTokenizerFast
 
 FILES = [p.name for p in chat_files()] or ["(no shared chat data)"]
 
@@ -98,8 +97,8 @@ def test_tokens_and_labels_on_real_data(name, qwen_dir, py_tokenizer):
         # Per-message tokens concatenate to the whole unless a token straddles a message
         # boundary; any straddle (also header/body, e.g. content that starts with a newline
         # merging with the header's) is counted in the report.
-        def straddles(bounds):
-            return sum(any(s < b < e for s, e in whole.offsets) for b in set(bounds))
+        def straddles(bounds, offsets=whole.offsets):
+            return sum(any(s < b < e for s, e in offsets) for b in set(bounds))
 
         at_messages = straddles([sp[1] for sp in spans])
         assert (pieces == whole.ids) == (at_messages == 0), report

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import seqpack
 from hypothesis import given
 from hypothesis import strategies as st
-
-import seqpack
 from seqpack import (
     EmptyInputError,
     EmptySequenceError,

@@ -7,11 +7,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import seqpack
 from conftest import chat_files, load_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import seqpack
 from seqpack import _seqpack
 from seqpack.tokenizer import load_tokenizer
 

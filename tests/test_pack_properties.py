@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import seqpack
 from conftest import rebuild_sources, segments_of
 from hypothesis import given
 from hypothesis import strategies as st
-
-import seqpack
 
 lengths_st = st.lists(st.integers(1, 300), min_size=1, max_size=60)
 options_st = st.fixed_dictionaries(

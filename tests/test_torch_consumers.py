@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import seqpack
 import torch
 import torch.nn.functional as F
 from conftest import segments_of
 from transformers import LlamaConfig, LlamaForCausalLM
-
-import seqpack
 
 VOCAB = 97
 
@@ -143,7 +142,7 @@ def test_packed_rows_give_the_logits_and_losses_of_sequences_alone(model, strate
 
         # Control: without the block mask and restarting positions, packing leaks.
         leaky = model(input_ids=t["input_ids"], attention_mask=t["attention_mask"]).logits
-        row, column, length, source, *_ = [s for s in segments_of(token_batch) if s[1] > 0][0]
+        row, column, length, source, *_ = next(s for s in segments_of(token_batch) if s[1] > 0)
         assert not torch.allclose(leaky[row, column : column + length], alone[source])
 
 

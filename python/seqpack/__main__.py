@@ -124,6 +124,7 @@ def command_pack(args: argparse.Namespace) -> int:
                   "max_seqs_per_row": args.max_seqs_per_row,
                   "pad_rows_to_multiple_of": args.pad_rows_to_multiple_of, "seed": args.seed}
         if data.kind == "tokens":
+            assert data.sequences is not None
             batch = pack(data.sequences, labels=data.labels, overlong=args.overlong, **common)
         else:
             source = data.records if data.records is not None else data.path
@@ -236,7 +237,7 @@ def command_bench(args: argparse.Namespace) -> int:
         write_text(result.to_markdown(), out / "report.md")
         write_text(result.to_json(), out / "report.json")
         plots = result.plots(out)
-    _print_table(f"seqpack bench: {result.source}", harness.BenchResult.HEADERS, result.table_rows())
+    _print_table(f"seqpack bench: {result.source}", list(harness.BenchResult.HEADERS), result.table_rows())
     console = _console()
     rec = result.recommended
     console.print(f"\n[bold]Recommended:[/bold] max_length={rec.max_length}, strategy={rec.strategy}"

@@ -18,9 +18,9 @@ from seqpack.stats import Event, PackStats
 
 if TYPE_CHECKING:
     import torch
+    from torch.nn.attention.flex_attention import BlockMask
 
     from seqpack.chat import ConversationReport
-    from torch.nn.attention.flex_attention import BlockMask
 
 ROW_ARRAYS = ("input_ids", "labels", "position_ids", "segment_ids", "attention_mask")
 

@@ -93,8 +93,7 @@ class ConversationReport:
     def write_jsonl(self, path: str | os.PathLike[str]) -> None:
         """One JSON object per record."""
         with open(path, "w", encoding="utf-8") as out:
-            for r in self.records:
-                out.write(json.dumps(asdict(r), ensure_ascii=False) + "\n")
+            out.writelines(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in self.records)
 
     def summary(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items()))

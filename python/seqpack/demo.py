@@ -69,7 +69,9 @@ def run(sequences: int = 100_000, max_length: int = 4096, seed: int = 0) -> str:
         )
     titles = ("method", "rows", "efficiency", "overlong", "pack time")
     widths = [max(len(r[i]) for r in [titles, *rows]) for i in range(len(titles))]
-    line = lambda r: "  ".join(f"{c:<{w}}" for c, w in zip(r, widths))  # noqa: E731
+    def line(row: tuple[str, ...]) -> str:
+        return "  ".join(f"{c:<{w}}" for c, w in zip(row, widths))
+
     lower = int(np.ceil(total / max_length))
     return "\n".join(
         [header, "", line(titles), line(tuple("-" * w for w in widths)), *map(line, rows), "",

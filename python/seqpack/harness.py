@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from seqpack.batch import sdpa_mask
 from seqpack.chat import encode
-from seqpack.pack import pack, plan
+from seqpack.pack import StrategyName, pack, plan
 
 
 @dataclass(frozen=True)
@@ -93,19 +93,22 @@ class BenchResult:
             ])
         return out
 
-    HEADERS = ["max_length", "method", "rows", "efficiency", "pad", "truncated", "dropped",
-               "plan", "materialize", "attention", "attn vs dense"]
+    HEADERS: ClassVar[tuple[str, ...]] = (
+        "max_length", "method", "rows", "efficiency", "pad", "truncated", "dropped", "plan",
+        "materialize", "attention", "attn vs dense",
+    )
 
     def to_markdown(self) -> str:
-        lines = [f"# seqpack bench: {self.source}", "",
-                 f"**Recommended:** max_length={self.recommended.max_length}, "
-                 f"strategy={self.recommended.strategy}"
-                 + (f", max_seqs_per_row={self.recommended.max_seqs_per_row}" if self.recommended.max_seqs_per_row else "")
-                 + f". {self.reason}", "",
+        rec = self.recommended
+        limit = f", max_seqs_per_row={rec.max_seqs_per_row}" if rec.max_seqs_per_row else ""
+        recommended = (f"**Recommended:** max_length={rec.max_length}, strategy={rec.strategy}"
+                       f"{limit}. {self.reason}")
+        lines = [f"# seqpack bench: {self.source}", "", recommended, "",
                  "| " + " | ".join(self.HEADERS) + " |", "|" + "---|" * len(self.HEADERS)]
         lines += ["| " + " | ".join(row) + " |" for row in self.table_rows()]
-        lines += ["", "attention: work relative to padding every sample to max_length (lower is "
-                  "better); attn vs dense: block masks vs dense masks on the same packed rows."]
+        legend = ("attention: work relative to padding every sample to max_length (lower is "
+                  "better); attn vs dense: block masks vs dense masks on the same packed rows.")
+        lines += ["", legend]
         if self.gpu:
             lines += ["", "## GPU", "", "```", json.dumps(self.gpu, indent=2), "```"]
         return "\n".join(lines) + "\n"
@@ -123,7 +126,7 @@ class BenchResult:
         fig, ax = plt.subplots(figsize=(7, 4))
         lengths = np.asarray(self.lengths)
         bins = np.logspace(np.log10(max(lengths.min(), 1)), np.log10(lengths.max() + 1), 50)
-        ax.hist(lengths, bins=bins, color="#4c72b0", label="conversations")
+        ax.hist(lengths, bins=bins.tolist(), color="#4c72b0", label="conversations")
         ax.set_xscale("log")
         ax.axvline(self.recommended.max_length, color="#c44e52", linestyle="--",
                    label=f"max_length = {self.recommended.max_length}")
@@ -217,10 +220,10 @@ def run(
     tokenizer: Any,
     template: str | None = "qwen3",
     max_lengths: Sequence[int] = (1024, 2048, 4096, 8192),
-    strategies: Sequence[str] = ("bfd", "ffd", "sequential"),
+    strategies: Sequence[StrategyName] = ("bfd", "ffd", "sequential"),
     max_seqs_per_row: Sequence[int | None] = (None,),
     batch_size: int = 8,
-    on_error: str = "skip",
+    on_error: Literal["raise", "skip"] = "skip",
     progress: Callable[[str], None] | None = None,
     **encode_options: Any,
 ) -> BenchResult:
@@ -304,8 +307,8 @@ def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.nd
     config = LlamaConfig(vocab_size=int(encoded_tokens.max()) + 1, hidden_size=512,
                          intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
                          num_key_value_heads=8, max_position_embeddings=max_length,
-                         attn_implementation="sdpa")
-    model = LlamaForCausalLM(config).to(device, torch.bfloat16)
+                         attn_implementation="sdpa")  # type: ignore[call-arg]  # a kwargs passthrough
+    model = LlamaForCausalLM(config).to(device=device, dtype=torch.bfloat16)  # type: ignore[call-arg]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batch = pack(encoded_tokens, offsets=offsets, labels=labels, max_length=max_length)
     lengths = np.diff(offsets)
@@ -354,7 +357,7 @@ def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.nd
                         (("input_ids", ids), ("labels", lab), ("attention_mask", att))})
         return out
 
-    result = {"device": torch.cuda.get_device_name(), "max_length": max_length,
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "max_length": max_length,
               "packed": timed(packed_batches), "padded_to_max_length": timed(padded_batches)}
     result["speedup"] = (result["packed"]["trained_tokens_per_s"]
                          / result["padded_to_max_length"]["trained_tokens_per_s"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,8 +22,8 @@ from seqpack.errors import (
     SeqpackError,
 )
 
-TokenArray = Union[npt.NDArray[np.int32], npt.NDArray[np.int64]]
-TokenInput = Union[Sequence[Sequence[int]], Sequence[npt.ArrayLike], npt.ArrayLike]
+TokenArray = npt.NDArray[np.int32] | npt.NDArray[np.int64]
+TokenInput = Sequence[Sequence[int]] | Sequence[npt.ArrayLike] | npt.ArrayLike
 
 _INT64_MAX = np.iinfo(np.int64).max
 

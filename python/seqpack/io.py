@@ -11,7 +11,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -51,7 +51,8 @@ def _token_records(records: list[Any], path: Path) -> InputData:
     if any(has_labels) and not all(has_labels):
         missing = has_labels.index(False)
         raise InvalidFileError(f"{path}: record {missing}: field 'labels' is missing (others have it)")
-    return InputData("tokens", path, sequences=sequences, labels=labels if all(has_labels) else None)
+    all_labels = cast(list[list[int]], labels) if all(has_labels) else None
+    return InputData("tokens", path, sequences=sequences, labels=all_labels)
 
 
 def read_input(path: str | os.PathLike[str], *, kind: str = "auto") -> InputData:
@@ -69,9 +70,11 @@ def read_input(path: str | os.PathLike[str], *, kind: str = "auto") -> InputData
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - the cli extra installs it
             raise InvalidOptionError("reading Parquet needs pyarrow: pip install 'seqpack[cli]'") from exc
+        import pyarrow as pa
+
         try:
             records = pq.read_table(path).to_pylist()
-        except Exception as exc:  # pyarrow raises many types for a bad file
+        except (OSError, pa.ArrowException) as exc:
             raise InvalidFileError(f"{path}: not a readable Parquet file ({exc})") from None
         if kind == "tokens" or (kind == "auto" and records and "input_ids" in records[0]):
             return _token_records(records, path)

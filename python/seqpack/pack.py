@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -25,7 +25,7 @@ OverlongPolicy = Literal["error", "drop", "truncate", "split"]
 TruncateKeep = Literal["head", "tail"]
 LossWeighting = Literal["token", "sequence"]
 
-STRATEGIES: tuple[str, ...] = ("bfd", "ffd", "sequential", "wrapped")
+STRATEGIES: tuple[StrategyName, ...] = ("bfd", "ffd", "sequential", "wrapped")
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,7 +235,7 @@ def pack(
         raise InvalidOptionError(
             "got a path without tokenizer=; pass tokenizer= to pack chat records from a file"
         )
-    flat = flatten(sequences, labels=labels, offsets=offsets)
+    flat = flatten(cast(TokenInput, sequences), labels=labels, offsets=offsets)
     raw = _seqpack.pack_flat(
         flat.tokens,
         flat.offsets,

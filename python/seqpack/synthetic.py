@@ -32,7 +32,7 @@ _CODAS = ["", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng"]
 
 
 def _vocabulary(rng: np.random.Generator, size: int = 3000) -> list[str]:
-    words = set()
+    words: set[str] = set()
     while len(words) < size:
         syllables = rng.integers(1, 4)
         words.add("".join(
