@@ -174,3 +174,29 @@ def test_junk_records_never_crash(records, qwen_dir):
     except seqpack.SeqpackError:
         return
     assert len(encoded.report.records) == len(records)
+
+
+def test_every_kind_of_tokenizer_gives_the_same_samples(qwen_dir):
+    import json as _json
+
+    import tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    records = [GOOD, {"messages": [{"role": "system", "content": "S"}, *GOOD["messages"]]}]
+    reference = seqpack.encode(records, tokenizer=qwen_dir / "tokenizer.json", template="qwen3", max_length=64)
+    config = _json.loads((qwen_dir / "tokenizer_config.json").read_text())
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(qwen_dir / "tokenizer.json"), eos_token="<|im_end|>")
+    hf.chat_template = config["chat_template"]
+    for tokenizer, template in (
+        (qwen_dir, "qwen3"),
+        (tokenizers.Tokenizer.from_file(str(qwen_dir / "tokenizer.json")), "qwen3"),
+        (hf, "qwen3"),
+    ):
+        encoded = seqpack.encode(records, tokenizer=tokenizer, template=template, max_length=64)
+        assert encoded.tokens.tolist() == reference.tokens.tolist()
+        assert encoded.labels.tolist() == reference.labels.tolist()
+    # The tokenizer's own template (Jinja, from the folder's tokenizer_config.json or the HF
+    # object) renders the same text, so the same tokens.
+    for tokenizer in (qwen_dir, hf):
+        own = seqpack.encode(records, tokenizer=tokenizer, template=None, max_length=64)
+        assert own.tokens.tolist() == reference.tokens.tolist()

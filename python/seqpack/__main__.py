@@ -55,6 +55,10 @@ def _add_chat_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-first-turn", action="store_true")
     parser.add_argument("--overflow", default="truncate", choices=["truncate", "split"])
     parser.add_argument("--cut-keep", default="head", choices=["head", "tail", "middle"])
+    parser.add_argument("--train-on", default="assistant",
+                        help="comma-separated roles whose turns get labels, or 'all'")
+    parser.add_argument("--train-on-cut-turns", action="store_true")
+    parser.add_argument("--min-trainable-tokens", type=int, default=1)
 
 
 @contextmanager
@@ -107,8 +111,12 @@ def _need_tokenizer(args: argparse.Namespace) -> Any:
 
 
 def _chat_options(args: argparse.Namespace) -> dict[str, Any]:
+    train_on: str | list[str] = "all" if args.train_on == "all" else [
+        role.strip() for role in args.train_on.split(",") if role.strip()]
     return {"format": args.format, "keep_first_turn": args.keep_first_turn, "overflow": args.overflow,
-            "cut_keep": args.cut_keep}
+            "cut_keep": args.cut_keep, "train_on": train_on,
+            "train_on_cut_turns": args.train_on_cut_turns,
+            "min_trainable_tokens": args.min_trainable_tokens}
 
 
 def command_pack(args: argparse.Namespace) -> int:
@@ -122,7 +130,8 @@ def command_pack(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         common = {"max_length": args.max_length, "strategy": args.strategy,
                   "max_seqs_per_row": args.max_seqs_per_row,
-                  "pad_rows_to_multiple_of": args.pad_rows_to_multiple_of, "seed": args.seed}
+                  "pad_rows_to_multiple_of": args.pad_rows_to_multiple_of, "seed": args.seed,
+                  "pad_id": args.pad_id}
         if data.kind == "tokens":
             assert data.sequences is not None
             batch = pack(data.sequences, labels=data.labels, overlong=args.overlong, **common)
@@ -305,7 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--strategy", default="bfd", choices=["bfd", "ffd", "sequential", "wrapped"])
     pack.add_argument("--max-seqs-per-row", type=int, default=None)
     pack.add_argument("--pad-rows-to-multiple-of", type=int, default=1)
-    pack.add_argument("--seed", type=int, default=None)
+    pack.add_argument("--seed", type=int, default=None, help="shuffle rows reproducibly")
+    pack.add_argument("--pad-id", type=int, default=0)
     pack.add_argument("--overlong", default="error", choices=["error", "drop", "truncate", "split"],
                       help="for pre-tokenized input: sequences longer than max_length")
     pack.set_defaults(run=command_pack)

@@ -53,6 +53,11 @@ class Plan:
     def num_rows(self) -> int:
         return len(self.row_offsets) - 1
 
+    @property
+    def slot(self) -> npt.NDArray[np.int64]:
+        """Position of every piece inside its row (0 = first)."""
+        return np.arange(len(self.row), dtype=np.int64) - self.row_offsets[self.row]
+
     def rows(self) -> list[npt.NDArray[np.int64]]:
         """The input sequences of each row, in slot order (what a length-grouped sampler
         needs)."""
