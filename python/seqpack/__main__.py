@@ -62,20 +62,32 @@ def _add_chat_options(parser: argparse.ArgumentParser) -> None:
 
 
 @contextmanager
-def _progress(enabled: bool = True) -> Iterator[Callable[[str], None]]:
-    """A live status line (rich) for steps that take more than a moment."""
-    try:
-        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    except ImportError:  # pragma: no cover - the cli extra installs rich
-        yield lambda _message: None
-        return
-    if not enabled:
-        yield lambda _message: None
-        return
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  transient=True, console=_console(stderr=True)) as progress:
-        task = progress.add_task("starting", total=None)
-        yield lambda message: progress.update(task, description=message)
+def _progress(total: int | None = None) -> Iterator[Callable[[str], None]]:
+    """A live progress bar (rich) on stderr: each call names the step now running; with a
+    known ``total`` of steps the bar fills as they finish."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if total is not None:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    with Progress(*columns, TimeElapsedColumn(), transient=True,
+                  console=_console(stderr=True)) as progress:
+        task = progress.add_task("starting", total=total)
+        started = 0
+
+        def note(message: str) -> None:
+            nonlocal started
+            progress.update(task, description=message, completed=max(started, 0))
+            started += 1
+
+        yield note
 
 
 def _console(stderr: bool = False) -> Any:
@@ -123,10 +135,10 @@ def command_pack(args: argparse.Namespace) -> int:
     from seqpack.io import read_input, write_output
     from seqpack.pack import pack
 
-    with _progress() as note:
+    with _progress(total=3) as note:
         note(f"reading {args.input}")
         data = read_input(args.input, kind=args.input_kind)
-        note("packing")
+        note("encoding and packing")
         start = time.perf_counter()
         common = {"max_length": args.max_length, "strategy": args.strategy,
                   "max_seqs_per_row": args.max_seqs_per_row,
@@ -169,7 +181,7 @@ def command_stats(args: argparse.Namespace) -> int:
     from seqpack.chat import encode
     from seqpack.io import read_input
 
-    with _progress() as note:
+    with _progress(total=2) as note:
         note(f"reading {args.input}")
         data = read_input(args.input, kind=args.input_kind)
         if data.kind == "tokens":
@@ -215,7 +227,9 @@ def command_bench(args: argparse.Namespace) -> int:
     from seqpack.io import read_input, write_text
 
     out = Path(args.out)
-    with _progress() as note:
+    steps = 1 + len(args.max_lengths) * (1 + len(args.strategies) * len(args.max_seqs_per_row))
+    steps += 3 + int(args.gpu)  # reading, writing, plotting (and the GPU run)
+    with _progress(total=steps) as note:
         if args.input is None:
             note("generating the built-in synthetic conversation set")
             records: Any = synthetic.conversations(args.conversations)
@@ -245,6 +259,7 @@ def command_bench(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         write_text(result.to_markdown(), out / "report.md")
         write_text(result.to_json(), out / "report.json")
+        note("plotting")
         plots = result.plots(out)
     _print_table(f"seqpack bench: {result.source}", list(harness.BenchResult.HEADERS), result.table_rows())
     console = _console()
