@@ -87,10 +87,12 @@ def test_json_records_carry_their_line(tmp_path, qwen_dir):
 def test_template_that_raises_names_the_record(qwen_dir):
     template = "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}{% endif %}{{ m.content }}{% endfor %}"
     bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}, {"role": "assistant", "content": "ok"}]}
-    with pytest.raises(seqpack.InvalidRecordError, match=r"record 1: chat template: .*no tools here"):
+    with pytest.raises(seqpack.TemplateError, match=r"record 1: chat template: .*no tools here") as info:
         seqpack.encode([GOOD, bad], tokenizer=qwen_dir, template=template, max_length=64)
+    assert info.value.index == 1
     skipped = seqpack.encode([GOOD, bad], tokenizer=qwen_dir, template=template, max_length=64, on_error="skip")
     assert skipped.report.records[1].status == "skipped"
+    assert skipped.report.records[1].reason == "template_error"
 
 
 def test_template_that_does_not_compile(qwen_dir):
@@ -100,7 +102,7 @@ def test_template_that_does_not_compile(qwen_dir):
 
 def test_template_that_loops_forever_stops(qwen_dir):
     template = "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"
-    with pytest.raises(seqpack.InvalidRecordError, match="chat template"):
+    with pytest.raises(seqpack.TemplateError, match="record 0: chat template"):
         seqpack.encode([GOOD], tokenizer=qwen_dir, template=template, max_length=64)
 
 

@@ -114,7 +114,7 @@ def test_generated_conversations_keep_every_promise(records, opts, qwen_dir):
             # The sample ends with an assistant turn's end token (and its newline).
             assert tokens[-2:].tolist() == [IM_END, NEWLINE] or report.cut_messages
         assert trained_total == report.trained_after
-        if opts["overflow"] == "split" and not report.cut_messages:
+        if opts["overflow"] == "split" and not report.cut_messages and report.reason != "untrainable_windows_dropped":
             # Every assistant turn that precedes the last answer is trained exactly once.
             ends = sum(int((encoded.sample(k)[1] == IM_END).sum()) for k in samples)
             last_answer = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
@@ -198,3 +198,66 @@ def test_train_on_all_and_other_roles(qwen_dir):
     tokens, labels = users.sample(0)
     assert 0 < (labels != -100).sum() < len(tokens)
     assert IM_END in labels.tolist()
+
+
+def test_jinja_spans_are_exact_for_tricky_contents(qwen_dir):
+    # Contents that also occur inside the template's own text or inside other messages, and an
+    # assistant tool call with empty content: the Jinja path must label exactly what the
+    # built-in path labels.
+    records = [
+        {"messages": [{"role": "user", "content": "e"}, {"role": "assistant", "content": "e"}]},
+        {"messages": [
+            {"role": "user", "content": "weather in Paris?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "content": "Paris"},
+            {"role": "assistant", "content": "It is sunny in Paris."},
+        ]},
+        {"messages": [{"role": "user", "content": "2+2?"},
+                      {"role": "assistant", "content": "4", "reasoning_content": "two plus two is four"}]},
+    ]
+    builtin = seqpack.encode(records, tokenizer=qwen_dir, template="qwen3", max_length=512)
+    jinja = seqpack.encode(records, tokenizer=qwen_dir, template=None, max_length=512)
+    np.testing.assert_array_equal(jinja.tokens, builtin.tokens)
+    np.testing.assert_array_equal(jinja.labels, builtin.labels)
+    # The tool call and its <|im_end|> are trained; the user's <|im_end|> is not.
+    tokens, labels = builtin.sample(1)
+    ends = [k for k, t in enumerate(tokens) if t == IM_END]
+    assert [bool(labels[k] != -100) for k in ends] == [False, True, False, True]
+
+
+def test_windows_dropped_for_no_labels_are_reported(qwen_dir):
+    record = {"messages": [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello there"}, {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "word " * 200},
+    ]}
+    encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=60, overflow="split")
+    report = encoded.report.records[0]
+    assert report.windows == len(encoded) == 1
+    assert report.reason == "untrainable_windows_dropped"
+    assert report.dropped_messages == [3, 4]
+    assert report.tokens_removed["assistant"] > 0 and report.tokens_removed["user"] > 0
+    assert report.tokens_after == report.tokens_before - sum(report.tokens_removed.values())
+
+
+def test_long_reasoning_is_cut_as_part_of_its_turn(qwen_dir):
+    record = {"messages": [{"role": "user", "content": "2+2?"},
+                           {"role": "assistant", "content": "4", "reasoning_content": "think " * 100}]}
+    encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=40, train_on_cut_turns=True)
+    report = encoded.report.records[0]
+    tokens, _labels = encoded.sample(0)
+    assert len(tokens) == 40 and report.cut_messages == [1]
+    assert tokens[-2:].tolist() == [IM_END, NEWLINE]  # the end-of-turn token survives
+    assert report.tokens_removed["assistant"] == report.tokens_before - 40
+    assert report.tokens_removed["template"] == 0
+
+
+def test_system_prompt_that_cannot_fit_drops_the_record(qwen_dir):
+    record = {"messages": [{"role": "system", "content": "rule " * 100}, {"role": "user", "content": "hi"},
+                           {"role": "assistant", "content": "ok"}]}
+    for template in ("qwen3", "mistral"):
+        encoded = seqpack.encode([record], tokenizer=qwen_dir, template=template, max_length=50)
+        report = encoded.report.records[0]
+        assert (report.status, report.reason) == ("dropped", "system_prompt_too_long"), template
+        assert len(encoded) == 0

@@ -40,8 +40,9 @@ class RecordReport:
     """``kept``, ``truncated``, ``split``, ``dropped`` or ``skipped``."""
     reason: str
     """``fits``, ``trailing_messages_dropped``, ``turns_dropped``, ``turn_cut``,
-    ``split_into_windows``, ``system_prompt_too_long``, ``no_trainable_tokens``; for skipped
-    records ``invalid_record``, ``invalid_json``, ``template_error`` or ``tokenizer_error``."""
+    ``split_into_windows``, ``untrainable_windows_dropped`` (some samples had fewer than
+    ``min_trainable_tokens`` labels), ``system_prompt_too_long``, ``no_trainable_tokens``; for
+    skipped records ``invalid_record``, ``template_error`` or ``tokenizer_error``."""
     message: str | None
     """The error, for a skipped record."""
     dropped_messages: list[int]

@@ -109,9 +109,10 @@ pub struct RecordReport {
     pub record: usize,
     pub line: Option<usize>,
     pub status: Status,
-    /// Stable reason code: `fits`, `turns_dropped`, `turn_cut`, `split_into_windows`,
-    /// `trailing_messages_dropped`, `system_prompt_too_long`, `no_trainable_tokens`, or the
-    /// error kind for a skipped record.
+    /// Stable reason code: `fits`, `trailing_messages_dropped`, `turns_dropped`, `turn_cut`,
+    /// `split_into_windows`, `untrainable_windows_dropped`, `system_prompt_too_long`,
+    /// `no_trainable_tokens`, or for a skipped record `invalid_record`, `template_error`,
+    /// `tokenizer_error`.
     pub reason: String,
     /// Error text for a skipped record.
     pub message: Option<String>,
@@ -165,7 +166,12 @@ impl RecordReport {
 
     pub fn skipped(record: usize, line: Option<usize>, error: &Error) -> Self {
         let mut report = Self::new(record, line);
+        let message = error.to_string();
         report.status = Status::Skipped;
+        let error = match error {
+            Error::InRecord { source, .. } => source.as_ref(),
+            other => other,
+        };
         report.reason = match error {
             Error::InvalidRecord { .. } => "invalid_record",
             Error::InvalidFile { .. } => "invalid_json",
@@ -174,7 +180,7 @@ impl RecordReport {
             _ => "error",
         }
         .into();
-        report.message = Some(error.to_string());
+        report.message = Some(message);
         report
     }
 }
@@ -260,6 +266,7 @@ pub fn encode_conversation(
 ) -> Result<(Vec<Sample>, RecordReport)> {
     let mut report = RecordReport::new(record, line);
     let messages = &conversation.messages;
+    let in_record = |e: Error| e.for_record(record, line);
     let has_system = messages.first().map(|m| m.role) == Some(Role::System);
     let first_user = messages.iter().position(|m| m.role == Role::User);
 
@@ -269,22 +276,17 @@ pub fn encode_conversation(
         .rposition(|m| m.role == Role::Assistant)
         .expect("chat::validate guarantees an assistant turn");
     let all: Vec<usize> = (0..=last_assistant).collect();
-    let full = Encoded::new(template, tokenizer, conversation, &all).map_err(|e| e.for_record(record, line))?;
-    report.tokens_before = full.len();
-    let trailing: Vec<usize> = (last_assistant + 1..messages.len()).collect();
-    if !trailing.is_empty() {
-        // Their tokens were never rendered; count them from a render of the whole conversation.
+    let full = Encoded::new(template, tokenizer, conversation, &all).map_err(in_record)?;
+    // Trailing messages were never rendered above; a render of everything counts them.
+    let everything = if last_assistant + 1 < messages.len() {
         let whole: Vec<usize> = (0..messages.len()).collect();
-        if let Ok(everything) = Encoded::new(template, tokenizer, conversation, &whole) {
-            report.tokens_before = everything.len();
-            for &m in &trailing {
-                report.tokens_removed[role_slot(messages[m].role)] += everything.tokens_of_message(m) as i64;
-            }
-        }
-        report.dropped_messages.extend(&trailing);
-        report.reason = "trailing_messages_dropped".into();
-    }
-    for (span, range) in full.rendered.spans.iter().zip(&full.tokens.ranges) {
+        Some(Encoded::new(template, tokenizer, conversation, &whole).map_err(in_record)?)
+    } else {
+        None
+    };
+    let reference = everything.as_ref().unwrap_or(&full);
+    report.tokens_before = reference.len();
+    for (span, range) in reference.rendered.spans.iter().zip(&reference.tokens.ranges) {
         let slot = span.message.map(|m| role_slot(messages[m].role)).unwrap_or(4);
         report.role_tokens[slot] += range.len();
     }
@@ -294,21 +296,16 @@ pub fn encode_conversation(
     report.boundary_merges = full.tokens.boundary_merges;
 
     let budget = options.max_length;
-    let mut samples = Vec::new();
-    let mut kept_messages: Vec<usize> = Vec::new();
+    // Each sample with the messages it holds, and the tokens cut from kept messages.
+    let mut samples: Vec<(Sample, Vec<usize>)> = Vec::new();
+    let mut cut_tokens: Vec<(usize, usize)> = Vec::new();
+    let mut too_long = false;
     if full.len() <= budget {
-        kept_messages = all.clone();
-        samples.push(sample_from(&full, &full_trained, record, 0));
+        samples.push((sample_from(&full, &full_trained, record, 0), all.clone()));
+    } else if full.pinned_tokens(conversation) >= budget {
+        too_long = true;
     } else {
         let pinned = full.pinned_tokens(conversation);
-        if pinned >= budget {
-            report.status = Status::Dropped;
-            report.reason = "system_prompt_too_long".into();
-            report.dropped_messages = (0..messages.len()).collect();
-            finish_removed(&mut report, conversation, &full, &[]);
-            balance_template(&mut report);
-            return Ok((Vec::new(), report));
-        }
         let turns = turns(conversation, &all, |m| full.tokens_of_message(m));
         let system: Vec<usize> = if has_system { vec![0] } else { Vec::new() };
         let groups: Vec<Vec<usize>> = if options.split {
@@ -321,11 +318,10 @@ pub fn encode_conversation(
         while let Some(mut group) = queue.pop_front() {
             loop {
                 let keep = selection(&system, &turns, &group);
-                let encoded = Encoded::new(template, tokenizer, conversation, &keep).map_err(|e| e.for_record(record, line))?;
+                let encoded = Encoded::new(template, tokenizer, conversation, &keep).map_err(in_record)?;
                 if encoded.len() <= budget {
                     let trained = encoded.trained(conversation, &options.train);
-                    samples.push(sample_from(&encoded, &trained, record, window));
-                    kept_messages.extend(&keep);
+                    samples.push((sample_from(&encoded, &trained, record, window), keep));
                     break;
                 }
                 if group.len() > 1 {
@@ -337,59 +333,67 @@ pub fn encode_conversation(
                     }
                     continue;
                 }
-                let (sample, cut) = cut_to_fit(&encoded, conversation, options, record, window, &mut report);
-                report.cut_messages.extend(cut);
-                kept_messages.extend(&keep);
-                samples.push(sample);
+                match cut_to_fit(&encoded, conversation, options, record, window) {
+                    Some((sample, cuts)) => {
+                        cut_tokens.extend(cuts);
+                        samples.push((sample, keep));
+                    }
+                    // Only the system prompt and the template's own text are left, and they
+                    // do not fit: nothing of this window can be kept whole.
+                    None => too_long = true,
+                }
                 break;
             }
             window += 1;
         }
-        kept_messages.sort_unstable();
-        kept_messages.dedup();
-        report.status = if options.split && samples.len() > 1 { Status::Split } else { Status::Truncated };
-        report.reason = match report.status {
-            Status::Split => "split_into_windows",
-            _ if !report.cut_messages.is_empty() => "turn_cut",
-            _ => "turns_dropped",
-        }
-        .into();
-        let dropped: Vec<usize> = all.iter().copied().filter(|m| kept_messages.binary_search(m).is_err()).collect();
-        report.dropped_messages.extend(dropped);
-        report.dropped_messages.sort_unstable();
     }
-
-    report.windows = samples.len();
-    report.tokens_after = samples.iter().map(|s| s.tokens.len()).sum();
-    report.trained_after = samples.iter().map(|s| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()).sum();
-    report.system_kept = has_system.then(|| kept_messages.contains(&0));
-    report.first_user_kept = first_user.map(|u| kept_messages.contains(&u));
-    finish_removed(&mut report, conversation, &full, &kept_messages);
 
     // Supervision guarantee: a sample with too few trained tokens is dropped, never emitted.
-    let before = samples.len();
-    samples.retain(|s| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count() >= options.min_trainable_tokens.max(1));
-    if samples.is_empty() {
-        report.status = Status::Dropped;
-        report.reason = "no_trainable_tokens".into();
-        report.tokens_after = 0;
-        report.trained_after = 0;
-        report.windows = 0;
-        // Everything is gone: attribute every message's tokens to its role.
-        report.tokens_removed = [0; 5];
-        report.dropped_messages = (0..messages.len()).collect();
-        let whole: Vec<usize> = (0..messages.len()).collect();
-        match Encoded::new(template, tokenizer, conversation, &whole) {
-            Ok(everything) => finish_removed(&mut report, conversation, &everything, &[]),
-            Err(_) => finish_removed(&mut report, conversation, &full, &[]),
-        }
-    } else if samples.len() < before {
-        report.windows = samples.len();
-        report.tokens_after = samples.iter().map(|s| s.tokens.len()).sum();
-        report.trained_after = samples.iter().map(|s| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()).sum();
+    let produced = samples.len();
+    let minimum = options.min_trainable_tokens.max(1);
+    samples.retain(|(s, _)| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count() >= minimum);
+    let untrainable = produced - samples.len();
+
+    let mut kept_messages: Vec<usize> = samples.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+    kept_messages.sort_unstable();
+    kept_messages.dedup();
+    report.dropped_messages = (0..messages.len()).filter(|m| kept_messages.binary_search(m).is_err()).collect();
+    cut_tokens.retain(|(m, _)| kept_messages.binary_search(m).is_ok());
+    report.cut_messages = cut_tokens.iter().map(|(m, _)| *m).collect();
+    report.cut_messages.sort_unstable();
+    report.cut_messages.dedup();
+    for &m in &report.dropped_messages {
+        report.tokens_removed[role_slot(messages[m].role)] += reference.tokens_of_message(m) as i64;
     }
+    for &(m, tokens) in &cut_tokens {
+        report.tokens_removed[role_slot(messages[m].role)] += tokens as i64;
+    }
+    report.windows = samples.len();
+    report.tokens_after = samples.iter().map(|(s, _)| s.tokens.len()).sum();
+    report.trained_after = samples.iter().map(|(s, _)| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()).sum();
+    report.system_kept = has_system.then(|| kept_messages.first() == Some(&0));
+    report.first_user_kept = first_user.map(|u| kept_messages.binary_search(&u).is_ok());
+    let trailing_only = report.dropped_messages.iter().all(|&m| m > last_assistant);
+    let (status, reason) = if samples.is_empty() {
+        let reason = if too_long { "system_prompt_too_long" } else { "no_trainable_tokens" };
+        (Status::Dropped, reason)
+    } else if options.split && samples.len() > 1 {
+        (Status::Split, if untrainable > 0 { "untrainable_windows_dropped" } else { "split_into_windows" })
+    } else if untrainable > 0 {
+        (Status::Truncated, "untrainable_windows_dropped")
+    } else if !report.cut_messages.is_empty() {
+        (Status::Truncated, "turn_cut")
+    } else if !trailing_only {
+        (Status::Truncated, "turns_dropped")
+    } else if !report.dropped_messages.is_empty() {
+        (Status::Kept, "trailing_messages_dropped")
+    } else {
+        (Status::Kept, "fits")
+    };
+    report.status = status;
+    report.reason = reason.to_string();
     balance_template(&mut report);
-    Ok((samples, report))
+    Ok((samples.into_iter().map(|(s, _)| s).collect(), report))
 }
 
 /// The template bucket: whatever the role buckets do not explain.
@@ -407,17 +411,6 @@ fn selection(system: &[usize], turns: &[Turn], group: &[usize]) -> Vec<usize> {
     keep
 }
 
-/// Tokens removed per role for dropped messages (from the full render), cuts already counted.
-fn finish_removed(report: &mut RecordReport, conversation: &Conversation, full: &Encoded, kept: &[usize]) {
-    for (span, range) in full.rendered.spans.iter().zip(&full.tokens.ranges) {
-        if let Some(m) = span.message {
-            if kept.binary_search(&m).is_err() {
-                report.tokens_removed[role_slot(conversation.messages[m].role)] += range.len() as i64;
-            }
-        }
-    }
-}
-
 fn sample_from(encoded: &Encoded, trained: &[bool], record: usize, window: usize) -> Sample {
     let labels = encoded
         .tokens
@@ -429,16 +422,17 @@ fn sample_from(encoded: &Encoded, trained: &[bool], record: usize, window: usize
     Sample { record, window, tokens: encoded.tokens.ids.clone(), labels }
 }
 
-/// Cut tokens out of message contents until the sample fits: non-assistant messages first,
-/// longest first; then assistant messages (whose labels are cleared unless allowed).
+/// Cut tokens out of messages until the sample fits: a user or tool content that can absorb
+/// the whole excess alone, else the longest messages first (an assistant turn's reasoning and
+/// content, never its end-of-turn token; its labels are cleared unless allowed). Returns the sample and the tokens cut per message, or
+/// `None` when even cutting every candidate would not make it fit.
 fn cut_to_fit(
     encoded: &Encoded,
     conversation: &Conversation,
     options: &EncodeOptions,
     record: usize,
     window: usize,
-    report: &mut RecordReport,
-) -> (Sample, Vec<usize>) {
+) -> Option<(Sample, Vec<(usize, usize)>)> {
     let mut excess = encoded.len() - options.max_length;
     let mut trained = encoded.trained(conversation, &options.train);
     let mut remove = vec![false; encoded.len()];
@@ -448,12 +442,29 @@ fn cut_to_fit(
         .iter()
         .filter_map(|span| {
             let m = span.message?;
-            (m != 0 || conversation.messages[m].role != Role::System)
-                .then(|| (m, encoded.tokens.tokens_in(span.content_start, span.content_end)))
+            let role = conversation.messages[m].role;
+            if m == 0 && role == Role::System {
+                return None;
+            }
+            let from = if role == Role::Assistant { span.body_start } else { span.content_start };
+            Some((m, encoded.tokens.tokens_in(from, span.content_end)))
         })
         .collect();
-    candidates.sort_by_key(|(m, range)| (conversation.messages[*m].role == Role::Assistant, std::cmp::Reverse(range.len())));
-    let mut cut = Vec::new();
+    let cuttable: usize = candidates.iter().map(|(_, r)| r.len()).sum();
+    if cuttable < excess {
+        return None;
+    }
+    // A user or tool message long enough to absorb the whole excess is cut alone, so the
+    // answers stay whole and trained; otherwise the longest messages are cut first.
+    candidates.sort_by_key(|(_, range)| std::cmp::Reverse(range.len()));
+    let absorbs = candidates
+        .iter()
+        .position(|(m, range)| conversation.messages[*m].role != Role::Assistant && range.len() >= excess);
+    if let Some(position) = absorbs {
+        let chosen = candidates.remove(position);
+        candidates.insert(0, chosen);
+    }
+    let mut cuts = Vec::new();
     for (message, range) in candidates {
         if excess == 0 {
             break;
@@ -474,28 +485,14 @@ fn cut_to_fit(
         for flag in &mut remove[removed] {
             *flag = true;
         }
-        let role = conversation.messages[message].role;
-        if role == Role::Assistant && !options.train_on_cut_turns {
+        if conversation.messages[message].role == Role::Assistant && !options.train_on_cut_turns {
             let span = encoded.rendered.spans.iter().find(|s| s.message == Some(message)).expect("candidate span");
             for flag in &mut trained[encoded.tokens.tokens_in(span.body_start, span.body_end)] {
                 *flag = false;
             }
         }
-        report.tokens_removed[role_slot(role)] += take as i64;
         excess -= take;
-        cut.push(message);
-    }
-    // Only system and template tokens are left to cut: the caller checked they fit, so this
-    // cannot be reached with excess left; stay safe and cut the tail regardless.
-    if excess > 0 {
-        let mut at = remove.len();
-        while excess > 0 && at > 0 {
-            at -= 1;
-            if !remove[at] {
-                remove[at] = true;
-                excess -= 1;
-            }
-        }
+        cuts.push((message, take));
     }
     let mut tokens = Vec::with_capacity(options.max_length);
     let mut labels = Vec::with_capacity(options.max_length);
@@ -505,7 +502,7 @@ fn cut_to_fit(
             labels.push(if trained[index] { id as i64 } else { IGNORE_INDEX });
         }
     }
-    (Sample { record, window, tokens, labels }, cut)
+    Some((Sample { record, window, tokens, labels }, cuts))
 }
 
 /// How to treat a record that cannot be encoded.

@@ -64,14 +64,17 @@ pub enum Error {
     /// A tokenizer that cannot be loaded or fails on a text.
     #[error("tokenizer: {message}")]
     Tokenizer { message: String },
+
+    /// A template or tokenizer error raised while processing one record.
+    #[error("record {record}{}: {source}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
+    InRecord { record: usize, line: Option<usize>, source: Box<Error> },
 }
 
 impl Error {
     /// Attach the record to an error raised while processing it (templates, tokenizer).
     pub fn for_record(self, record: usize, line: Option<usize>) -> Self {
         match self {
-            Error::Template { message } => Error::InvalidRecord { record, line, field: String::new(), message: format!("chat template: {message}") },
-            Error::Tokenizer { message } => Error::InvalidRecord { record, line, field: String::new(), message: format!("tokenizer: {message}") },
+            Error::Template { .. } | Error::Tokenizer { .. } => Error::InRecord { record, line, source: Box::new(self) },
             other => other,
         }
     }

@@ -23,6 +23,8 @@ const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const CACHE_LIMIT: usize = 200_000;
+/// Word caches kept per thread, one per tokenizer.
+const CACHED_TOKENIZERS: usize = 4;
 
 /// Pre-token bytes → flattened (id, byte length) pairs.
 type WordCache = FxHashMap<Box<[u8]>, Box<[u32]>>;
@@ -91,6 +93,15 @@ impl FastBpe {
         {
             return None;
         }
+        // A ByteLevel post-processor that trims offsets changes them; anything else there
+        // only adds special tokens, which encoding without them never does.
+        if let Some(post) = config.get("post_processor").filter(|p| !p.is_null()) {
+            if post.get("type").and_then(Value::as_str) == Some("ByteLevel")
+                && post.get("trim_offsets").and_then(Value::as_bool).unwrap_or(true)
+            {
+                return None;
+            }
+        }
         let max_digits = match split.get("pattern")?.get("Regex")?.as_str()? {
             QWEN2_PATTERN => 1,
             LLAMA3_PATTERN => 3,
@@ -134,7 +145,8 @@ impl FastBpe {
             joined.extend_from_slice(&right_bytes);
             let ids = (*by_bytes.get(&left_bytes[..])?, *by_bytes.get(&right_bytes[..])?);
             let merged = *by_bytes.get(&joined[..])?;
-            merges.entry(ids).or_insert((rank as u32, merged));
+            // A repeated pair takes its last rank, as `tokenizers` (which collects into a map).
+            merges.insert(ids, (rank as u32, merged));
         }
         let mut patterns = Vec::new();
         let mut ids = Vec::new();
@@ -143,7 +155,11 @@ impl FastBpe {
             if flag("normalized") || flag("lstrip") || flag("rstrip") || flag("single_word") {
                 return None;
             }
-            patterns.push(token.get("content")?.as_str()?.to_string());
+            let content = token.get("content")?.as_str()?;
+            if content.is_empty() {
+                continue; // `tokenizers` never matches an empty added token
+            }
+            patterns.push(content.to_string());
             ids.push(u32::try_from(token.get("id")?.as_u64()?).ok()?);
         }
         let added = if patterns.is_empty() {
@@ -225,6 +241,10 @@ impl FastBpe {
         };
         CACHE.with(|cache| {
             let mut cache = cache.borrow_mut();
+            if !cache.contains_key(&self.id) && cache.len() >= CACHED_TOKENIZERS {
+                // Tokenizers come and go (one per loaded file); keep the memory bounded.
+                cache.clear();
+            }
             let words = cache.entry(self.id).or_default();
             if let Some(pieces) = words.get(word) {
                 emit(pieces, ids, offsets);

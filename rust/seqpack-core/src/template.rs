@@ -465,93 +465,178 @@ impl JinjaTemplate {
         Ok(env)
     }
 
-    fn context(&self, conversation: &Conversation, keep: &[usize]) -> minijinja::Value {
-        let messages: Vec<Value> = keep.iter().map(|&i| message_json(&conversation.messages[i])).collect();
+    fn render_text(
+        &self,
+        env: &minijinja::Environment<'static>,
+        conversation: &Conversation,
+        keep: &[usize],
+        contents: Option<&[String]>,
+        add_generation_prompt: bool,
+    ) -> Result<String> {
+        let messages: Vec<Value> = keep
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                let message = &conversation.messages[i];
+                message_json_with(message, contents.map_or(message.content.as_str(), |c| c[k].as_str()))
+            })
+            .collect();
         let tools = if conversation.tools.is_empty() {
             Value::Null
         } else {
             Value::Array(conversation.tools.clone())
         };
-        minijinja::context! {
+        let context = minijinja::context! {
             messages => minijinja::Value::from_serialize(&messages),
             tools => minijinja::Value::from_serialize(&tools),
-            add_generation_prompt => false,
+            add_generation_prompt => add_generation_prompt,
             bos_token => self.bos_token.clone(),
             eos_token => self.eos_token.clone(),
-        }
+        };
+        env.get_template("chat")
+            .and_then(|template| template.render(context))
+            .map_err(|e| Error::Template { message: format!("the chat template raised: {e:#}") })
     }
 
-    /// Render, then find every message's content in the text, in order; the gap between two
-    /// contents splits after the end-of-turn marker (and the whitespace after it).
+    /// Render and locate every message exactly. A second render, with each non-empty content
+    /// replaced by a unique marker, gives the template's own text between contents (which
+    /// must be the same in the real render, or the template depends on content in ways
+    /// labels cannot follow); an assistant body starts after the template's generation prompt
+    /// (the header it opens a turn with); a message's segment ends after the end-of-turn
+    /// marker that follows its content.
     pub fn render(&self, conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
         let env = self.environment()?;
-        let template = env.get_template("chat").map_err(|e| Error::Template { message: format!("{e:#}") })?;
-        let text = template
-            .render(self.context(conversation, keep))
-            .map_err(|e| Error::Template { message: format!("the chat template raised: {e:#}") })?;
+        let text = self.render_text(&env, conversation, keep, None, false)?;
+        let content_of = |k: usize| conversation.messages[keep[k]].content.as_str();
+        // Empty contents stay empty (templates test them, e.g. before a tool call).
+        let markers: Vec<String> = (0..keep.len())
+            .map(|k| if content_of(k).is_empty() { String::new() } else { format!("\u{E000}{k}\u{E001}") })
+            .collect();
+        let marked = self.render_text(&env, conversation, keep, Some(&markers), false)?;
+        let unplaceable = |index: usize, why: &str| Error::Template {
+            message: format!(
+                "message {index} ({}): {why}, so its tokens cannot be located exactly; use a \
+                 built-in template",
+                conversation.messages[index].role.name()
+            ),
+        };
+        let placed: Vec<usize> = (0..keep.len()).filter(|&k| !markers[k].is_empty()).collect();
 
-        // Content positions, searched left to right.
-        let mut cursor = 0;
-        let mut found: Vec<(usize, usize)> = Vec::with_capacity(keep.len());
-        for &index in keep {
-            let message = &conversation.messages[index];
-            let needle = message.content.trim();
-            let start = if needle.is_empty() {
-                cursor
-            } else {
-                text[cursor..].find(needle).map(|at| cursor + at).ok_or_else(|| Error::Template {
-                    message: format!(
-                        "message {index} ({}): its content does not appear in the rendered text, \
-                         so its tokens cannot be located (the template rewrites it)",
-                        message.role.name()
-                    ),
-                })?
-            };
-            found.push((start, start + needle.len()));
-            cursor = start + needle.len();
+        // The template's own text around each non-empty content.
+        let mut literals: Vec<&str> = Vec::with_capacity(placed.len() + 1);
+        let mut at = 0;
+        for &k in &placed {
+            let found: Vec<usize> = marked.match_indices(markers[k].as_str()).map(|(i, _)| i).collect();
+            match found.as_slice() {
+                [position] if *position >= at => {
+                    literals.push(&marked[at..*position]);
+                    at = position + markers[k].len();
+                }
+                _ => return Err(unplaceable(keep[k], "the template does not render its content exactly once, in order")),
+            }
         }
-        // Segment boundaries: after the end-of-turn marker that follows each content.
-        let mut spans = Vec::with_capacity(keep.len() + 1);
-        let mut segment_start = 0;
-        for (k, &index) in keep.iter().enumerate() {
-            let (content_start, content_end) = found[k];
-            let next_content = found.get(k + 1).map(|f| f.0).unwrap_or(text.len());
-            let gap = &text[content_end..next_content];
-            let body_end = match gap.find(&self.end_of_turn) {
-                Some(at) if !self.end_of_turn.is_empty() => content_end + at + self.end_of_turn.len(),
-                _ => content_end,
+        literals.push(&marked[at..]);
+
+        // Walk the real text: literal, content, literal, content, ...
+        let mut content_at: Vec<Option<(usize, usize)>> = vec![None; keep.len()];
+        let mut position = 0;
+        for (j, &k) in placed.iter().enumerate() {
+            let index = keep[k];
+            if !text[position..].starts_with(literals[j]) {
+                return Err(unplaceable(index, "the template's text around it changes with the content"));
+            }
+            position += literals[j].len();
+            let content = content_of(k);
+            let next = literals[j + 1];
+            let exact = text[position..].starts_with(content) && text[position + content.len()..].starts_with(next);
+            let end = if exact {
+                position + content.len()
+            } else if j + 1 == placed.len() {
+                text.len()
+                    .checked_sub(next.len())
+                    .filter(|&e| e >= position && text.ends_with(next))
+                    .ok_or_else(|| unplaceable(index, "the template's text after it changes with the content"))?
+            } else if next.is_empty() {
+                return Err(unplaceable(index, "the template rewrites its content"));
+            } else {
+                // The template transforms the content (e.g. trims it): it ends where the
+                // template's own text resumes.
+                text[position..]
+                    .find(next)
+                    .map(|at| position + at)
+                    .ok_or_else(|| unplaceable(index, "the template's text after it changes with the content"))?
             };
+            content_at[k] = Some((position, end));
+            position = end;
+        }
+        if !text[position..].starts_with(literals[placed.len()]) {
+            let last = keep.last().copied().unwrap_or(0);
+            return Err(unplaceable(last, "the template's text at the end changes with the content"));
+        }
+
+        let eot = self.end_of_turn.as_str();
+        let find_eot = |from: usize, to: usize| -> Option<usize> {
+            (!eot.is_empty()).then(|| text[from..to].find(eot).map(|at| from + at + eot.len())).flatten()
+        };
+        // Where the next non-empty content starts (the limit for searching this one's end).
+        let next_content = |k: usize| -> usize {
+            (k + 1..keep.len()).find_map(|j| content_at[j].map(|c| c.0)).unwrap_or(text.len())
+        };
+        let mut spans = Vec::with_capacity(keep.len() + 1);
+        // Text before the first message's header (BOS, a tools block) is the template's own.
+        let preamble = content_at[0].filter(|_| !eot.is_empty()).and_then(|(first, _)| {
+            text[..first].rfind(eot).map(|at| {
+                let after = at + eot.len();
+                after + (text[after..first].len() - text[after..first].trim_start().len())
+            })
+        });
+        let mut segment_start = 0;
+        if let Some(cut) = preamble.filter(|&c| c > 0) {
+            spans.push(MessageSpan { message: None, start: 0, body_start: 0, content_start: 0, content_end: cut, body_end: cut, end: cut });
+            segment_start = cut;
+        }
+        for (k, &index) in keep.iter().enumerate() {
+            let limit = next_content(k);
+            let is_assistant = conversation.messages[index].role == Role::Assistant;
+            let prompt_end = if is_assistant {
+                // The template's generation prompt (what add_generation_prompt appends to the
+                // conversation so far) is this turn's header: the model writes after it.
+                let before = self.render_text(&env, conversation, &keep[..k], None, false)?;
+                let prompted = self.render_text(&env, conversation, &keep[..k], None, true)?;
+                match prompted.strip_prefix(before.as_str()) {
+                    // No generation prompt: the turn's header is whatever precedes its content.
+                    Some("") => None,
+                    Some(header) if text[segment_start..].starts_with(header) && segment_start + header.len() <= limit => {
+                        Some(segment_start + header.len())
+                    }
+                    _ => return Err(unplaceable(index, "the template's generation prompt does not open this turn")),
+                }
+            } else {
+                None
+            };
+            let (content_start, content_end) = match content_at[k] {
+                Some(span) => span,
+                None => {
+                    // Empty content: right after the generation prompt for an assistant; just
+                    // before the next end-of-turn marker otherwise.
+                    let at = prompt_end.unwrap_or_else(|| {
+                        find_eot(segment_start, limit).map_or(segment_start, |end| end - eot.len())
+                    });
+                    (at, at)
+                }
+            };
+            let body_start = prompt_end.unwrap_or(content_start);
+            if body_start > content_start {
+                return Err(unplaceable(index, "the template's generation prompt runs past the content"));
+            }
+            let body_end = find_eot(content_end, limit).unwrap_or(content_end);
             let end = if k + 1 == keep.len() {
                 text.len()
             } else {
-                let rest = &text[body_end..next_content];
+                let rest = &text[body_end..limit];
                 body_end + (rest.len() - rest.trim_start().len())
             };
-            // Text before the first message (a BOS token, a tools block) is the template's own.
-            if k == 0 && content_start > 0 && conversation.messages[index].role != Role::System {
-                let header_start = text[..content_start].rfind(&self.end_of_turn).map(|at| at + self.end_of_turn.len());
-                if let Some(cut) = header_start.filter(|&c| c > 0) {
-                    spans.push(MessageSpan {
-                        message: None,
-                        start: 0,
-                        body_start: 0,
-                        content_start: 0,
-                        content_end: cut,
-                        body_end: cut,
-                        end: cut,
-                    });
-                    segment_start = cut;
-                }
-            }
-            spans.push(MessageSpan {
-                message: Some(index),
-                start: segment_start,
-                body_start: content_start,
-                content_start,
-                content_end,
-                body_end,
-                end,
-            });
+            spans.push(MessageSpan { message: Some(index), start: segment_start, body_start, content_start, content_end, body_end, end });
             segment_start = end;
         }
         Ok(Rendered { text, spans })
@@ -559,9 +644,14 @@ impl JinjaTemplate {
 }
 
 fn message_json(message: &Message) -> Value {
+    message_json_with(message, &message.content)
+}
+
+/// The message as a template sees it, with `content` as given.
+fn message_json_with(message: &Message, content: &str) -> Value {
     let mut object = serde_json::Map::new();
     object.insert("role".into(), Value::String(message.role.name().into()));
-    object.insert("content".into(), Value::String(message.content.clone()));
+    object.insert("content".into(), Value::String(content.to_string()));
     if let Some(reasoning) = &message.reasoning {
         object.insert("reasoning_content".into(), Value::String(reasoning.clone()));
     }

@@ -44,6 +44,10 @@ pub(crate) fn to_py(py: Python<'_>, error: Error) -> PyErr {
         Error::InvalidFile { .. } => (InvalidFileError::new_err(message), None),
         Error::Template { .. } => (TemplateError::new_err(message), None),
         Error::Tokenizer { .. } => (TokenizerError::new_err(message), None),
+        Error::InRecord { record, source, .. } => match source.as_ref() {
+            Error::Tokenizer { .. } => (TokenizerError::new_err(message), Some(*record)),
+            _ => (TemplateError::new_err(message), Some(*record)),
+        },
     };
     // Attaching an attribute to a fresh exception instance cannot fail in practice; if it did,
     // the message still names the sequence, so the error itself is what matters.
