@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -71,25 +70,38 @@ class RecordReport:
     """Tokens that straddled a message boundary (labels follow each token's first byte)."""
 
 
-@dataclass(frozen=True, eq=False)
 class ConversationReport:
-    """Per-record reports plus totals; writable as JSONL."""
+    """Per-record reports plus totals; writable as JSONL.
 
-    records: list[RecordReport]
+    The reports stay in Rust until ``records`` is first read (building Python objects for
+    every record costs more than encoding them), so packing stays fast when no one looks.
+    """
+
+    def __init__(self, native: _seqpack.NativeReports) -> None:
+        self._native = native
+        self._records: list[RecordReport] | None = None
+
+    @property
+    def records(self) -> list[RecordReport]:
+        """One :class:`RecordReport` per input record, in input order."""
+        if self._records is None:
+            self._records = [RecordReport(**r) for r in self._native.records()]
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self._native)
 
     def counts(self) -> dict[str, int]:
         """Records per status."""
-        return dict(Counter(r.status for r in self.records))
+        return dict(self._native.counts())
 
     def reasons(self) -> dict[str, int]:
         """Records per reason."""
-        return dict(Counter(r.reason for r in self.records))
+        return dict(self._native.reasons())
 
     def tokens_removed(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
-        for r in self.records:
-            total.update(r.tokens_removed)
-        return dict(total)
+        """Tokens removed per role, and by the template's own text, over all records."""
+        return dict(self._native.tokens_removed())
 
     def write_jsonl(self, path: str | os.PathLike[str]) -> None:
         """One JSON object per record."""
@@ -99,7 +111,7 @@ class ConversationReport:
     def summary(self) -> str:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items()))
         removed = ", ".join(f"{k} {v}" for k, v in self.tokens_removed().items() if v)
-        return f"{len(self.records)} records: {counts}; tokens removed: {removed or 'none'}"
+        return f"{len(self)} records: {counts}; tokens removed: {removed or 'none'}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -165,8 +177,8 @@ def records_source(records: Records) -> tuple[list[Any] | None, str | None]:
     return list(records), None
 
 
-def make_report(raw: list[dict[str, Any]]) -> ConversationReport:
-    return ConversationReport([RecordReport(**r) for r in raw])
+def make_report(native: _seqpack.NativeReports) -> ConversationReport:
+    return ConversationReport(native)
 
 
 def encode(

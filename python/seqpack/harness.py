@@ -293,74 +293,85 @@ def run(
 
 
 def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
-                  max_length: int, *, steps: int = 5, batch_rows: int = 4) -> dict[str, Any]:
-    """Time forward+backward of a small random-weight Llama on packed rows (block mask via
-    segment-restarting positions, padding-free) against padded batches. Needs CUDA."""
+                  max_length: int, *, steps: int = 5, batch_rows: int = 4,
+                  device: str | None = None, model_size: dict[str, int] | None = None) -> dict[str, Any]:
+    """Time forward+backward steps of a small random-weight Llama on packed rows (4-D block
+    mask, restarting positions) against batches padded to ``max_length``: trained tokens per
+    second and peak memory of each. Runs on CUDA; without it, says so and skips (``device``
+    lets tests run the same code on the CPU)."""
     import torch
 
-    if not torch.cuda.is_available():
-        return {"skipped": "CUDA is not available on this machine"}
+    if device is None:
+        if not torch.cuda.is_available():
+            return {"skipped": "CUDA is not available on this machine"}
+        device = "cuda"
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    device = torch.device("cuda")
+    target = torch.device(device)
+    cuda = target.type == "cuda"
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=int(encoded_tokens.max()) + 1, hidden_size=512,
-                         intermediate_size=1408, num_hidden_layers=4, num_attention_heads=8,
-                         num_key_value_heads=8, max_position_embeddings=max_length,
-                         attn_implementation="sdpa")  # type: ignore[call-arg]  # a kwargs passthrough
-    model = LlamaForCausalLM(config).to(device=device, dtype=torch.bfloat16)  # type: ignore[call-arg]
+    size: dict[str, Any] = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 4,
+                            "num_attention_heads": 8, "num_key_value_heads": 8, **(model_size or {})}
+    config = LlamaConfig(vocab_size=int(encoded_tokens.max()) + 1, max_position_embeddings=max_length,
+                         attn_implementation="sdpa", **size)  # type: ignore[call-arg]  # kwargs passthrough
+    dtype = torch.bfloat16 if cuda else torch.float32
+    model = LlamaForCausalLM(config).to(device=target, dtype=dtype)  # type: ignore[call-arg]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
     batch = pack(encoded_tokens, offsets=offsets, labels=labels, max_length=max_length)
     lengths = np.diff(offsets)
 
-    def timed(make_batches: Callable[[], list[dict[str, torch.Tensor]]]) -> dict[str, float]:
-        batches = make_batches()[: steps + 1]
-        torch.cuda.reset_peak_memory_stats()
-        tokens = 0
-        for k, inputs in enumerate(batches):
-            if k == 1:  # the first step warms up kernels
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                tokens = 0
-            loss = model(**inputs).loss
-            loss.backward()
+    def packed(step: int) -> dict[str, torch.Tensor] | None:
+        rows = slice(step * batch_rows, (step + 1) * batch_rows)
+        if rows.start >= batch.num_rows:
+            return None
+        inputs = {k: torch.from_numpy(getattr(batch, k)[rows]).to(target)
+                  for k in ("input_ids", "labels", "position_ids")}
+        inputs["attention_mask"] = sdpa_mask(batch.segment_ids[rows], device=target)
+        return inputs
+
+    def padded(step: int) -> dict[str, torch.Tensor] | None:
+        first = step * batch_rows
+        if first >= len(lengths):
+            return None
+        count = min(batch_rows, len(lengths) - first)
+        ids = np.zeros((count, max_length), np.int64)
+        lab = np.full_like(ids, -100)
+        att = np.zeros_like(ids)
+        for j in range(count):
+            s, e = offsets[first + j], offsets[first + j + 1]
+            ids[j, : e - s] = encoded_tokens[s:e]
+            lab[j, : e - s] = labels[s:e]
+            att[j, : e - s] = 1
+        return {k: torch.from_numpy(v).to(target) for k, v in
+                (("input_ids", ids), ("labels", lab), ("attention_mask", att))}
+
+    def timed(make: Callable[[int], dict[str, torch.Tensor] | None]) -> dict[str, float | None]:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        tokens, start = 0, time.perf_counter()
+        for step in range(steps + 1):
+            inputs = make(step)
+            if inputs is None:
+                break
+            if step == 1:  # the first step warms up kernels
+                if cuda:
+                    torch.cuda.synchronize()
+                tokens, start = 0, time.perf_counter()
+            model(**inputs).loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             tokens += int((inputs["labels"] != -100).sum())
-        torch.cuda.synchronize()
-        seconds = time.perf_counter() - start
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = max(time.perf_counter() - start, 1e-9)
         return {"trained_tokens_per_s": tokens / seconds,
-                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30}
+                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
-    def packed_batches() -> list[dict[str, torch.Tensor]]:
-        out = []
-        for start in range(0, batch.num_rows, batch_rows):
-            rows = slice(start, start + batch_rows)
-            t = {k: torch.from_numpy(getattr(batch, k)[rows]).to(device)
-                 for k in ("input_ids", "labels", "position_ids")}
-            t["attention_mask"] = sdpa_mask(batch.segment_ids[rows], device=device)
-            out.append(t)
-        return out
-
-    def padded_batches() -> list[dict[str, torch.Tensor]]:
-        out = []
-        for start in range(0, len(lengths), batch_rows):
-            ids = np.zeros((min(batch_rows, len(lengths) - start), max_length), np.int64)
-            lab = np.full_like(ids, -100)
-            att = np.zeros_like(ids)
-            for j in range(ids.shape[0]):
-                s, e = offsets[start + j], offsets[start + j + 1]
-                ids[j, : e - s] = encoded_tokens[s:e]
-                lab[j, : e - s] = labels[s:e]
-                att[j, : e - s] = 1
-            out.append({k: torch.from_numpy(v).to(device) for k, v in
-                        (("input_ids", ids), ("labels", lab), ("attention_mask", att))})
-        return out
-
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "max_length": max_length,
-              "packed": timed(packed_batches), "padded_to_max_length": timed(padded_batches)}
-    result["speedup"] = (result["packed"]["trained_tokens_per_s"]
-                         / result["padded_to_max_length"]["trained_tokens_per_s"])
+    name = torch.cuda.get_device_name(target) if cuda else str(target)
+    result: dict[str, Any] = {"device": name, "max_length": max_length,
+                              "packed": timed(packed), "padded_to_max_length": timed(padded)}
+    padded_rate = result["padded_to_max_length"]["trained_tokens_per_s"]
+    result["speedup"] = result["packed"]["trained_tokens_per_s"] / padded_rate if padded_rate else None
     return result
 
 

@@ -178,7 +178,11 @@ def write_output(batch: PackedBatch, output: str | os.PathLike[str]) -> list[Pat
     written.append(output)
     if batch.report is not None:
         report = output.with_name(output.name + ".report.jsonl")
-        lines = [json.dumps(r.__dict__, ensure_ascii=False) for r in batch.report.records]
-        write_text("\n".join(lines) + "\n", report)
+        staging = _atomic_target(report)
+        try:
+            batch.report.write_jsonl(staging / report.name)
+            os.replace(staging / report.name, report)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         written.append(report)
     return written

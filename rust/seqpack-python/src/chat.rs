@@ -291,6 +291,57 @@ pub fn encode_source(
     .map_err(|e| to_py(py, e))
 }
 
+/// Per-record reports, kept in Rust until asked for: building a hundred thousand Python
+/// dicts costs more than encoding the records, so `pack()` returns this handle and the
+/// Python report materialises records on first access.
+#[pyclass(frozen, module = "seqpack._seqpack")]
+pub struct NativeReports {
+    pub inner: Vec<RecordReport>,
+}
+
+const ROLE_NAMES: [&str; 5] = ["system", "user", "assistant", "tool", "template"];
+
+#[pymethods]
+impl NativeReports {
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Every report as a dict (the fields of `seqpack.RecordReport`).
+    fn records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        reports_list(py, &self.inner)
+    }
+
+    /// Records per status.
+    fn counts(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for r in &self.inner {
+            *out.entry(r.status.name()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Records per reason.
+    fn reasons(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut out = std::collections::BTreeMap::new();
+        for r in &self.inner {
+            *out.entry(r.reason.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Tokens removed per role (and by the template's own text), over all records.
+    fn tokens_removed(&self) -> Vec<(&'static str, i64)> {
+        let mut totals = [0i64; 5];
+        for r in &self.inner {
+            for (total, removed) in totals.iter_mut().zip(r.tokens_removed) {
+                *total += removed;
+            }
+        }
+        ROLE_NAMES.iter().copied().zip(totals).collect()
+    }
+}
+
 pub fn reports_list<'py>(py: Python<'py>, reports: &[RecordReport]) -> PyResult<Bound<'py, PyList>> {
     let list = PyList::empty(py);
     for r in reports {
@@ -303,7 +354,7 @@ pub fn reports_list<'py>(py: Python<'py>, reports: &[RecordReport]) -> PyResult<
         dict.set_item("dropped_messages", &r.dropped_messages)?;
         dict.set_item("cut_messages", &r.cut_messages)?;
         let removed = PyDict::new(py);
-        for (slot, role) in ["system", "user", "assistant", "tool", "template"].iter().enumerate() {
+        for (slot, role) in ROLE_NAMES.iter().enumerate() {
             removed.set_item(role, r.tokens_removed[slot])?;
         }
         dict.set_item("tokens_removed", removed)?;
@@ -315,7 +366,7 @@ pub fn reports_list<'py>(py: Python<'py>, reports: &[RecordReport]) -> PyResult<
         dict.set_item("trained_after", r.trained_after)?;
         dict.set_item("windows", r.windows)?;
         let by_role = PyDict::new(py);
-        for (slot, role) in ["system", "user", "assistant", "tool", "template"].iter().enumerate() {
+        for (slot, role) in ROLE_NAMES.iter().enumerate() {
             by_role.set_item(role, r.role_tokens[slot])?;
         }
         dict.set_item("role_tokens", by_role)?;
@@ -326,18 +377,40 @@ pub fn reports_list<'py>(py: Python<'py>, reports: &[RecordReport]) -> PyResult<
     Ok(list)
 }
 
-/// Flatten samples into int32 tokens, int64 labels and offsets, plus their origins.
+/// Flatten samples into int32 tokens, int64 labels and offsets, plus their origins; the
+/// copies run in parallel, one sample per task.
 pub fn flatten_samples(samples: &[Sample]) -> TokensOut {
-    let total: usize = samples.iter().map(|s| s.tokens.len()).sum();
-    let mut tokens = Vec::with_capacity(total);
-    let mut labels = Vec::with_capacity(total);
+    use rayon::prelude::*;
     let mut offsets = Vec::with_capacity(samples.len() + 1);
     offsets.push(0usize);
     for sample in samples {
-        tokens.extend(sample.tokens.iter().map(|&t| t as i32));
-        labels.extend_from_slice(&sample.labels);
-        offsets.push(tokens.len());
+        offsets.push(offsets.last().copied().unwrap_or(0) + sample.tokens.len());
     }
+    let total = offsets.last().copied().unwrap_or(0);
+    let mut tokens = vec![0i32; total];
+    let mut labels = vec![0i64; total];
+    let mut token_slices = Vec::with_capacity(samples.len());
+    let mut label_slices = Vec::with_capacity(samples.len());
+    let (mut token_rest, mut label_rest) = (&mut tokens[..], &mut labels[..]);
+    for sample in samples {
+        let (head, tail) = std::mem::take(&mut token_rest).split_at_mut(sample.tokens.len());
+        token_slices.push(head);
+        token_rest = tail;
+        let (head, tail) = std::mem::take(&mut label_rest).split_at_mut(sample.labels.len());
+        label_slices.push(head);
+        label_rest = tail;
+    }
+    token_slices
+        .into_par_iter()
+        .zip(label_slices)
+        .zip(samples)
+        .with_min_len(64)
+        .for_each(|((token_out, label_out), sample)| {
+            for (cell, &token) in token_out.iter_mut().zip(&sample.tokens) {
+                *cell = token as i32;
+            }
+            label_out.copy_from_slice(&sample.labels);
+        });
     TokensOut {
         tokens,
         labels,
@@ -372,6 +445,6 @@ pub fn encode_records<'py>(
     dict.set_item("offsets", flat.offsets.iter().map(|&o| o as i64).collect::<Vec<_>>().into_pyarray(py))?;
     dict.set_item("sample_record", flat.sample_record.into_pyarray(py))?;
     dict.set_item("sample_window", flat.sample_window.into_pyarray(py))?;
-    dict.set_item("reports", reports_list(py, &reports)?)?;
+    dict.set_item("reports", NativeReports { inner: reports })?;
     Ok(dict)
 }

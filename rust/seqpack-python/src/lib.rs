@@ -352,7 +352,7 @@ fn pack_records<'py>(
     };
     dict.set_item("sample_record", flat.sample_record.into_pyarray(py))?;
     dict.set_item("sample_window", flat.sample_window.into_pyarray(py))?;
-    dict.set_item("reports", chat::reports_list(py, &reports)?)?;
+    dict.set_item("reports", chat::NativeReports { inner: reports })?;
     Ok(dict)
 }
 
@@ -376,6 +376,7 @@ fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("TokenizerError", py.get_type::<TokenizerError>())?;
     module.add_class::<chat::NativeTokenizer>()?;
     module.add_class::<chat::NativeTemplate>()?;
+    module.add_class::<chat::NativeReports>()?;
     module.add_function(wrap_pyfunction!(chat::encode_records, module)?)?;
     module.add_function(wrap_pyfunction!(pack_records, module)?)?;
     Ok(())
