@@ -158,7 +158,7 @@ class BenchResult:
         ax.set_ylabel("fraction")
         ax.set_ylim(0, 1.02)
         ax.set_title("Efficiency and truncation against max_length")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="best")
         fig.tight_layout()
         path = folder / "efficiency.png"
         fig.savefig(path, dpi=110)
