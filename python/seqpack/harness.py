@@ -141,7 +141,7 @@ class BenchResult:
         plt.close(fig)
         written.append(path)
 
-        fig, ax = plt.subplots(figsize=(7, 4))
+        fig, ax = plt.subplots(figsize=(7, 5))
         for method, strategy, style in (("packed", self.recommended.strategy, "-o"),
                                          ("pad_to_longest", None, "--s"),
                                          ("pad_to_max_length", None, ":^")):
@@ -158,7 +158,7 @@ class BenchResult:
         ax.set_ylabel("fraction")
         ax.set_ylim(0, 1.02)
         ax.set_title("Efficiency and truncation against max_length")
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
         fig.tight_layout()
         path = folder / "efficiency.png"
         fig.savefig(path, dpi=110)
