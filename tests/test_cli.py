@@ -154,3 +154,44 @@ def test_gpu_benchmark_code_runs_on_the_cpu():
     assert result["device"] == "cpu"
     assert result["packed"]["trained_tokens_per_s"] > 0 and result["padded_to_max_length"]["trained_tokens_per_s"] > 0
     assert result["speedup"] > 0
+
+
+def test_npy_output_never_touches_other_files(tmp_path):
+    source = tmp_path / "tokens.jsonl"
+    source.write_text('{"input_ids": [1, 2, 3]}\n')
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("precious")
+    done = run("pack", source, "-o", folder, "--max-length", 8)
+    assert done.returncode == 2 and "holds other files (keep.txt)" in done.stderr
+    assert (folder / "keep.txt").read_text() == "precious"
+    done = run("pack", source, "-o", ".", "--max-length", 8, cwd=tmp_path)
+    assert done.returncode == 2 and source.exists()
+    # A folder seqpack wrote before is updated in place.
+    assert run("pack", source, "-o", tmp_path / "arrays", "--max-length", 8).returncode == 0
+    assert run("pack", source, "-o", tmp_path / "arrays", "--max-length", 4, "--overlong", "split").returncode == 0
+    assert np.load(tmp_path / "arrays" / "input_ids.npy").shape == (1, 4)
+
+
+def test_parquet_refuses_ids_that_do_not_fit_int32(tmp_path):
+    source = tmp_path / "tokens.jsonl"
+    source.write_text('{"input_ids": [1, 99999999999, 3]}\n')
+    done = run("pack", source, "-o", tmp_path / "out.parquet", "--max-length", 8)
+    assert done.returncode == 2 and "outside int32" in done.stderr
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_odd_inputs_give_one_line(tmp_path):
+    (tmp_path / "scalar.json").write_text("5")
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"input_ids": [1]}\n\xff\xfe\n')
+    (tmp_path / "bad_ids.jsonl").write_text('{"input_ids": 5}\n')
+    for args, message in (
+        (("stats", "scalar.json", "--input-kind", "tokens"), "expected a JSON array"),
+        (("stats", "latin1.jsonl", "--input-kind", "tokens"), "not UTF-8"),
+        (("stats", "bad_ids.jsonl"), "must be a list of token ids"),
+        (("bench", "--batch-size", "0"), "expected a positive integer"),
+    ):
+        done = run(*args, cwd=tmp_path)
+        assert done.returncode == 2, args
+        assert message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr

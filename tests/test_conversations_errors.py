@@ -202,3 +202,42 @@ def test_every_kind_of_tokenizer_gives_the_same_samples(qwen_dir):
     for tokenizer in (qwen_dir, hf):
         own = seqpack.encode(records, tokenizer=tokenizer, template=None, max_length=64)
         assert own.tokens.tolist() == reference.tokens.tolist()
+
+
+def test_api_type_errors_are_seqpack_errors(qwen_dir):
+    for kwargs in ({"train_on": None}, {"cut_keep": 1}, {"overflow": None}, {"max_length": "64"}):
+        options = {"max_length": 64, **kwargs}
+        with pytest.raises(seqpack.InvalidOptionError):
+            seqpack.encode([GOOD], tokenizer=qwen_dir, template="qwen3", **options)
+    with pytest.raises(seqpack.InvalidOptionError, match="got NoneType"):
+        seqpack.encode(None, tokenizer=qwen_dir, template="qwen3", max_length=64)
+    with pytest.raises(seqpack.InvalidLabelsError, match="got int"):
+        seqpack.pack([[1, 2]], labels=5, max_length=8)
+    with pytest.raises(seqpack.InvalidOptionError, match="truncate_keep"):
+        seqpack.pack([[1, 2]], max_length=8, truncate_keep=3)
+    import numpy as np
+    encoded = seqpack.encode([GOOD], tokenizer=qwen_dir, template="qwen3", max_length=np.int64(64))
+    assert len(encoded) == 1
+
+
+def test_tokenizer_cache_follows_the_object_and_the_files(qwen_dir, tmp_path):
+    import shutil
+
+    import tokenizers
+
+    # Objects created and freed in turn (ids get reused) each give their own vocabulary.
+    base = tokenizers.Tokenizer.from_file(str(qwen_dir / "tokenizer.json"))
+    for _ in range(5):
+        small = tokenizers.Tokenizer(tokenizers.models.WordLevel({"hi": 0, "[UNK]": 1}, unk_token="[UNK]"))
+        assert seqpack.tokenizer.load_tokenizer(small).native.vocab_size == 2
+        del small
+    assert seqpack.tokenizer.load_tokenizer(base).native.vocab_size > 150_000
+    # A folder whose template file changes is read again.
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    shutil.copy(qwen_dir / "tokenizer.json", folder / "tokenizer.json")
+    (folder / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}|{% endfor %}")
+    first = seqpack.encode([GOOD], tokenizer=folder, template=None, max_length=64)
+    (folder / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}#{% endfor %}")
+    second = seqpack.encode([GOOD], tokenizer=folder, template=None, max_length=64)
+    assert first.tokens.tolist() != second.tokens.tolist()

@@ -31,6 +31,16 @@ def _int_list(text: str) -> list[int]:
     return values
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def _limit_list(text: str) -> list[int | None]:
     out: list[int | None] = []
     for value in text.split(","):
@@ -267,7 +277,8 @@ def command_bench(args: argparse.Namespace) -> int:
     console.print(f"\n[bold]Recommended:[/bold] max_length={rec.max_length}, strategy={rec.strategy}"
                   + (f", max_seqs_per_row={rec.max_seqs_per_row}" if rec.max_seqs_per_row else "")
                   + f"\n{result.reason}")
-    console.print("attention: work relative to padding every sample to max_length; "
+    console.print("attention: work relative to each whole conversation attending only to itself "
+                  "(same scale for every row); "
                   "attn vs dense: block masks vs dense masks on the same rows")
     if args.gpu:
         gpu = result.gpu or {}
@@ -309,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--strategies", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
                        default=["bfd", "ffd", "sequential"])
     bench.add_argument("--max-seqs-per-row", type=_limit_list, default=[None])
-    bench.add_argument("--batch-size", type=int, default=8, help="for the pad-to-longest baseline")
+    bench.add_argument("--batch-size", type=_positive, default=8, help="for the pad-to-longest baseline")
     bench.add_argument("--conversations", type=int, default=5000, help="size of the built-in set")
     bench.add_argument("--out", default="seqpack-bench", help="folder for report.md, report.json and plots")
     bench.add_argument("--gpu", action="store_true", help="also time training steps on CUDA, if available")
@@ -347,7 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
-    except (SeqpackError, OSError) as exc:
+    except (SeqpackError, OSError, ValueError, TypeError, KeyError) as exc:
+        # SeqpackError (a ValueError) is the expected kind; the others are a last line of
+        # defence so a user never gets a traceback for bad input.
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"seqpack {args.command}: {message}", file=sys.stderr)
         return 2

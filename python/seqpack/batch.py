@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from seqpack.errors import InvalidOptionError
 from seqpack.stats import Event, PackStats
 
 if TYPE_CHECKING:
@@ -133,9 +134,25 @@ class PackedBatch:
         see :func:`seqpack.sdpa_mask` to build it per minibatch."""
         return sdpa_mask(self.segment_ids, device=device)
 
-    def flex_block_mask(self, device: str | torch.device = "cpu") -> BlockMask:
+    def flex_block_mask(self, device: str | torch.device | None = None) -> BlockMask:
         """A FlexAttention ``BlockMask`` for all rows; see :func:`seqpack.flex_block_mask`."""
         return flex_block_mask(self.segment_ids, device=device)
+
+
+def _segments_2d(segment_ids: Any, device: str | torch.device | None) -> torch.Tensor:
+    """``[B, L]`` segment ids as a tensor on ``device`` (tensors are taken as they are, so
+    ids already on a GPU stay there)."""
+    import torch
+
+    if isinstance(segment_ids, torch.Tensor):
+        segments = segment_ids.to(device) if device is not None else segment_ids
+    else:
+        segments = torch.as_tensor(np.asarray(segment_ids), device=device)
+    if segments.dim() != 2:
+        raise InvalidOptionError(
+            f"segment_ids must be 2-D [rows, max_length], got shape {tuple(segments.shape)}"
+        )
+    return segments
 
 
 def sdpa_mask(segment_ids: Any, device: str | torch.device | None = None) -> torch.Tensor:
@@ -148,9 +165,9 @@ def sdpa_mask(segment_ids: Any, device: str | torch.device | None = None) -> tor
     >>> seqpack.sdpa_mask([[1, 1, 2, 0]])[0, 0].int().tolist()
     [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]]
     """
+    segments = _segments_2d(segment_ids, device)
     import torch
 
-    segments = torch.as_tensor(np.asarray(segment_ids), device=device)
     length = segments.shape[-1]
     same = segments.unsqueeze(-1) == segments.unsqueeze(-2)
     real = (segments > 0).unsqueeze(-1)
@@ -159,7 +176,7 @@ def sdpa_mask(segment_ids: Any, device: str | torch.device | None = None) -> tor
     return ((same & real & causal) | diagonal).unsqueeze(1)
 
 
-def flex_block_mask(segment_ids: Any, device: str | torch.device = "cpu") -> BlockMask:
+def flex_block_mask(segment_ids: Any, device: str | torch.device | None = None) -> BlockMask:
     """A FlexAttention ``BlockMask`` with the same rule as :func:`sdpa_mask`, built from
     ``[B, L]`` segment ids; fully masked blocks between segments are skipped by the kernel.
 
@@ -167,11 +184,12 @@ def flex_block_mask(segment_ids: Any, device: str | torch.device = "cpu") -> Blo
     >>> seqpack.flex_block_mask([[1, 1, 2, 0]]).shape
     (1, 1, 4, 4)
     """
-    import torch
     from torch.nn.attention.flex_attention import create_block_mask
 
-    segments = torch.as_tensor(np.asarray(segment_ids), device=device)
+    segments = _segments_2d(segment_ids, device)
     batch, length = segments.shape
+    if batch == 0 or length == 0:
+        raise InvalidOptionError("flex_block_mask: segment_ids has no rows or no columns")
 
     def same_segment_causal(
         b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor
@@ -180,5 +198,5 @@ def flex_block_mask(segment_ids: Any, device: str | torch.device = "cpu") -> Blo
         return own | (q == kv)
 
     return create_block_mask(
-        same_segment_causal, B=batch, H=None, Q_LEN=length, KV_LEN=length, device=device
+        same_segment_causal, B=batch, H=None, Q_LEN=length, KV_LEN=length, device=segments.device
     )

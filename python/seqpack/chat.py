@@ -141,24 +141,32 @@ def conversation_args(
     train_on_cut_turns: bool, train_on: str | Sequence[str], min_trainable_tokens: int,
     on_error: str,
 ) -> dict[str, Any]:
-    if isinstance(max_length, bool) or not isinstance(max_length, int):
+    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
         raise InvalidOptionError(f"option max_length: must be an integer, got {max_length!r}")
-    if isinstance(min_trainable_tokens, bool) or not isinstance(min_trainable_tokens, int) or (
+    if isinstance(min_trainable_tokens, bool) or not isinstance(min_trainable_tokens, (int, np.integer)) or (
         min_trainable_tokens < 1
     ):
         raise InvalidOptionError(
             f"option min_trainable_tokens: must be an integer >= 1, got {min_trainable_tokens!r}"
         )
+    for name, value in (("format", format), ("overflow", overflow), ("cut_keep", cut_keep),
+                        ("on_error", on_error)):
+        if not isinstance(value, str):
+            raise InvalidOptionError(f"option {name}: must be a string, got {value!r}")
     if train_on == "all":
         roles = None
     elif isinstance(train_on, str):
         roles = [train_on]
-    else:
+    elif isinstance(train_on, (list, tuple)) and all(isinstance(r, str) for r in train_on):
         roles = list(train_on)
+    else:
+        raise InvalidOptionError(
+            f"option train_on: expected 'all', a role name or a list of role names, got {train_on!r}"
+        )
     return {
-        "format": format, "max_length": max_length, "keep_first_turn": bool(keep_first_turn),
+        "format": format, "max_length": int(max_length), "keep_first_turn": bool(keep_first_turn),
         "overflow": overflow, "cut_keep": cut_keep, "train_on_cut_turns": bool(train_on_cut_turns),
-        "train_roles": roles, "min_trainable_tokens": min_trainable_tokens, "on_error": on_error,
+        "train_roles": roles, "min_trainable_tokens": int(min_trainable_tokens), "on_error": on_error,
     }
 
 
@@ -173,6 +181,10 @@ def records_source(records: Records) -> tuple[list[Any] | None, str | None]:
         raise InvalidOptionError(
             "expected a list of records (or a .json/.jsonl path), got a single record; "
             "wrap it in a list"
+        )
+    if not isinstance(records, Iterable) or isinstance(records, (bytes, bytearray)):
+        raise InvalidOptionError(
+            f"expected a list of records (or a .json/.jsonl path), got {type(records).__name__}"
         )
     return list(records), None
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from seqpack.batch import sdpa_mask
 from seqpack.chat import encode
+from seqpack.errors import SeqpackError
 from seqpack.pack import StrategyName, pack, plan
 
 
@@ -45,8 +46,10 @@ class BenchRow:
     plan_seconds: float | None
     materialize_seconds: float | None
     attention_cost: float
-    """Σ per-row attention work (l² per packed sequence with block masks; width² per
-    padded row with dense masks), relative to padding every sample to ``max_length``."""
+    """Attention work (l² per packed sequence with block masks; width² per padded row with
+    dense masks), relative to the same data with no length limit, each conversation
+    attending only to itself (Σ l² over whole conversations): the same scale for every row
+    of the table, so configurations and lengths compare directly."""
     attention_vs_dense: float | None
     """For packed rows: block-mask work / the same rows with dense masks."""
 
@@ -106,8 +109,9 @@ class BenchResult:
         lines = [f"# seqpack bench: {self.source}", "", recommended, "",
                  "| " + " | ".join(self.HEADERS) + " |", "|" + "---|" * len(self.HEADERS)]
         lines += ["| " + " | ".join(row) + " |" for row in self.table_rows()]
-        legend = ("attention: work relative to padding every sample to max_length (lower is "
-                  "better); attn vs dense: block masks vs dense masks on the same packed rows.")
+        legend = ("attention: work relative to each whole conversation attending only to itself "
+                  "(lower is better; the same scale for every row); attn vs dense: block masks vs "
+                  "dense masks on the same packed rows.")
         lines += ["", legend]
         if self.gpu:
             lines += ["", "## GPU", "", "```", json.dumps(self.gpu, indent=2), "```"]
@@ -168,13 +172,13 @@ class BenchResult:
 
 
 def _padding_rows(max_length: int, lengths: np.ndarray, total: int, truncated: float,
-                  dropped: int, batch_size: int, dense_reference: float) -> list[BenchRow]:
+                  dropped: int, batch_size: int, reference: float) -> list[BenchRow]:
     samples = len(lengths)
     rows = [BenchRow(
         max_length, "pad_to_max_length", None, None, samples, samples,
         float(lengths.sum() / (samples * max_length)) if samples else 0.0,
         float(1 - lengths.sum() / (samples * max_length)) if samples else 0.0,
-        truncated, dropped, None, None, 1.0, None,
+        truncated, dropped, None, None, samples * float(max_length) ** 2 / reference, None,
     )]
     widths = [int(lengths[i:i + batch_size].max()) for i in range(0, samples, batch_size)]
     counts = [len(lengths[i:i + batch_size]) for i in range(0, samples, batch_size)]
@@ -184,7 +188,7 @@ def _padding_rows(max_length: int, lengths: np.ndarray, total: int, truncated: f
         max_length, "pad_to_longest", None, None, samples, samples,
         float(lengths.sum() / capacity) if capacity else 0.0,
         float(1 - lengths.sum() / capacity) if capacity else 0.0,
-        truncated, dropped, None, None, attention / dense_reference if dense_reference else 0.0, None,
+        truncated, dropped, None, None, attention / reference, None,
     ))
     return rows
 
@@ -251,6 +255,7 @@ def run(
                     for role in ("system", "user", "assistant", "tool")}
     turns = [r.turns for r in kept_reports]
     reference_tokens = sum(r.tokens_after for r in kept_reports)
+    attention_reference = max(attention_cost(np.diff(unlimited.offsets)), 1.0)
     reference_dropped = sum(r.status == "dropped" for r in kept_reports)
     for max_length in max_lengths:
         note(f"max_length={max_length}: encoding")
@@ -264,7 +269,7 @@ def run(
         lengths = np.diff(encoded.offsets)
         if len(lengths) == 0:
             continue
-        dense_reference = float(len(lengths)) * max_length * max_length
+        reference = attention_reference
         for strategy in strategies:
             for limit in max_seqs_per_row:
                 note(f"max_length={max_length}: {strategy}" + (f", ≤{limit}/row" if limit else ""))
@@ -280,13 +285,16 @@ def run(
                     max_length, "packed", strategy, limit, planned.num_rows, len(lengths),
                     planned.stats.efficiency, 1 - planned.stats.efficiency, truncated, dropped,
                     plan_seconds, max(pack_seconds - plan_seconds, 0.0),
-                    block / dense_reference,
+                    block / reference,
                     block / (planned.num_rows * max_length * max_length),
                 ))
                 del batch
-        rows += _padding_rows(max_length, lengths, total, truncated, dropped, batch_size, dense_reference)
+        rows += _padding_rows(max_length, lengths, total, truncated, dropped, batch_size, reference)
     if not rows:
-        raise ValueError("no configuration produced any sample")
+        raise SeqpackError(
+            "no max_length left any sample (every record was dropped or skipped); try longer "
+            "--max-lengths"
+        )
     recommended, reason = _recommend(rows)
     source = str(records) if isinstance(records, (str, os.PathLike)) else f"{len(whole_lengths):,} records"
     return BenchResult(source, rows, recommended, reason, whole_lengths, role_lengths, turns)

@@ -117,7 +117,12 @@ def flatten(
 
     flat_labels = None
     if labels is not None:
-        if isinstance(labels, (str, bytes)) or len(labels) != len(arrays):
+        if not isinstance(labels, (Sequence, np.ndarray)) or isinstance(labels, (str, bytes)):
+            raise InvalidLabelsError(
+                f"labels must be a list with one label sequence per input sequence, got "
+                f"{type(labels).__name__}"
+            )
+        if len(labels) != len(arrays):
             raise InvalidLabelsError(
                 f"labels must hold one sequence per input sequence ({len(arrays)}), "
                 f"got {len(labels) if not isinstance(labels, (str, bytes)) else 'a string'}"

@@ -45,6 +45,8 @@ def _token_records(records: list[Any], path: Path) -> InputData:
     for index, record in enumerate(records):
         if not isinstance(record, dict) or "input_ids" not in record:
             raise InvalidFileError(f"{path}: record {index}: field 'input_ids' is missing")
+        if not isinstance(record["input_ids"], list):
+            raise InvalidFileError(f"{path}: record {index}: field 'input_ids' must be a list of token ids")
         sequences.append(record["input_ids"])
         labels.append(record.get("labels"))
     has_labels = [label is not None for label in labels]
@@ -83,24 +85,31 @@ def read_input(path: str | os.PathLike[str], *, kind: str = "auto") -> InputData
         kind = _peek_kind(path)
     if kind == "chat":
         return InputData("chat", path)
-    records = []
-    if suffix == ".json":
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise InvalidFileError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    else:
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, 1):
-                if line.strip():
-                    try:
-                        records.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise InvalidFileError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
-    return _token_records(records, path)
+    loaded: Any = []
+    try:
+        if suffix == ".json":
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError as exc:
+                raise InvalidFileError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(loaded, list):
+                raise InvalidFileError(f"{path}: expected a JSON array of records, got {type(loaded).__name__}")
+        else:
+            with open(path, encoding="utf-8") as handle:
+                for number, line in enumerate(handle, 1):
+                    if line.strip():
+                        try:
+                            loaded.append(json.loads(line))
+                        except json.JSONDecodeError as exc:
+                            raise InvalidFileError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return _token_records(loaded, path)
 
 
 def _atomic_target(output: Path) -> Path:
+    """A private staging folder beside ``output`` (same file system, so renames are atomic)."""
+    output = output.resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
 
@@ -111,20 +120,35 @@ def write_parquet(batch: PackedBatch, output: Path) -> None:
     import pyarrow.parquet as pq
 
     rows, width = batch.input_ids.shape
-    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int32))
+    int32 = np.iinfo(np.int32)
+    for name in ("input_ids", "labels"):
+        values = getattr(batch, name)
+        if values.size and (int(values.max()) > int32.max or int(values.min()) < int32.min):
+            raise InvalidOptionError(
+                f"{name} hold values outside int32, which the Parquet output's list<int32> columns "
+                "cannot store; write .npy arrays instead (a folder name as OUTPUT)"
+            )
+    # int64 list offsets (large_list): more than 2^31 values fit.
+    offsets = pa.array(np.arange(0, rows * width + 1, width, dtype=np.int64))
 
     def column(array: np.ndarray) -> pa.Array:
-        return pa.ListArray.from_arrays(offsets, pa.array(array.reshape(-1).astype(np.int32)))
+        return pa.LargeListArray.from_arrays(offsets, pa.array(array.reshape(-1).astype(np.int32)))
 
     segments_per_row = batch.segment_ids.max(axis=1).astype(np.int64) if rows else np.zeros(0, np.int64)
-    seq_offsets = np.concatenate([[0], np.cumsum(segments_per_row)]).astype(np.int32)
-    seq_lens = pa.ListArray.from_arrays(pa.array(seq_offsets), pa.array(batch.seq_lens.astype(np.int32)))
-    table = pa.table({
+    seq_offsets = np.concatenate([[0], np.cumsum(segments_per_row)]).astype(np.int64)
+    seq_lens = pa.LargeListArray.from_arrays(pa.array(seq_offsets), pa.array(batch.seq_lens.astype(np.int32)))
+    columns = {
         "input_ids": column(batch.input_ids),
         "labels": column(batch.labels),
         "position_ids": column(batch.position_ids),
         "seq_lens": seq_lens,
-    })
+    }
+    # Where every packed sequence came from: its input sample and, for chat input, record.
+    sources = batch.source_index[:, 0]
+    if batch.sample_record is not None:
+        sources = batch.sample_record[sources]
+    columns["source_index"] = pa.LargeListArray.from_arrays(pa.array(seq_offsets), pa.array(sources.astype(np.int64)))
+    table = pa.table(columns)
     staging = _atomic_target(output)
     try:
         pq.write_table(table, staging / output.name)
@@ -138,16 +162,29 @@ NPY_ARRAYS = ("input_ids", "labels", "position_ids", "segment_ids", "attention_m
 
 
 def write_npy(batch: PackedBatch, output: Path) -> None:
-    """One ``.npy`` file per array in the folder ``output``."""
-    if output.exists() and not output.is_dir():
-        raise InvalidOptionError(f"{output}: exists and is not a folder (for .npy output)")
-    staging = _atomic_target(output)
+    """One ``.npy`` file per array in the folder ``output`` (new, or holding only these
+    files: nothing else in it is ever touched)."""
+    names = {f"{name}.npy" for name in NPY_ARRAYS} | {"sample_record.npy", "sample_window.npy"}
+    if output.exists():
+        if not output.is_dir():
+            raise InvalidOptionError(f"{output}: exists and is not a folder (for .npy output)")
+        foreign = sorted(p.name for p in output.iterdir() if p.name not in names)
+        if foreign:
+            raise InvalidOptionError(
+                f"{output}: the folder holds other files ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder for .npy output"
+            )
+    arrays = {name: getattr(batch, name) for name in NPY_ARRAYS}
+    if batch.sample_record is not None and batch.sample_window is not None:
+        arrays["sample_record"] = batch.sample_record
+        arrays["sample_window"] = batch.sample_window
+    staging = _atomic_target(output.resolve())
     try:
-        for name in NPY_ARRAYS:
-            np.save(staging / f"{name}.npy", getattr(batch, name))
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(staging, output)
+        for name, array in arrays.items():
+            np.save(staging / f"{name}.npy", array)
+        output.mkdir(parents=True, exist_ok=True)
+        for name in arrays:
+            os.replace(staging / f"{name}.npy", output / f"{name}.npy")
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

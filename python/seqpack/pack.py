@@ -89,7 +89,7 @@ def _plan_kwargs(
     _check_int("seed", seed, optional=True)
     if seed is not None and not 0 <= seed < 2**64:
         raise InvalidOptionError(f"option seed: must be in [0, 2**64), got {seed}")
-    for name, value in (("strategy", strategy), ("overlong", overlong)):
+    for name, value in (("strategy", strategy), ("overlong", overlong), ("truncate_keep", truncate_keep)):
         if not isinstance(value, str):
             raise InvalidOptionError(f"option {name}: must be a string, got {value!r}")
     return {

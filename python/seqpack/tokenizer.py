@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,9 @@ class ChatTokenizer:
         return list(ids)
 
 
-_cache: dict[Any, ChatTokenizer] = {}
+_CACHE_SIZE = 8
+# (key, the object or file stamps it was made from, the loaded tokenizer), newest last.
+_cache: list[tuple[Any, Any, ChatTokenizer]] = []
 _cache_lock = threading.Lock()
 
 
@@ -48,23 +51,79 @@ def _token_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TokenizerError(f"tokenizer: {path} is not UTF-8 text ({exc.reason})") from None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise TokenizerError(f"tokenizer: {path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+    if not isinstance(config, dict):
+        raise TokenizerError(f"tokenizer: {path} is not a JSON object")
+    return config
+
+
+def _template_from_config(config: dict[str, Any], path: Path) -> str | None:
+    template = config.get("chat_template")
+    if isinstance(template, list):  # named templates: take "default"
+        named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
+        template = named.get("default")
+    if template is not None and not isinstance(template, str):
+        raise TokenizerError(f"tokenizer: {path}: chat_template is not a string")
+    return template
+
+
 def _from_folder(folder: Path) -> ChatTokenizer:
     file = folder / "tokenizer.json"
     if not file.is_file():
         raise TokenizerError(f"tokenizer: {folder} holds no tokenizer.json")
     config_file = folder / "tokenizer_config.json"
-    config: dict[str, Any] = {}
-    if config_file.is_file():
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    template = config.get("chat_template")
-    if isinstance(template, list):  # named templates: take "default"
-        template = next((t["template"] for t in template if t.get("name") == "default"), None)
+    config = _read_config(config_file) if config_file.is_file() else {}
+    template = _template_from_config(config, config_file)
+    # Newer Hugging Face folders keep the template in its own file.
+    jinja_file = folder / "chat_template.jinja"
+    if template is None and jinja_file.is_file():
+        template = _read_text(jinja_file)
     return ChatTokenizer(
-        _seqpack.NativeTokenizer(file.read_text(encoding="utf-8")),
+        _seqpack.NativeTokenizer(_read_text(file)),
         template,
         _token_text(config.get("bos_token")),
         _token_text(config.get("eos_token")),
     )
+
+
+def _stamps(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """What identifies a folder's tokenizer files as they are now."""
+    out = []
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        file = folder / name
+        if file.is_file():
+            stat = file.stat()
+            out.append((name, stat.st_mtime_ns, stat.st_size))
+    return tuple(out)
+
+
+def _cached(key: Any, source: Any, load: Callable[[], ChatTokenizer]) -> ChatTokenizer:
+    """A small cache: an object is found only if it is the very object cached (the entry
+    keeps it alive, so its id is never reused), a path only if its files are unchanged."""
+
+    def same(cached: Any) -> bool:
+        return bool(cached == source) if isinstance(source, tuple) else cached is source
+
+    with _cache_lock:
+        for cached_key, cached_source, loaded in _cache:
+            if cached_key == key and same(cached_source):
+                return loaded
+    loaded = load()
+    with _cache_lock:
+        _cache.append((key, source, loaded))
+        del _cache[:-_CACHE_SIZE]
+    return loaded
 
 
 def load_tokenizer(tokenizer: Any) -> ChatTokenizer:
@@ -73,43 +132,35 @@ def load_tokenizer(tokenizer: Any) -> ChatTokenizer:
         return tokenizer
     if isinstance(tokenizer, (str, os.PathLike)):
         path = Path(tokenizer)
-        key: Any = ("path", str(path.resolve()), path.stat().st_mtime_ns if path.exists() else 0)
-        with _cache_lock:
-            if key in _cache:
-                return _cache[key]
-        if path.is_dir():
-            loaded = _from_folder(path)
-        elif path.is_file():
-            loaded = _from_folder(path.parent) if path.name == "tokenizer.json" else ChatTokenizer(
-                _seqpack.NativeTokenizer(path.read_text(encoding="utf-8"))
-            )
-        else:
+        if not path.exists():
             raise TokenizerError(f"tokenizer: {path} does not exist")
-    elif hasattr(tokenizer, "backend_tokenizer"):  # transformers fast tokenizer
-        key = ("transformers", id(tokenizer))
-        with _cache_lock:
-            if key in _cache:
-                return _cache[key]
-        loaded = ChatTokenizer(
-            _seqpack.NativeTokenizer(tokenizer.backend_tokenizer.to_str()),
-            getattr(tokenizer, "chat_template", None),
-            _token_text(getattr(tokenizer, "bos_token", None)),
-            _token_text(getattr(tokenizer, "eos_token", None)),
-        )
-    elif hasattr(tokenizer, "to_str") and hasattr(tokenizer, "encode_batch"):  # tokenizers
-        key = ("tokenizers", id(tokenizer))
-        with _cache_lock:
-            if key in _cache:
-                return _cache[key]
-        loaded = ChatTokenizer(_seqpack.NativeTokenizer(tokenizer.to_str()))
-    else:
-        raise InvalidOptionError(
-            "option tokenizer: expected a tokenizer.json path, a folder, a tokenizers.Tokenizer "
-            f"or a transformers fast tokenizer, got {type(tokenizer).__name__}"
-        )
-    with _cache_lock:
-        _cache[key] = loaded
-    return loaded
+        folder = path if path.is_dir() else path.parent
+        if path.is_dir() or path.name == "tokenizer.json":
+            return _cached(("folder", str(folder.resolve())), _stamps(folder), lambda: _from_folder(folder))
+        stat = path.stat()
+        return _cached(("file", str(path.resolve())), (stat.st_mtime_ns, stat.st_size),
+                       lambda: ChatTokenizer(_seqpack.NativeTokenizer(_read_text(path))))
+    if hasattr(tokenizer, "backend_tokenizer"):  # transformers fast tokenizer
+        def load_transformers() -> ChatTokenizer:
+            return ChatTokenizer(
+                _seqpack.NativeTokenizer(tokenizer.backend_tokenizer.to_str()),
+                getattr(tokenizer, "chat_template", None),
+                _token_text(getattr(tokenizer, "bos_token", None)),
+                _token_text(getattr(tokenizer, "eos_token", None)),
+            )
+
+        loaded = _cached(("transformers", id(tokenizer)), tokenizer, load_transformers)
+        # The template and special tokens are read fresh: users change them on the object.
+        return ChatTokenizer(loaded.native, getattr(tokenizer, "chat_template", None),
+                             _token_text(getattr(tokenizer, "bos_token", None)),
+                             _token_text(getattr(tokenizer, "eos_token", None)))
+    if hasattr(tokenizer, "to_str") and hasattr(tokenizer, "encode_batch"):  # tokenizers
+        return _cached(("tokenizers", id(tokenizer)), tokenizer,
+                       lambda: ChatTokenizer(_seqpack.NativeTokenizer(tokenizer.to_str())))
+    raise InvalidOptionError(
+        "option tokenizer: expected a tokenizer.json path, a folder, a tokenizers.Tokenizer "
+        f"or a transformers fast tokenizer, got {type(tokenizer).__name__}"
+    )
 
 
 def load_template(template: str | os.PathLike[str] | None, tokenizer: ChatTokenizer,
@@ -127,14 +178,20 @@ def load_template(template: str | os.PathLike[str] | None, tokenizer: ChatTokeni
     elif isinstance(template, str) and ("{%" in template or "{{" in template):
         source, bos, eos = template, tokenizer.bos_token, tokenizer.eos_token
     elif isinstance(template, (str, os.PathLike)) and Path(template).is_file():
-        config = json.loads(Path(template).read_text(encoding="utf-8"))
-        source = config.get("chat_template")
-        if not isinstance(source, str):
-            raise InvalidOptionError(f"option template: {template} has no chat_template string")
-        bos, eos = _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
+        path = Path(template)
+        if path.suffix == ".jinja":  # a bare template file
+            source, bos, eos = _read_text(path), tokenizer.bos_token, tokenizer.eos_token
+        else:
+            config = _read_config(path)
+            found = _template_from_config(config, path)
+            if found is None:
+                raise InvalidOptionError(f"option template: {path} has no chat_template string")
+            source = found
+            bos, eos = _token_text(config.get("bos_token")), _token_text(config.get("eos_token"))
     else:
         raise InvalidOptionError(
             f"option template: unknown template {template!r}; expected one of "
-            f"{', '.join(BUILTIN_TEMPLATES)}, a Jinja string, or a tokenizer_config.json path"
+            f"{', '.join(BUILTIN_TEMPLATES)}, a Jinja string, a tokenizer_config.json or a "
+            ".jinja file"
         )
     return _seqpack.NativeTemplate.jinja(source, end_of_turn or eos, bos, eos)
