@@ -353,12 +353,14 @@ def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.nd
         return {k: torch.from_numpy(v).to(target) for k, v in
                 (("input_ids", ids), ("labels", lab), ("attention_mask", att))}
 
-    def timed(make: Callable[[int], dict[str, torch.Tensor] | None]) -> dict[str, float | None]:
+    def timed(make: Callable[[int], dict[str, torch.Tensor] | None], available: int) -> dict[str, float | None]:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         tokens, start = 0, time.perf_counter()
         for step in range(steps + 1):
-            inputs = make(step)
+            # Batches are reused in turn when there are fewer than steps + 1 of them, so both
+            # sides always time `steps` steps after one warm-up step.
+            inputs = make(step % available)
             if inputs is None:
                 break
             if step == 1:  # the first step warms up kernels
@@ -376,8 +378,11 @@ def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.nd
                 "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
 
     name = torch.cuda.get_device_name(target) if cuda else str(target)
+    packed_batches = max(1, -(-batch.num_rows // batch_rows))
+    padded_batches = max(1, -(-len(lengths) // batch_rows))
     result: dict[str, Any] = {"device": name, "max_length": max_length,
-                              "packed": timed(packed), "padded_to_max_length": timed(padded)}
+                              "packed": timed(packed, packed_batches),
+                              "padded_to_max_length": timed(padded, padded_batches)}
     padded_rate = result["padded_to_max_length"]["trained_tokens_per_s"]
     result["speedup"] = result["packed"]["trained_tokens_per_s"] / padded_rate if padded_rate else None
     return result

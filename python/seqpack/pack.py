@@ -122,12 +122,17 @@ def plan(
     >>> p.num_rows, [r.tolist() for r in p.rows()]
     (3, [[2, 5], [0, 3], [1, 4]])
     """
-    array = np.asarray(lengths)
+    try:
+        array = np.asarray(lengths)
+    except (OverflowError, ValueError, TypeError) as exc:
+        raise InvalidOptionError(f"option lengths: not a 1-D list of integers ({exc})") from None
     if array.ndim != 1 or (array.size and array.dtype.kind not in "iu"):
         raise InvalidOptionError(
             f"option lengths: must be a 1-D list of integers, got dtype {array.dtype} "
             f"and shape {array.shape}"
         )
+    if array.size and array.dtype.kind == "u" and int(array.max()) > np.iinfo(np.int64).max:
+        raise InvalidOptionError("option lengths: a length is above the int64 range")
     raw = _seqpack.plan_lengths(
         np.ascontiguousarray(array, dtype=np.int64),
         **_plan_kwargs(
