@@ -280,7 +280,7 @@ def run(
                 batch = pack(encoded.tokens, offsets=encoded.offsets, labels=encoded.labels,
                              max_length=max_length, strategy=strategy, max_seqs_per_row=limit)
                 pack_seconds = time.perf_counter() - start
-                block = float((batch.seq_lens.astype(np.float64) ** 2).sum())
+                block = attention_cost(batch.seq_lens)
                 rows.append(BenchRow(
                     max_length, "packed", strategy, limit, planned.num_rows, len(lengths),
                     planned.stats.efficiency, 1 - planned.stats.efficiency, truncated, dropped,

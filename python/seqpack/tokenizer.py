@@ -33,11 +33,6 @@ class ChatTokenizer:
     bos_token: str = ""
     eos_token: str = ""
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of ``text``, no special tokens added (as ``tokenizers`` gives them)."""
-        ids, _offsets = self.native.encode(text)
-        return list(ids)
-
 
 _CACHE_SIZE = 8
 # (key, the object or file stamps it was made from, the loaded tokenizer), newest last.

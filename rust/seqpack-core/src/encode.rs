@@ -211,14 +211,16 @@ impl Encoded {
         self.tokens.ids.len()
     }
 
-    fn tokens_of_message(&self, message: usize) -> usize {
-        self.rendered
-            .spans
-            .iter()
-            .zip(&self.tokens.ranges)
-            .filter(|(span, _)| span.message == Some(message))
-            .map(|(_, range)| range.len())
-            .sum()
+    /// Tokens of every message (indexed by message; 0 for messages not rendered), in one
+    /// pass over the spans.
+    fn tokens_per_message(&self, messages: usize) -> Vec<usize> {
+        let mut counts = vec![0; messages];
+        for (span, range) in self.rendered.spans.iter().zip(&self.tokens.ranges) {
+            if let Some(m) = span.message {
+                counts[m] += range.len();
+            }
+        }
+        counts
     }
 
     /// Tokens not tied to a droppable message: the template's own text and the system prompt.
@@ -306,7 +308,8 @@ pub fn encode_conversation(
         too_long = true;
     } else {
         let pinned = full.pinned_tokens(conversation);
-        let turns = turns(conversation, &all, |m| full.tokens_of_message(m));
+        let per_message = full.tokens_per_message(messages.len());
+        let turns = turns(conversation, &all, |m| per_message[m]);
         let system: Vec<usize> = if has_system { vec![0] } else { Vec::new() };
         let groups: Vec<Vec<usize>> = if options.split {
             windows(&turns, budget - pinned)
@@ -362,8 +365,9 @@ pub fn encode_conversation(
     report.cut_messages = cut_tokens.iter().map(|(m, _)| *m).collect();
     report.cut_messages.sort_unstable();
     report.cut_messages.dedup();
+    let reference_per_message = reference.tokens_per_message(messages.len());
     for &m in &report.dropped_messages {
-        report.tokens_removed[role_slot(messages[m].role)] += reference.tokens_of_message(m) as i64;
+        report.tokens_removed[role_slot(messages[m].role)] += reference_per_message[m] as i64;
     }
     for &(m, tokens) in &cut_tokens {
         report.tokens_removed[role_slot(messages[m].role)] += tokens as i64;

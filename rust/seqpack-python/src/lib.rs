@@ -214,6 +214,37 @@ fn packed_dict<'py, O: numpy::Element>(
     Ok(dict)
 }
 
+/// Plan and materialise with the interpreter detached, in the requested output dtype.
+#[allow(clippy::too_many_arguments)]
+fn pack_to_dict<'py, I: seqpack_core::layout::TokenIn>(
+    py: Python<'py>,
+    tokens: &[I],
+    raw_offsets: &[i64],
+    labels: Option<&[i64]>,
+    options: &PlanOptions,
+    layout: &LayoutOptions,
+    output_dtype: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    match output_dtype {
+        "int64" => {
+            let (plan, packed) = py
+                .detach(|| pack_with::<I, i64>(tokens, raw_offsets, labels, options, layout))
+                .map_err(|e| to_py(py, e))?;
+            packed_dict(py, &plan, packed)
+        }
+        "int32" => {
+            let (plan, packed) = py
+                .detach(|| pack_with::<I, i32>(tokens, raw_offsets, labels, options, layout))
+                .map_err(|e| to_py(py, e))?;
+            packed_dict(py, &plan, packed)
+        }
+        other => Err(to_py(py, Error::InvalidOption {
+            name: "dtype",
+            message: format!("unknown dtype '{other}'; expected 'int64' or 'int32'"),
+        })),
+    }
+}
+
 /// Plan and materialise packed rows from a flat token array and offsets.
 #[pyfunction]
 #[pyo3(signature = (tokens, offsets, labels, *, max_length, strategy, max_seqs_per_row, overlong, truncate_keep, pad_rows_to_multiple_of, seed, pad_id, output_dtype, loss_weights))]
@@ -252,30 +283,9 @@ fn pack_flat<'py>(
         pad_id,
         loss_weights: loss_weights.map(LossWeighting::from_name).transpose().map_err(|e| to_py(py, e))?,
     };
-    let wide = match output_dtype {
-        "int64" => true,
-        "int32" => false,
-        other => {
-            return Err(to_py(py, Error::InvalidOption {
-                name: "dtype",
-                message: format!("unknown dtype '{other}'; expected 'int64' or 'int32'"),
-            }))
-        }
-    };
-    macro_rules! run {
-        ($slice:expr, $out:ty) => {{
-            let slice = $slice;
-            let (plan, packed) = py
-                .detach(|| pack_with::<_, $out>(slice, offsets_slice, labels_slice, &options, &layout))
-                .map_err(|e| to_py(py, e))?;
-            packed_dict(py, &plan, packed)
-        }};
-    }
-    match (&tokens, wide) {
-        (TokensIn::I64(array), true) => run!(array.as_slice()?, i64),
-        (TokensIn::I64(array), false) => run!(array.as_slice()?, i32),
-        (TokensIn::I32(array), true) => run!(array.as_slice()?, i64),
-        (TokensIn::I32(array), false) => run!(array.as_slice()?, i32),
+    match &tokens {
+        TokensIn::I64(array) => pack_to_dict(py, array.as_slice()?, offsets_slice, labels_slice, &options, &layout, output_dtype),
+        TokensIn::I32(array) => pack_to_dict(py, array.as_slice()?, offsets_slice, labels_slice, &options, &layout, output_dtype),
     }
 }
 
@@ -330,26 +340,7 @@ fn pack_records<'py>(
     }
     let flat = py.detach(|| chat::flatten_samples(&samples));
     let raw_offsets: Vec<i64> = flat.offsets.iter().map(|&o| o as i64).collect();
-    let dict = match output_dtype {
-        "int64" => {
-            let (plan, packed) = py
-                .detach(|| pack_with::<i32, i64>(&flat.tokens, &raw_offsets, Some(&flat.labels), &options, &layout))
-                .map_err(|e| to_py(py, e))?;
-            packed_dict(py, &plan, packed)?
-        }
-        "int32" => {
-            let (plan, packed) = py
-                .detach(|| pack_with::<i32, i32>(&flat.tokens, &raw_offsets, Some(&flat.labels), &options, &layout))
-                .map_err(|e| to_py(py, e))?;
-            packed_dict(py, &plan, packed)?
-        }
-        other => {
-            return Err(to_py(py, Error::InvalidOption {
-                name: "dtype",
-                message: format!("unknown dtype '{other}'; expected 'int64' or 'int32'"),
-            }))
-        }
-    };
+    let dict = pack_to_dict(py, &flat.tokens, &raw_offsets, Some(&flat.labels), &options, &layout, output_dtype)?;
     dict.set_item("sample_record", flat.sample_record.into_pyarray(py))?;
     dict.set_item("sample_window", flat.sample_window.into_pyarray(py))?;
     dict.set_item("reports", chat::NativeReports { inner: reports })?;
