@@ -138,8 +138,8 @@ def work_pack(method: str, workload: str, max_length: int, count: int) -> dict:
             )
         )
         arrays = [batch.input_ids, batch.labels, batch.position_ids, batch.segment_ids,
-                  batch.attention_mask, batch.cu_seqlens, batch.seq_lens, batch.source_index,
-                  batch.source_start]
+                  batch.row_offsets, batch.cu_seqlens, batch.seq_lens, batch.source_index,
+                  batch.chunk_index, batch.source_start]
         out_bytes = sum(a.nbytes for a in arrays)
         return {"seconds": seconds, "peak": peak, "rows": batch.num_rows, "real": real,
                 "bytes": out_bytes}

@@ -28,7 +28,7 @@ def segments_of(batch):
             end = column
             while end < batch.max_length and ids[end] == ids[column]:
                 end += 1
-            source, chunk = batch.source_index[segment]
+            source, chunk = batch.source_index[segment], batch.chunk_index[segment]
             yield row, column, end - column, int(source), int(chunk), int(batch.source_start[segment])
             segment += 1
             column = end

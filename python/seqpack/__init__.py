@@ -1,5 +1,10 @@
 """seqpack: turn-aware truncation and best-fit packing of LLM fine-tuning data.
 
+Data flows one way: chat records → :func:`encode` (labelled samples and a report per record)
+→ :func:`pack` (rows of ``max_length`` with the metadata that keeps samples apart) →
+:class:`PackedBatch` views for a model. Token sequences go straight to :func:`pack`;
+:func:`plan` decides rows from lengths alone.
+
 >>> import seqpack
 >>> seqpack.pack([[1, 2, 3], [4, 5]], max_length=8).stats.efficiency
 0.625
@@ -8,7 +13,7 @@
 from importlib.metadata import PackageNotFoundError, version
 
 from seqpack.batch import PackedBatch, flex_block_mask, sdpa_mask
-from seqpack.chat import ConversationReport, EncodedConversations, RecordReport, encode
+from seqpack.chat import EncodedConversations, encode
 from seqpack.errors import (
     EmptyInputError,
     EmptySequenceError,
@@ -22,9 +27,11 @@ from seqpack.errors import (
     SeqpackError,
     TemplateError,
     TokenizerError,
+    TooLargeError,
     TooManyTokensError,
 )
 from seqpack.pack import STRATEGIES, Plan, pack, plan
+from seqpack.report import ConversationReport, RecordReport, ReportSummary
 from seqpack.stats import Event, PackStats
 
 try:
@@ -50,9 +57,11 @@ __all__ = [
     "PackedBatch",
     "Plan",
     "RecordReport",
+    "ReportSummary",
     "SeqpackError",
     "TemplateError",
     "TokenizerError",
+    "TooLargeError",
     "TooManyTokensError",
     "__version__",
     "encode",

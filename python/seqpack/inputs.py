@@ -8,7 +8,8 @@ naming the sequence, before the native code sees it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +69,37 @@ def _normalise_tokens(array: npt.NDArray[Any]) -> TokenArray:
     return array.astype(np.int64)
 
 
+_EXPECTED = "expected token sequences (a list of token-id lists or 1-D integer arrays)"
+
+
+def _refuse_other_containers(sequences: Any) -> None:
+    """Say what was passed and what is expected, before anything is read as tokens."""
+    kind = type(sequences).__name__
+    module = type(sequences).__module__.split(".")[0]
+    if module in ("pandas", "datasets", "pyarrow", "polars"):
+        raise InvalidTokenError(
+            f"{_EXPECTED}, got a {module} {kind}; pass a column of token ids "
+            "(e.g. df['input_ids'].tolist()), or chat records with tokenizer="
+        )
+    if isinstance(sequences, (str, bytes, os.PathLike)):
+        raise InvalidTokenError(
+            f"{_EXPECTED}, got a {kind}; to pack chat records from a file pass tokenizer="
+        )
+    if not isinstance(sequences, (Sequence, np.ndarray)):
+        raise InvalidTokenError(f"{_EXPECTED}, got {kind}")
+    first = sequences[0] if len(sequences) else None
+    if isinstance(first, Mapping):
+        raise InvalidTokenError(
+            f"{_EXPECTED}, got a list of dicts (chat records?); pass tokenizer= to encode "
+            "them, or seqpack.encode(records, ...) first"
+        )
+    if isinstance(first, (str, bytes)):
+        raise InvalidTokenError(
+            f"{_EXPECTED}, got a list of strings; seqpack packs token ids: pass chat records "
+            "with tokenizer=, or tokenize the text first"
+        )
+
+
 def flatten(
     sequences: TokenInput,
     *,
@@ -103,11 +135,9 @@ def flatten(
             "got one flat token array without offsets; pass offsets=[0, end_0, end_1, ...] "
             "or a list of sequences"
         )
-    if isinstance(sequences, (str, bytes)) or not isinstance(sequences, (Sequence, np.ndarray)):
-        raise InvalidTokenError(
-            f"expected a list of token sequences, got {type(sequences).__name__}"
-        )
-    arrays = [_as_integer_array(seq, what="tokens", index=i) for i, seq in enumerate(sequences)]
+    _refuse_other_containers(sequences)
+    listed: Sequence[Any] = sequences  # type: ignore[assignment]  # checked just above
+    arrays = [_as_integer_array(seq, what="tokens", index=i) for i, seq in enumerate(listed)]
     lengths = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
     flat_offsets = np.zeros(len(arrays) + 1, dtype=np.int64)
     np.cumsum(lengths, out=flat_offsets[1:])

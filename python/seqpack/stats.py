@@ -1,5 +1,6 @@
-"""What a plan or a packed batch reports about itself: row and token counts, efficiency, and
-one event per sequence that was not packed whole (dropped, truncated, split, wrapped)."""
+"""What the packing stage reports about itself: row and token counts, efficiency, and one
+event per sequence that was not packed whole (dropped, truncated, split, wrapped). The fields
+are those of the core's ``Stats`` and ``Event``, read through serde."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ class Event(NamedTuple):
     source_index: int
     """Position of the sequence in the input."""
     reason: str
-    """``overlong_dropped``, ``overlong_truncated``, ``overlong_split`` or ``wrapped_across_rows``."""
+    """``overlong_dropped``, ``overlong_truncated``, ``overlong_split`` or
+    ``wrapped_across_rows``."""
     length: int
     """Tokens the sequence had."""
     tokens_removed: int
@@ -34,6 +36,7 @@ class PackStats:
     pad_tokens: int
     efficiency: float
     lower_bound_rows: int
+    """The fewest rows any packing could use: ceil(real tokens / max_length)."""
     input_sequences: int
     input_tokens: int
     dropped_sequences: int
@@ -42,6 +45,7 @@ class PackStats:
     truncated_tokens: int
     split_sequences: int
     padding_rows: int
+    """All-padding rows added by ``pad_rows_to_multiple_of``."""
     reasons: dict[str, int] = field(default_factory=dict)
     """How many sequences each event reason applies to."""
 
@@ -49,25 +53,46 @@ class PackStats:
     def from_native(cls, stats: dict[str, Any], events: list[Event]) -> PackStats:
         return cls(**stats, reasons=dict(Counter(e.reason for e in events)))
 
-    def table(self) -> str:
-        """The figures as an aligned two-column table."""
-        lines = [
-            ("rows", f"{self.rows:,}"),
-            ("lower bound rows", f"{self.lower_bound_rows:,}"),
+    def rows_of_text(self) -> list[tuple[str, str]]:
+        """The figures as (label, value) pairs."""
+        return [
+            ("rows", f"{self.rows:,} (lower bound {self.lower_bound_rows:,})"),
             ("max_length", f"{self.max_length:,}"),
-            ("packed sequences", f"{self.packed_sequences:,}"),
-            ("real tokens", f"{self.real_tokens:,}"),
+            ("packed sequences", f"{self.packed_sequences:,} of {self.input_sequences:,}"),
+            ("real tokens", f"{self.real_tokens:,} of {self.input_tokens:,}"),
             ("pad tokens", f"{self.pad_tokens:,}"),
             ("efficiency", f"{self.efficiency:.2%}"),
-            ("input sequences", f"{self.input_sequences:,}"),
-            ("input tokens", f"{self.input_tokens:,}"),
             ("dropped", f"{self.dropped_sequences:,} seqs, {self.dropped_tokens:,} tokens"),
             ("truncated", f"{self.truncated_sequences:,} seqs, {self.truncated_tokens:,} tokens"),
             ("split", f"{self.split_sequences:,} seqs"),
+            ("padding rows", f"{self.padding_rows:,}"),
         ]
-        width = max(len(k) for k, _ in lines)
-        return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+
+    def table(self) -> str:
+        """The packing stage's figures as an aligned two-column table (for conversations,
+        :meth:`seqpack.PackedBatch.summary` adds what encoding cut before packing).
+
+        >>> import seqpack
+        >>> print(seqpack.pack([[1, 2, 3], [4, 5]], max_length=4).stats.table())
+        ... # doctest: +NORMALIZE_WHITESPACE
+        rows              2 (lower bound 2)
+        max_length        4
+        packed sequences  2 of 2
+        real tokens       5 of 5
+        pad tokens        3
+        efficiency        62.50%
+        dropped           0 seqs, 0 tokens
+        truncated         0 seqs, 0 tokens
+        split             0 seqs
+        padding rows      0
+        """
+        return aligned(self.rows_of_text())
 
 
-def events_from_native(raw: list[tuple[int, str, int, int, int]]) -> list[Event]:
-    return [Event(*e) for e in raw]
+def aligned(lines: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in lines)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in lines)
+
+
+def events_from_native(raw: list[dict[str, Any]]) -> list[Event]:
+    return [Event(**e) for e in raw]

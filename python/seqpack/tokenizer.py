@@ -6,6 +6,10 @@ All become one native handle that tokenizes in Rust without the GIL; loads are c
 repeated calls do not re-read an 11 MB file. A template is a built-in name, a Jinja
 ``chat_template`` string, a ``tokenizer_config.json`` path, or ``None`` for the tokenizer's
 own template.
+
+The exact byte-level BPE fast path (Qwen2/2.5/3, Llama-3 style ``tokenizer.json``) is used
+where it applies; ``fast=False`` or the environment variable ``SEQPACK_FAST_TOKENIZER=0``
+sends every text through the ``tokenizers`` library instead.
 """
 
 from __future__ import annotations
@@ -73,7 +77,18 @@ def _template_from_config(config: dict[str, Any], path: Path) -> str | None:
     return template
 
 
-def _from_folder(folder: Path) -> ChatTokenizer:
+def fast_default(fast: bool | None) -> bool:
+    """``fast`` as given, else what ``SEQPACK_FAST_TOKENIZER`` says (default: on)."""
+    if fast is not None:
+        return bool(fast)
+    return os.environ.get("SEQPACK_FAST_TOKENIZER", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _native(json_text: str, fast: bool) -> _seqpack.NativeTokenizer:
+    return _seqpack.NativeTokenizer(json_text, fast=fast)
+
+
+def _from_folder(folder: Path, fast: bool) -> ChatTokenizer:
     file = folder / "tokenizer.json"
     if not file.is_file():
         raise TokenizerError(f"tokenizer: {folder} holds no tokenizer.json")
@@ -85,7 +100,7 @@ def _from_folder(folder: Path) -> ChatTokenizer:
     if template is None and jinja_file.is_file():
         template = _read_text(jinja_file)
     return ChatTokenizer(
-        _seqpack.NativeTokenizer(_read_text(file)),
+        _native(_read_text(file), fast),
         template,
         _token_text(config.get("bos_token")),
         _token_text(config.get("eos_token")),
@@ -121,37 +136,39 @@ def _cached(key: Any, source: Any, load: Callable[[], ChatTokenizer]) -> ChatTok
     return loaded
 
 
-def load_tokenizer(tokenizer: Any) -> ChatTokenizer:
+def load_tokenizer(tokenizer: Any, *, fast: bool | None = None) -> ChatTokenizer:
     """Resolve any accepted tokenizer to a :class:`ChatTokenizer` (cached)."""
     if isinstance(tokenizer, ChatTokenizer):
         return tokenizer
+    use_fast = fast_default(fast)
     if isinstance(tokenizer, (str, os.PathLike)):
         path = Path(tokenizer)
         if not path.exists():
             raise TokenizerError(f"tokenizer: {path} does not exist")
         folder = path if path.is_dir() else path.parent
         if path.is_dir() or path.name == "tokenizer.json":
-            return _cached(("folder", str(folder.resolve())), _stamps(folder), lambda: _from_folder(folder))
+            return _cached(("folder", str(folder.resolve()), use_fast), _stamps(folder),
+                           lambda: _from_folder(folder, use_fast))
         stat = path.stat()
-        return _cached(("file", str(path.resolve())), (stat.st_mtime_ns, stat.st_size),
-                       lambda: ChatTokenizer(_seqpack.NativeTokenizer(_read_text(path))))
+        return _cached(("file", str(path.resolve()), use_fast), (stat.st_mtime_ns, stat.st_size),
+                       lambda: ChatTokenizer(_native(_read_text(path), use_fast)))
     if hasattr(tokenizer, "backend_tokenizer"):  # transformers fast tokenizer
         def load_transformers() -> ChatTokenizer:
             return ChatTokenizer(
-                _seqpack.NativeTokenizer(tokenizer.backend_tokenizer.to_str()),
+                _native(tokenizer.backend_tokenizer.to_str(), use_fast),
                 getattr(tokenizer, "chat_template", None),
                 _token_text(getattr(tokenizer, "bos_token", None)),
                 _token_text(getattr(tokenizer, "eos_token", None)),
             )
 
-        loaded = _cached(("transformers", id(tokenizer)), tokenizer, load_transformers)
+        loaded = _cached(("transformers", id(tokenizer), use_fast), tokenizer, load_transformers)
         # The template and special tokens are read fresh: users change them on the object.
         return ChatTokenizer(loaded.native, getattr(tokenizer, "chat_template", None),
                              _token_text(getattr(tokenizer, "bos_token", None)),
                              _token_text(getattr(tokenizer, "eos_token", None)))
     if hasattr(tokenizer, "to_str") and hasattr(tokenizer, "encode_batch"):  # tokenizers
-        return _cached(("tokenizers", id(tokenizer)), tokenizer,
-                       lambda: ChatTokenizer(_seqpack.NativeTokenizer(tokenizer.to_str())))
+        return _cached(("tokenizers", id(tokenizer), use_fast), tokenizer,
+                       lambda: ChatTokenizer(_native(tokenizer.to_str(), use_fast)))
     raise InvalidOptionError(
         "option tokenizer: expected a tokenizer.json path, a folder, a tokenizers.Tokenizer "
         f"or a transformers fast tokenizer, got {type(tokenizer).__name__}"

@@ -1,7 +1,7 @@
 //! Time the planner alone, without Python: `cargo run --release --example plan_timing`.
 //! (The side-by-side benchmark is benches/bench_pack.py; this isolates the core.)
 
-use seqpack_core::{plan, PlanOptions, Strategy};
+use seqpack_core::pack::{plan, PlanOptions, Strategy};
 use std::time::Instant;
 
 fn main() {

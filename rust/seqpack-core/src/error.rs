@@ -14,10 +14,6 @@ pub enum Error {
     #[error("no sequences to pack: the input is empty")]
     EmptyInput,
 
-    /// Chat records were read but none left a sample to pack.
-    #[error("none of the {records} records left a sample to pack ({reasons})")]
-    NoSamples { records: usize, reasons: String },
-
     /// A sequence of length zero; it would become a segment with nothing in it.
     #[error("sequence {index} is empty (0 tokens); remove it before packing")]
     EmptySequence { index: usize },
@@ -28,6 +24,14 @@ pub enum Error {
          pass overlong='drop', 'truncate' or 'split' to handle it"
     )]
     Overlong { index: usize, length: usize, max_length: usize },
+
+    /// A conversation longer than `max_length` while `overlong="error"`.
+    #[error(
+        "record {record}{}: {length} tokens, more than max_length={max_length}; pass \
+         overlong='truncate', 'split' or 'drop' to handle it",
+        line.map(|l| format!(" (line {l})")).unwrap_or_default()
+    )]
+    OverlongRecord { record: usize, line: Option<usize>, length: usize, max_length: usize },
 
     /// A token id that no vocabulary has (negative), or that does not fit the output dtype.
     #[error("sequence {index}, position {position}: token id {value} is {problem}")]
@@ -77,6 +81,13 @@ impl Error {
             Error::Template { .. } | Error::Tokenizer { .. } => Error::InRecord { record, line, source: Box::new(self) },
             other => other,
         }
+    }
+
+    /// Whether this is a problem with one record's input (its JSON, shape, template or
+    /// tokenization), which `on_error="skip"` may count and pass over; a policy the caller
+    /// chose (`overlong="error"`) or a bad option is never skipped.
+    pub fn is_record_input(&self) -> bool {
+        matches!(self, Error::InvalidRecord { .. } | Error::InvalidFile { .. } | Error::InRecord { .. })
     }
 }
 

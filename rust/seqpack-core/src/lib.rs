@@ -1,25 +1,35 @@
-//! seqpack-core: packing and truncation for LLM fine-tuning data, in plain Rust.
+//! seqpack-core: turn-aware truncation and packing of LLM fine-tuning data, in plain Rust.
+//! Nothing here knows about Python.
 //!
-//! Data flows one way: sequence lengths → [`plan::plan`] (which piece goes in which row) →
-//! [`layout::materialize`] (the arrays). Chat records come before that: [`chat`] (records →
-//! conversations) → [`template`] (text with message spans) → [`tokenize`] → [`truncate`]
-//! (which turns fit) → [`encode`] (samples with labels and a report). Nothing here knows
-//! about Python.
+//! Data flows one way, in two halves:
+//!
+//! - [`conversation`]: chat records → [`conversation::records`] (normalised conversations) →
+//!   [`conversation::template`] (text with message spans) → [`conversation::tokenize`] →
+//!   [`conversation::truncate`] (which turns fit) → [`conversation::encode`] (labelled
+//!   samples, a [`conversation::report`] per record) → [`conversation::flatten`].
+//! - [`pack`]: flat tokens and offsets → lengths → [`pack::plan`] (which piece goes in which
+//!   row) → [`pack::layout`] (the arrays).
+//!
+//! The conversation half ends where the packing half starts: flat tokens, labels, offsets.
+//!
+//! ```
+//! use seqpack_core::pack::{materialize, plan, LayoutOptions, PlanOptions, Sequences};
+//!
+//! let tokens: Vec<i64> = vec![5, 6, 7, 8, 9, 4];
+//! let offsets = [0, 3, 5, 6];
+//! let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: None };
+//! let plan = plan(&sequences.lengths(), &PlanOptions::new(4)).unwrap();
+//! assert_eq!(plan.num_rows(), 2);
+//! let packed = materialize::<i64, i64>(&sequences, &plan, &LayoutOptions::default()).unwrap();
+//! assert_eq!(packed.input_ids, [5, 6, 7, 4, 8, 9, 0, 0]);
+//! assert_eq!(packed.position_ids, [0, 1, 2, 0, 0, 1, 0, 1]);
+//! ```
 
-pub mod capacity;
-pub mod chat;
-pub mod encode;
+pub mod conversation;
 pub mod error;
-pub mod fastbpe;
-pub mod layout;
+pub mod labels;
 pub mod options;
-pub mod plan;
-pub mod pyjson;
-pub mod template;
-pub mod tokenize;
-pub mod truncate;
+pub mod pack;
 
 pub use error::{Error, Result};
-pub use layout::{materialize, LayoutOptions, LossWeighting, Packed, Sequences, IGNORE_INDEX};
-pub use options::{Keep, Overlong, PlanOptions, Strategy};
-pub use plan::{plan, Event, EventKind, Piece, Plan, Stats};
+pub use labels::IGNORE_INDEX;

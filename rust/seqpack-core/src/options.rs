@@ -1,150 +1,100 @@
-//! The choices a caller makes before planning: strategy, row limits, and what to do with a
-//! sequence that cannot fit a row. Parsing from names lives here so Rust and Python accept the
-//! same spellings.
+//! The option vocabulary both halves share, parsed and checked once: what to do with input
+//! longer than `max_length` (`overlong` and `truncate_keep`), and the helpers that turn the
+//! plain values a caller passes (integers, names) into typed options with one error message
+//! per mistake, naming the option.
 
 use crate::error::{Error, Result};
+use std::str::FromStr;
 
 /// Largest `max_length` accepted. Planning keeps one slot per possible remaining capacity, and
 /// `cu_seqlens` is int32, so a bound is needed; 2^24 tokens is far past any context in use.
 pub const MAX_MAX_LENGTH: usize = 1 << 24;
 
-/// How sequences are assigned to rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Strategy {
-    /// Best-fit decreasing: longest first, each into the fullest row that still has room.
-    BestFitDecreasing,
-    /// First-fit decreasing: longest first, each into the earliest row that has room.
-    FirstFitDecreasing,
-    /// Next-fit in input order: a row is closed as soon as the next sequence does not fit.
-    Sequential,
-    /// Concatenate everything in input order and cut every `max_length` tokens.
-    Wrapped,
-}
-
-impl Strategy {
-    pub const NAMES: &'static str = "'bfd', 'ffd', 'sequential', 'wrapped'";
-
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "bfd" => Ok(Self::BestFitDecreasing),
-            "ffd" => Ok(Self::FirstFitDecreasing),
-            "sequential" => Ok(Self::Sequential),
-            "wrapped" => Ok(Self::Wrapped),
-            other => Err(Error::InvalidOption {
-                name: "strategy",
-                message: format!("unknown strategy '{other}'; expected one of {}", Self::NAMES),
-            }),
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::BestFitDecreasing => "bfd",
-            Self::FirstFitDecreasing => "ffd",
-            Self::Sequential => "sequential",
-            Self::Wrapped => "wrapped",
-        }
-    }
-}
-
-/// Which end of an overlong sequence survives truncation.
+/// Which part of an over-long sequence (or conversation turn) a token-level cut keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Keep {
+    /// The start.
     Head,
+    /// The end.
     Tail,
+    /// Both ends; the middle is removed (conversations only: a token sequence stays one run).
+    Ends,
 }
 
-impl Keep {
-    pub fn from_name(name: &str) -> Result<Self> {
+impl FromStr for Keep {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
         match name {
             "head" => Ok(Self::Head),
             "tail" => Ok(Self::Tail),
-            other => Err(Error::InvalidOption {
-                name: "truncate_keep",
-                message: format!("unknown side '{other}'; expected 'head' or 'tail'"),
-            }),
+            "ends" => Ok(Self::Ends),
+            other => Err(invalid("truncate_keep", format!("unknown side '{other}'; expected 'head', 'tail' or 'ends'"))),
         }
     }
 }
 
-/// What happens to a sequence longer than `max_length`.
+/// What happens to input longer than `max_length`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Overlong {
-    /// Refuse the whole input, naming the sequence (the default: nothing is lost silently).
+    /// Refuse the whole input, naming the sequence or record.
     Error,
     /// Leave it out; it is reported as dropped with its length.
     Drop,
-    /// Keep `max_length` tokens from one end; the rest is reported as truncated.
+    /// Keep `max_length` tokens: for token sequences from the `Keep` end; for conversations
+    /// whole old turns go first, and a turn still too long alone is cut on the `Keep` side.
     Truncate(Keep),
-    /// Cut it into `max_length` chunks, each packed as its own segment.
+    /// Token sequences: cut into `max_length` chunks, each its own segment. Conversations:
+    /// windows of whole turns, each with the system prompt, so every answer is trained once.
     Split,
 }
 
 impl Overlong {
-    pub fn from_name(name: &str, keep: Keep) -> Result<Self> {
-        match name {
+    pub const NAMES: &'static str = "'error', 'drop', 'truncate' or 'split'";
+
+    /// The policy named `policy`, with `keep` for `truncate`.
+    pub fn parse(policy: &str, keep: &str) -> Result<Self> {
+        let keep: Keep = keep.parse()?;
+        match policy {
             "error" => Ok(Self::Error),
             "drop" => Ok(Self::Drop),
             "truncate" => Ok(Self::Truncate(keep)),
             "split" => Ok(Self::Split),
-            other => Err(Error::InvalidOption {
-                name: "overlong",
-                message: format!(
-                    "unknown policy '{other}'; expected 'error', 'drop', 'truncate' or 'split'"
-                ),
-            }),
+            other => Err(invalid("overlong", format!("unknown policy '{other}'; expected {}", Self::NAMES))),
         }
     }
 }
 
-/// Everything planning needs besides the lengths.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlanOptions {
-    pub max_length: usize,
-    pub strategy: Strategy,
-    /// At most this many packed sequences in one row (`None`: no limit).
-    pub max_seqs_per_row: Option<usize>,
-    pub overlong: Overlong,
-    /// Append all-padding rows until the row count is a multiple of this (1: never).
-    pub pad_rows_to_multiple_of: usize,
-    /// Shuffle the order of rows with this seed (`None`: rows stay in planning order).
-    pub seed: Option<u64>,
+/// An `InvalidOption` error.
+pub(crate) fn invalid(name: &'static str, message: impl Into<String>) -> Error {
+    Error::InvalidOption { name, message: message.into() }
 }
 
-impl PlanOptions {
-    pub fn new(max_length: usize) -> Self {
-        Self {
-            max_length,
-            strategy: Strategy::BestFitDecreasing,
-            max_seqs_per_row: None,
-            overlong: Overlong::Error,
-            pad_rows_to_multiple_of: 1,
-            seed: None,
-        }
-    }
+/// An integer option that must lie in `minimum..=maximum`.
+pub(crate) fn bounded(name: &'static str, value: i64, minimum: usize, maximum: usize) -> Result<usize> {
+    usize::try_from(value)
+        .ok()
+        .filter(|v| (minimum..=maximum).contains(v))
+        .ok_or_else(|| invalid(name, format!("must be between {minimum} and {maximum}, got {value}")))
+}
 
-    pub fn validate(&self) -> Result<()> {
-        if self.max_length == 0 || self.max_length > MAX_MAX_LENGTH {
-            return Err(Error::InvalidOption {
-                name: "max_length",
-                message: format!(
-                    "must be between 1 and {MAX_MAX_LENGTH}, got {}",
-                    self.max_length
-                ),
-            });
-        }
-        if self.max_seqs_per_row == Some(0) {
-            return Err(Error::InvalidOption {
-                name: "max_seqs_per_row",
-                message: "must be at least 1 (or None for no limit), got 0".into(),
-            });
-        }
-        if self.pad_rows_to_multiple_of == 0 {
-            return Err(Error::InvalidOption {
-                name: "pad_rows_to_multiple_of",
-                message: "must be at least 1, got 0".into(),
-            });
-        }
-        Ok(())
+/// An integer option that must be at least `minimum`.
+pub(crate) fn at_least(name: &'static str, value: i64, minimum: usize) -> Result<usize> {
+    bounded(name, value, minimum, usize::MAX).map_err(|_| invalid(name, format!("must be at least {minimum}, got {value}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_mistakes_name_the_option() {
+        assert_eq!(Overlong::parse("truncate", "tail").unwrap(), Overlong::Truncate(Keep::Tail));
+        assert_eq!(Overlong::parse("split", "head").unwrap(), Overlong::Split);
+        let error = Overlong::parse("cut", "head").unwrap_err().to_string();
+        assert_eq!(error, "option overlong: unknown policy 'cut'; expected 'error', 'drop', 'truncate' or 'split'");
+        assert!(Overlong::parse("drop", "middle").unwrap_err().to_string().starts_with("option truncate_keep:"));
+        assert_eq!(bounded("max_length", 0, 1, 8).unwrap_err().to_string(), "option max_length: must be between 1 and 8, got 0");
+        assert_eq!(at_least("windows", -3, 1).unwrap_err().to_string(), "option windows: must be at least 1, got -3");
     }
 }

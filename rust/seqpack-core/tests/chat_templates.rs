@@ -1,14 +1,14 @@
 //! Records → conversations → rendered text with spans, without a tokenizer.
 
-use seqpack_core::chat::{parse_record, Format, Mapping, Origin, Role};
-use seqpack_core::template::Template;
+use seqpack_core::conversation::records::{parse_record, Format, Mapping, Origin, Role};
+use seqpack_core::conversation::template::Template;
 use serde_json::json;
 
-fn parse(value: serde_json::Value) -> seqpack_core::chat::Conversation {
+fn parse(value: serde_json::Value) -> seqpack_core::conversation::records::Conversation {
     parse_record(&value, Format::Auto, &Mapping::default(), Origin { record: 0, line: None }).unwrap()
 }
 
-fn render(template: &Template, value: serde_json::Value) -> (String, Vec<seqpack_core::template::MessageSpan>) {
+fn render(template: &Template, value: serde_json::Value) -> (String, Vec<seqpack_core::conversation::template::MessageSpan>) {
     let conversation = parse(value);
     let all: Vec<usize> = (0..conversation.messages.len()).collect();
     let rendered = template.render(&conversation, &all).unwrap();

@@ -1,8 +1,9 @@
 //! Invariants a user relies on, over random lengths and options.
 
 use proptest::prelude::*;
-use seqpack_core::Strategy as PackStrategy;
-use seqpack_core::{materialize, plan, Error, Keep, LayoutOptions, LossWeighting, Overlong, Packed, Piece, PlanOptions, Sequences, IGNORE_INDEX};
+use seqpack_core::pack::Strategy as PackStrategy;
+use seqpack_core::pack::{materialize, plan, Keep, LayoutOptions, LossWeighting, Overlong, Packed, Piece, PlanOptions, Sequences};
+use seqpack_core::{Error, IGNORE_INDEX};
 
 fn strategy() -> impl Strategy<Value = PackStrategy> {
     prop_oneof![
@@ -68,25 +69,25 @@ proptest! {
         // Rows never overflow, and the segment limit holds.
         for row in 0..plan.num_rows() {
             let pieces = plan.row(row);
-            prop_assert!(pieces.iter().map(|p| p.length).sum::<usize>() <= options.max_length);
+            prop_assert!(pieces.iter().map(|p| p.seq_len).sum::<usize>() <= options.max_length);
             if let Some(limit) = options.max_seqs_per_row { prop_assert!(pieces.len() <= limit); }
         }
         prop_assert!(stats.rows as u64 >= stats.lower_bound_rows);
         prop_assert_eq!(stats.rows % options.pad_rows_to_multiple_of, 0);
         // Per source: pieces are disjoint, in order, and together with the report cover it.
         let mut by_source: Vec<Vec<Piece>> = vec![Vec::new(); lengths.len()];
-        for piece in &plan.pieces { by_source[piece.source].push(*piece); }
+        for piece in &plan.pieces { by_source[piece.source_index].push(*piece); }
         for (source, pieces) in by_source.iter_mut().enumerate() {
-            pieces.sort_by_key(|p| p.chunk);
-            let packed: usize = pieces.iter().map(|p| p.length).sum();
-            let removed: usize = plan.events.iter().filter(|e| e.source == source).map(|e| e.tokens_removed).sum();
+            pieces.sort_by_key(|p| p.chunk_index);
+            let packed: usize = pieces.iter().map(|p| p.seq_len).sum();
+            let removed: usize = plan.events.iter().filter(|e| e.source_index == source).map(|e| e.tokens_removed).sum();
             prop_assert_eq!(packed + removed, lengths[source], "source {}", source);
             for (chunk, piece) in pieces.iter().enumerate() {
-                prop_assert_eq!(piece.chunk, chunk);
-                prop_assert!(piece.length >= 1 && piece.start + piece.length <= lengths[source]);
+                prop_assert_eq!(piece.chunk_index, chunk);
+                prop_assert!(piece.seq_len >= 1 && piece.source_start + piece.seq_len <= lengths[source]);
             }
             for pair in pieces.windows(2) {
-                prop_assert_eq!(pair[0].start + pair[0].length, pair[1].start);
+                prop_assert_eq!(pair[0].source_start + pair[0].seq_len, pair[1].source_start);
             }
         }
         prop_assert_eq!(stats.real_tokens + stats.dropped_tokens + stats.truncated_tokens, stats.input_tokens);
@@ -107,14 +108,14 @@ proptest! {
         options.strategy = if wrapped { PackStrategy::Wrapped } else { PackStrategy::Sequential };
         options.overlong = Overlong::Split;
         let plan = plan(&lengths, &options).unwrap();
-        let order: Vec<(usize, usize)> = plan.pieces.iter().map(|p| (p.source, p.chunk)).collect();
+        let order: Vec<(usize, usize)> = plan.pieces.iter().map(|p| (p.source_index, p.chunk_index)).collect();
         let mut sorted = order.clone();
         sorted.sort();
         prop_assert_eq!(order, sorted);
         if wrapped {
             // Every row but the last is full.
             for row in 0..plan.num_rows().saturating_sub(1) {
-                prop_assert_eq!(plan.row(row).iter().map(|p| p.length).sum::<usize>(), max_length);
+                prop_assert_eq!(plan.row(row).iter().map(|p| p.seq_len).sum::<usize>(), max_length);
             }
         }
     }
@@ -128,34 +129,36 @@ proptest! {
         for &n in &lengths { offsets.push(offsets.last().unwrap() + n); }
         let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: with_labels.then_some(&labels[..]) };
         let plan = plan(&lengths, &options).unwrap();
-        let layout = LayoutOptions { pad_id: 5, loss_weights: weighting };
+        let layout = LayoutOptions { pad_id: 5, loss_weights: weighting, ..LayoutOptions::default() };
         let packed: Packed<i64> = materialize(&sequences, &plan, &layout).unwrap();
         let width = options.max_length;
         prop_assert_eq!(packed.input_ids.len(), plan.num_rows() * width);
         let mut segment = 0;
+        prop_assert_eq!(packed.row_offsets.len(), plan.num_rows() + 1);
         for row in 0..plan.num_rows() {
+            prop_assert_eq!(packed.row_offsets[row + 1] - packed.row_offsets[row], plan.row(row).len() as i64);
             let mut at = row * width;
             for (slot, piece) in plan.row(row).iter().enumerate() {
-                let begin = offsets[piece.source] + piece.start;
-                for k in 0..piece.length {
+                let begin = offsets[piece.source_index] + piece.source_start;
+                for k in 0..piece.seq_len {
                     prop_assert_eq!(packed.input_ids[at + k], tokens[begin + k]);
                     prop_assert_eq!(packed.position_ids[at + k], k as i64);
                     prop_assert_eq!(packed.segment_ids[at + k], slot as i32 + 1);
-                    prop_assert_eq!(packed.attention_mask[at + k], 1);
                     let expected = if k == 0 { IGNORE_INDEX } else if with_labels { labels[begin + k] } else { tokens[begin + k] };
                     prop_assert_eq!(packed.labels[at + k], expected);
                 }
-                prop_assert_eq!(packed.cu_seqlens[segment + 1] - packed.cu_seqlens[segment], piece.length as i32);
-                prop_assert_eq!(packed.seq_lens[segment], piece.length as i32);
-                prop_assert_eq!(packed.source_index[2 * segment], piece.source as i64);
+                prop_assert_eq!(packed.cu_seqlens[segment + 1] - packed.cu_seqlens[segment], piece.seq_len as i32);
+                prop_assert_eq!(packed.seq_lens[segment], piece.seq_len as i32);
+                prop_assert_eq!(packed.source_index[segment], piece.source_index as i64);
+                prop_assert_eq!(packed.chunk_index[segment], piece.chunk_index as i64);
+                prop_assert_eq!(packed.source_start[segment], piece.source_start as i64);
                 segment += 1;
-                at += piece.length;
+                at += piece.seq_len;
             }
             for cell in at..(row + 1) * width {
                 prop_assert_eq!(packed.input_ids[cell], 5);
                 prop_assert_eq!(packed.labels[cell], IGNORE_INDEX);
                 prop_assert_eq!(packed.segment_ids[cell], 0);
-                prop_assert_eq!(packed.attention_mask[cell], 0);
             }
         }
         if let Some(weights) = &packed.loss_weights {
@@ -165,7 +168,7 @@ proptest! {
             if weighting == Some(LossWeighting::Sequence) {
                 let mut sums = vec![0f64; lengths.len()];
                 for segment in 0..packed.seq_lens.len() {
-                    let source = packed.source_index[2 * segment] as usize;
+                    let source = packed.source_index[segment] as usize;
                     let (row, start) = locate(&packed, segment);
                     for k in 0..packed.seq_lens[segment] as usize { sums[source] += weights[row * width + start + k] as f64; }
                 }
@@ -183,7 +186,7 @@ proptest! {
         let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: None };
         let mut options = PlanOptions::new(512);
         options.seed = Some(seed);
-        let layout = LayoutOptions { pad_id: 0, loss_weights: Some(LossWeighting::Sequence) };
+        let layout = LayoutOptions { loss_weights: Some(LossWeighting::Sequence), ..LayoutOptions::default() };
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
@@ -220,13 +223,13 @@ fn errors_name_the_sequence() {
     assert_eq!(error, Error::Overlong { index: 1, length: 11, max_length: 10 });
     assert!(error.to_string().contains("sequence 1 has 11 tokens"));
     assert!(matches!(plan(&[3], &PlanOptions::new(0)), Err(Error::InvalidOption { name: "max_length", .. })));
-    assert!(matches!(PackStrategy::from_name("best"), Err(Error::InvalidOption { name: "strategy", .. })));
+    assert!(matches!("best".parse::<PackStrategy>(), Err(Error::InvalidOption { name: "strategy", .. })));
 
     let tokens = [1i64, 2, -4];
     let offsets = [0usize, 2, 3];
     let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: None };
     let plan = plan(&[2, 1], &options).unwrap();
-    let layout = LayoutOptions { pad_id: 0, loss_weights: None };
+    let layout = LayoutOptions::default();
     let error = materialize::<i64, i64>(&sequences, &plan, &layout).unwrap_err();
     assert_eq!(error, Error::InvalidToken { index: 1, position: 0, value: -4, problem: "negative" });
 

@@ -3,36 +3,16 @@
 //! outcome of each depends on that conversation alone, so results do not depend on the
 //! thread count.
 
-use crate::chat::{Conversation, Role};
+use crate::conversation::records::{Conversation, Format, Mapping, Role};
+use crate::conversation::report::{Reason, RecordReport, Status};
+use crate::conversation::template::{Rendered, Template};
+use crate::conversation::tokenize::{tokenize, TokenizedConversation, Tokenizer};
+use crate::conversation::truncate::{keep_latest, turns, windows, Turn};
 use crate::error::{Error, Result};
-use crate::layout::IGNORE_INDEX;
-use crate::template::{Rendered, Template};
-use crate::tokenize::{tokenize, TokenizedConversation, Tokenizer};
-use crate::truncate::{keep_latest, turns, windows, Turn};
+use crate::labels::IGNORE_INDEX;
+use crate::options::{at_least, bounded, invalid, Keep, Overlong, MAX_MAX_LENGTH};
+use serde::Deserialize;
 use rayon::prelude::*;
-
-/// Which end of an over-long single turn survives a token-level cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CutKeep {
-    Head,
-    Tail,
-    /// Keep both ends; the middle is removed.
-    Middle,
-}
-
-impl CutKeep {
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "head" => Ok(Self::Head),
-            "tail" => Ok(Self::Tail),
-            "middle" => Ok(Self::Middle),
-            other => Err(Error::InvalidOption {
-                name: "cut_keep",
-                message: format!("unknown side '{other}'; expected 'head', 'tail' or 'middle'"),
-            }),
-        }
-    }
-}
 
 /// What gets labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,31 +23,117 @@ pub enum Train {
     All,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to treat a record that cannot be read, rendered or tokenized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Stop with the error of the lowest record index.
+    Raise,
+    /// Count it in the report as skipped, with the reason, and go on.
+    Skip,
+}
+
+impl std::str::FromStr for OnError {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
+        match name {
+            "raise" => Ok(Self::Raise),
+            "skip" => Ok(Self::Skip),
+            other => Err(invalid("on_error", format!("unknown policy '{other}'; expected 'raise' or 'skip'"))),
+        }
+    }
+}
+
+/// Everything the conversation half needs besides the records, template and tokenizer.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "RawEncodeOptions")]
 pub struct EncodeOptions {
     pub max_length: usize,
+    /// What to do with a conversation longer than `max_length`: `Truncate` (whole old turns
+    /// first, then a token-level cut of a turn still too long alone), `Split` into windows of
+    /// whole turns, `Drop` it (reported), or raise an `Error`.
+    pub overlong: Overlong,
+    /// The side a token-level cut of one turn keeps (for `Truncate` and `Split`).
+    pub cut_keep: Keep,
     /// Keep the first turn (the one that sets the task) when truncating, if it fits.
     pub keep_first_turn: bool,
-    /// Emit windows (each with the system prompt) instead of dropping old turns.
-    pub split: bool,
-    pub cut_keep: CutKeep,
     /// Keep labels on an assistant turn that was cut at token level.
     pub train_on_cut_turns: bool,
     pub train: Train,
     pub min_trainable_tokens: usize,
+    pub format: Format,
+    pub mapping: Mapping,
+    pub on_error: OnError,
 }
 
 impl EncodeOptions {
     pub fn new(max_length: usize) -> Self {
         Self {
             max_length,
+            overlong: Overlong::Truncate(Keep::Head),
+            cut_keep: Keep::Head,
             keep_first_turn: false,
-            split: false,
-            cut_keep: CutKeep::Head,
             train_on_cut_turns: false,
             train: Train::Roles(vec![Role::Assistant]),
             min_trainable_tokens: 1,
+            format: Format::Auto,
+            mapping: Mapping::default(),
+            on_error: OnError::Raise,
         }
+    }
+
+    fn split(&self) -> bool {
+        self.overlong == Overlong::Split
+    }
+}
+
+/// Conversation options as a caller writes them: integers, names, role names.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEncodeOptions {
+    max_length: i64,
+    overlong: String,
+    truncate_keep: String,
+    keep_first_turn: bool,
+    train_on_cut_turns: bool,
+    /// `["all"]` or role names.
+    train_on: Vec<String>,
+    min_trainable_tokens: i64,
+    format: String,
+    mapping: Option<Mapping>,
+    on_error: String,
+}
+
+impl TryFrom<RawEncodeOptions> for EncodeOptions {
+    type Error = Error;
+
+    fn try_from(raw: RawEncodeOptions) -> Result<Self> {
+        let train = if raw.train_on.iter().any(|r| r == "all") {
+            if raw.train_on.len() > 1 {
+                return Err(invalid("train_on", "'all' cannot be combined with role names"));
+            }
+            Train::All
+        } else if raw.train_on.is_empty() {
+            return Err(invalid("train_on", "names no role; expected 'all' or role names"));
+        } else {
+            let roles = raw.train_on.iter().map(|name| {
+                Role::from_name(name)
+                    .ok_or_else(|| invalid("train_on", format!("role '{name}' is not one of {}", Role::NAMES)))
+            });
+            Train::Roles(roles.collect::<Result<_>>()?)
+        };
+        Ok(Self {
+            max_length: bounded("max_length", raw.max_length, 1, MAX_MAX_LENGTH)?,
+            overlong: Overlong::parse(&raw.overlong, &raw.truncate_keep)?,
+            cut_keep: raw.truncate_keep.parse()?,
+            keep_first_turn: raw.keep_first_turn,
+            train_on_cut_turns: raw.train_on_cut_turns,
+            train,
+            min_trainable_tokens: at_least("min_trainable_tokens", raw.min_trainable_tokens, 1)?,
+            format: raw.format.parse()?,
+            mapping: raw.mapping.unwrap_or_default(),
+            on_error: raw.on_error.parse()?,
+        })
     }
 }
 
@@ -79,119 +145,6 @@ pub struct Sample {
     pub window: usize,
     pub tokens: Vec<u32>,
     pub labels: Vec<i64>,
-}
-
-/// What happened to a record.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Kept,
-    Truncated,
-    Split,
-    Dropped,
-    Skipped,
-}
-
-impl Status {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Kept => "kept",
-            Self::Truncated => "truncated",
-            Self::Split => "split",
-            Self::Dropped => "dropped",
-            Self::Skipped => "skipped",
-        }
-    }
-}
-
-/// Everything a user needs to know about one record's fate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordReport {
-    pub record: usize,
-    pub line: Option<usize>,
-    pub status: Status,
-    /// Stable reason code: `fits`, `trailing_messages_dropped`, `turns_dropped`, `turn_cut`,
-    /// `split_into_windows`, `untrainable_windows_dropped`, `system_prompt_too_long`,
-    /// `no_trainable_tokens`, or for a skipped record `invalid_record`, `template_error`,
-    /// `tokenizer_error`.
-    pub reason: String,
-    /// Error text for a skipped record.
-    pub message: Option<String>,
-    pub dropped_messages: Vec<usize>,
-    /// Messages shortened at token level.
-    pub cut_messages: Vec<usize>,
-    /// Tokens removed, per role: system, user, assistant, tool; then the template's own text
-    /// (what re-rendering a shorter conversation adds or drops, e.g. Qwen3's empty `<think>`
-    /// block or a system prompt repeated in every window; negative when it adds). The five
-    /// always sum to `tokens_before - tokens_after`.
-    pub tokens_removed: [i64; 5],
-    pub system_kept: Option<bool>,
-    pub first_user_kept: Option<bool>,
-    pub tokens_before: usize,
-    pub tokens_after: usize,
-    pub trained_before: usize,
-    pub trained_after: usize,
-    pub windows: usize,
-    /// Tokens of the whole rendered conversation per role (system, user, assistant, tool) and
-    /// the template's own text, before any cut.
-    pub role_tokens: [usize; 5],
-    /// Turns (a user message and what follows it) in the conversation.
-    pub turns: usize,
-    /// Tokens that straddled a message boundary (labels follow each token's first byte).
-    pub boundary_merges: usize,
-}
-
-impl RecordReport {
-    fn new(record: usize, line: Option<usize>) -> Self {
-        Self {
-            record,
-            line,
-            status: Status::Kept,
-            reason: "fits".into(),
-            message: None,
-            dropped_messages: Vec::new(),
-            cut_messages: Vec::new(),
-            tokens_removed: [0; 5],
-            system_kept: None,
-            first_user_kept: None,
-            tokens_before: 0,
-            tokens_after: 0,
-            trained_before: 0,
-            trained_after: 0,
-            windows: 0,
-            role_tokens: [0; 5],
-            turns: 0,
-            boundary_merges: 0,
-        }
-    }
-
-    pub fn skipped(record: usize, line: Option<usize>, error: &Error) -> Self {
-        let mut report = Self::new(record, line);
-        let message = error.to_string();
-        report.status = Status::Skipped;
-        let error = match error {
-            Error::InRecord { source, .. } => source.as_ref(),
-            other => other,
-        };
-        report.reason = match error {
-            Error::InvalidRecord { .. } => "invalid_record",
-            Error::InvalidFile { .. } => "invalid_json",
-            Error::Template { .. } => "template_error",
-            Error::Tokenizer { .. } => "tokenizer_error",
-            _ => "error",
-        }
-        .into();
-        report.message = Some(message);
-        report
-    }
-}
-
-fn role_slot(role: Role) -> usize {
-    match role {
-        Role::System => 0,
-        Role::User => 1,
-        Role::Assistant => 2,
-        Role::Tool => 3,
-    }
 }
 
 /// A rendered, tokenized selection of messages.
@@ -276,7 +229,7 @@ pub fn encode_conversation(
     let last_assistant = messages
         .iter()
         .rposition(|m| m.role == Role::Assistant)
-        .expect("chat::validate guarantees an assistant turn");
+        .expect("records::validate guarantees an assistant turn");
     let all: Vec<usize> = (0..=last_assistant).collect();
     let full = Encoded::new(template, tokenizer, conversation, &all).map_err(in_record)?;
     // Trailing messages were never rendered above; a render of everything counts them.
@@ -289,8 +242,7 @@ pub fn encode_conversation(
     let reference = everything.as_ref().unwrap_or(&full);
     report.tokens_before = reference.len();
     for (span, range) in reference.rendered.spans.iter().zip(&reference.tokens.ranges) {
-        let slot = span.message.map(|m| role_slot(messages[m].role)).unwrap_or(4);
-        report.role_tokens[slot] += range.len();
+        *report.role_tokens.get_mut(span.message.map(|m| messages[m].role)) += range.len();
     }
     report.turns = turns(conversation, &all, |_| 0).len();
     let full_trained = full.trained(conversation, &options.train);
@@ -302,7 +254,13 @@ pub fn encode_conversation(
     let mut samples: Vec<(Sample, Vec<usize>)> = Vec::new();
     let mut cut_tokens: Vec<(usize, usize)> = Vec::new();
     let mut too_long = false;
-    if full.len() <= budget {
+    let overlong_dropped = full.len() > budget && options.overlong == Overlong::Drop;
+    if full.len() > budget && options.overlong == Overlong::Error {
+        return Err(Error::OverlongRecord { record, line, length: full.len(), max_length: budget });
+    }
+    if overlong_dropped {
+        // Nothing of it is kept; the report says why.
+    } else if full.len() <= budget {
         samples.push((sample_from(&full, &full_trained, record, 0), all.clone()));
     } else if full.pinned_tokens(conversation) >= budget {
         too_long = true;
@@ -311,7 +269,7 @@ pub fn encode_conversation(
         let per_message = full.tokens_per_message(messages.len());
         let turns = turns(conversation, &all, |m| per_message[m]);
         let system: Vec<usize> = if has_system { vec![0] } else { Vec::new() };
-        let groups: Vec<Vec<usize>> = if options.split {
+        let groups: Vec<Vec<usize>> = if options.split() {
             windows(&turns, budget - pinned)
         } else {
             vec![keep_latest(&turns, budget - pinned, options.keep_first_turn)]
@@ -330,8 +288,8 @@ pub fn encode_conversation(
                 if group.len() > 1 {
                     // The template renders a subset longer than its parts (context-dependent
                     // text): give up one more turn; in split mode it opens the next window.
-                    let moved = group.remove(if options.split { group.len() - 1 } else { 0 });
-                    if options.split {
+                    let moved = group.remove(if options.split() { group.len() - 1 } else { 0 });
+                    if options.split() {
                         queue.push_front(vec![moved]);
                     }
                     continue;
@@ -367,10 +325,10 @@ pub fn encode_conversation(
     report.cut_messages.dedup();
     let reference_per_message = reference.tokens_per_message(messages.len());
     for &m in &report.dropped_messages {
-        report.tokens_removed[role_slot(messages[m].role)] += reference_per_message[m] as i64;
+        *report.tokens_removed.get_mut(Some(messages[m].role)) += reference_per_message[m] as i64;
     }
     for &(m, tokens) in &cut_tokens {
-        report.tokens_removed[role_slot(messages[m].role)] += tokens as i64;
+        *report.tokens_removed.get_mut(Some(messages[m].role)) += tokens as i64;
     }
     report.windows = samples.len();
     report.tokens_after = samples.iter().map(|(s, _)| s.tokens.len()).sum();
@@ -379,31 +337,39 @@ pub fn encode_conversation(
     report.first_user_kept = first_user.map(|u| kept_messages.binary_search(&u).is_ok());
     let trailing_only = report.dropped_messages.iter().all(|&m| m > last_assistant);
     let (status, reason) = if samples.is_empty() {
-        let reason = if too_long { "system_prompt_too_long" } else { "no_trainable_tokens" };
+        let reason = if overlong_dropped {
+            Reason::OverlongDropped
+        } else if too_long {
+            Reason::SystemPromptTooLong
+        } else {
+            Reason::NoTrainableTokens
+        };
         (Status::Dropped, reason)
-    } else if options.split && samples.len() > 1 {
-        (Status::Split, if untrainable > 0 { "untrainable_windows_dropped" } else { "split_into_windows" })
+    } else if options.split() && samples.len() > 1 {
+        let reason = if untrainable > 0 { Reason::UntrainableWindowsDropped } else { Reason::SplitIntoWindows };
+        (Status::Split, reason)
     } else if untrainable > 0 {
-        (Status::Truncated, "untrainable_windows_dropped")
+        (Status::Truncated, Reason::UntrainableWindowsDropped)
     } else if !report.cut_messages.is_empty() {
-        (Status::Truncated, "turn_cut")
+        (Status::Truncated, Reason::TurnCut)
     } else if !trailing_only {
-        (Status::Truncated, "turns_dropped")
+        (Status::Truncated, Reason::TurnsDropped)
     } else if !report.dropped_messages.is_empty() {
-        (Status::Kept, "trailing_messages_dropped")
+        (Status::Kept, Reason::TrailingMessagesDropped)
     } else {
-        (Status::Kept, "fits")
+        (Status::Kept, Reason::Fits)
     };
     report.status = status;
-    report.reason = reason.to_string();
+    report.reason = reason;
     balance_template(&mut report);
     Ok((samples.into_iter().map(|(s, _)| s).collect(), report))
 }
 
 /// The template bucket: whatever the role buckets do not explain.
 fn balance_template(report: &mut RecordReport) {
-    let by_roles: i64 = report.tokens_removed[..4].iter().sum();
-    report.tokens_removed[4] = report.tokens_before as i64 - report.tokens_after as i64 - by_roles;
+    let removed = &mut report.tokens_removed;
+    let by_roles = removed.system + removed.user + removed.assistant + removed.tool;
+    removed.template = report.tokens_before as i64 - report.tokens_after as i64 - by_roles;
 }
 
 /// Messages of the given turns, after the system prompt.
@@ -479,9 +445,9 @@ fn cut_to_fit(
         }
         let kept = range.len() - take;
         let removed = match options.cut_keep {
-            CutKeep::Head => range.start + kept..range.end,
-            CutKeep::Tail => range.start..range.start + take,
-            CutKeep::Middle => {
+            Keep::Head => range.start + kept..range.end,
+            Keep::Tail => range.start..range.start + take,
+            Keep::Ends => {
                 let head = kept.div_ceil(2);
                 range.start + head..range.start + head + take
             }
@@ -509,13 +475,6 @@ fn cut_to_fit(
     Some((Sample { record, window, tokens, labels }, cuts))
 }
 
-/// How to treat a record that cannot be encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnError {
-    Raise,
-    Skip,
-}
-
 /// A record to encode: parsed, or the error parsing it raised.
 pub struct Parsed {
     pub record: usize,
@@ -530,7 +489,6 @@ pub fn encode_all(
     template: &Template,
     tokenizer: &Tokenizer,
     options: &EncodeOptions,
-    on_error: OnError,
 ) -> Result<(Vec<Sample>, Vec<RecordReport>)> {
     let outcomes: Vec<Result<(Vec<Sample>, RecordReport)>> = records
         .par_iter()
@@ -547,7 +505,9 @@ pub fn encode_all(
                 samples.append(&mut produced);
                 reports.push(report);
             }
-            Err(error) if on_error == OnError::Skip => reports.push(RecordReport::skipped(parsed.record, parsed.line, &error)),
+            Err(error) if options.on_error == OnError::Skip && error.is_record_input() => {
+                reports.push(RecordReport::skipped(parsed.record, parsed.line, &error));
+            }
             Err(error) => return Err(error),
         }
     }

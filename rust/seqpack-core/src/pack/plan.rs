@@ -2,27 +2,30 @@
 //! (pieces in row-major order plus row boundaries) so a sampler can use it without tokens, and
 //! `layout` can turn it into arrays without deciding anything.
 
-use crate::capacity::CapacitySet;
+use crate::pack::capacity::CapacitySet;
 use crate::error::{Error, Result};
-use crate::options::{Keep, Overlong, PlanOptions, Strategy};
+use crate::options::{Keep, Overlong};
+use crate::pack::options::{PlanOptions, Strategy};
 use rand::seq::SliceRandom;
+use serde::Serialize;
 use rand::SeedableRng;
 
 /// A contiguous run of one input sequence that becomes one packed segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Piece {
     /// Index of the input sequence.
-    pub source: usize,
+    pub source_index: usize,
     /// Which chunk of that sequence (0 unless it was split or wrapped).
-    pub chunk: usize,
+    pub chunk_index: usize,
     /// First token of the piece, as an offset into its sequence.
-    pub start: usize,
-    pub length: usize,
+    pub source_start: usize,
+    /// Tokens in the piece.
+    pub seq_len: usize,
 }
 
 /// Why a sequence is not in the output exactly as it came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventKind {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventReason {
     /// Longer than `max_length` with `overlong="drop"`: none of it is packed.
     Dropped,
     /// Longer than `max_length` with `overlong="truncate"`: `tokens_removed` tokens are gone.
@@ -33,9 +36,9 @@ pub enum EventKind {
     Wrapped,
 }
 
-impl EventKind {
+impl EventReason {
     /// Stable reason codes shown to users and written to reports.
-    pub fn reason(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::Dropped => "overlong_dropped",
             Self::Truncated => "overlong_truncated",
@@ -46,10 +49,12 @@ impl EventKind {
 }
 
 /// One sequence the plan did not pack whole and as one segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Event {
-    pub source: usize,
-    pub kind: EventKind,
+    /// The input sequence.
+    pub source_index: usize,
+    #[serde(serialize_with = "reason_code")]
+    pub reason: EventReason,
     /// The sequence's length as given.
     pub length: usize,
     /// Tokens of it that are in no row.
@@ -58,8 +63,12 @@ pub struct Event {
     pub pieces: usize,
 }
 
+fn reason_code<S: serde::Serializer>(reason: &EventReason, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+    serializer.serialize_str(reason.as_str())
+}
+
 /// Figures that describe a plan; every one is derived from the plan itself.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Stats {
     pub rows: usize,
     pub max_length: usize,
@@ -105,9 +114,9 @@ impl Plan {
 
     pub fn stats(&self) -> Stats {
         let rows = self.num_rows();
-        let real_tokens: u64 = self.pieces.iter().map(|p| p.length as u64).sum();
+        let real_tokens: u64 = self.pieces.iter().map(|p| p.seq_len as u64).sum();
         let capacity = rows as u64 * self.max_length as u64;
-        let count = |kind: EventKind| self.events.iter().filter(move |e| e.kind == kind);
+        let count = |reason: EventReason| self.events.iter().filter(move |e| e.reason == reason);
         Stats {
             rows,
             max_length: self.max_length,
@@ -118,14 +127,58 @@ impl Plan {
             lower_bound_rows: real_tokens.div_ceil(self.max_length as u64),
             input_sequences: self.input_sequences,
             input_tokens: self.input_tokens,
-            dropped_sequences: count(EventKind::Dropped).count(),
-            dropped_tokens: count(EventKind::Dropped).map(|e| e.tokens_removed as u64).sum(),
-            truncated_sequences: count(EventKind::Truncated).count(),
-            truncated_tokens: count(EventKind::Truncated).map(|e| e.tokens_removed as u64).sum(),
-            split_sequences: count(EventKind::Split).count(),
+            dropped_sequences: count(EventReason::Dropped).count(),
+            dropped_tokens: count(EventReason::Dropped).map(|e| e.tokens_removed as u64).sum(),
+            truncated_sequences: count(EventReason::Truncated).count(),
+            truncated_tokens: count(EventReason::Truncated).map(|e| e.tokens_removed as u64).sum(),
+            split_sequences: count(EventReason::Split).count(),
             padding_rows: self.padding_rows,
         }
     }
+}
+
+/// A plan as integer columns, one entry per piece (what samplers and numpy take).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanColumns {
+    pub source_index: Vec<i64>,
+    pub chunk_index: Vec<i64>,
+    pub source_start: Vec<i64>,
+    pub seq_lens: Vec<i64>,
+    /// The row of every piece.
+    pub row: Vec<i64>,
+    /// `[rows + 1]`: row `r` holds pieces `row_offsets[r]..row_offsets[r + 1]`.
+    pub row_offsets: Vec<i64>,
+}
+
+impl Plan {
+    pub fn columns(&self) -> PlanColumns {
+        let column = |f: fn(&Piece) -> usize| self.pieces.iter().map(|p| f(p) as i64).collect();
+        let mut row = Vec::with_capacity(self.pieces.len());
+        for (index, pair) in self.row_offsets.windows(2).enumerate() {
+            row.extend(std::iter::repeat_n(index as i64, pair[1] - pair[0]));
+        }
+        PlanColumns {
+            source_index: column(|p| p.source_index),
+            chunk_index: column(|p| p.chunk_index),
+            source_start: column(|p| p.source_start),
+            seq_lens: column(|p| p.seq_len),
+            row,
+            row_offsets: self.row_offsets.iter().map(|&o| o as i64).collect(),
+        }
+    }
+}
+
+/// Lengths as a caller may hold them (signed integers), checked: none may be negative.
+pub fn lengths_from(raw: &[i64]) -> Result<Vec<usize>> {
+    raw.iter()
+        .enumerate()
+        .map(|(index, &length)| {
+            usize::try_from(length).map_err(|_| Error::InvalidOption {
+                name: "lengths",
+                message: format!("sequence {index} has a negative length ({length})"),
+            })
+        })
+        .collect()
 }
 
 /// Plan rows for sequences of the given lengths.
@@ -146,7 +199,7 @@ pub fn plan(lengths: &[usize], options: &PlanOptions) -> Result<Plan> {
         wrap(lengths, max_length, max_seqs)
     } else {
         let (pieces, events) = cut_overlong(lengths, options)?;
-        let piece_lengths: Vec<usize> = pieces.iter().map(|p| p.length).collect();
+        let piece_lengths: Vec<usize> = pieces.iter().map(|p| p.seq_len).collect();
         let (placement, row_at, rows) = match options.strategy {
             Strategy::BestFitDecreasing => best_fit_decreasing(&piece_lengths, max_length, max_seqs),
             Strategy::FirstFitDecreasing => {
@@ -186,7 +239,7 @@ fn cut_overlong(lengths: &[usize], options: &PlanOptions) -> Result<(Vec<Piece>,
     let mut events = Vec::new();
     for (source, &length) in lengths.iter().enumerate() {
         if length <= max_length {
-            pieces.push(Piece { source, chunk: 0, start: 0, length });
+            pieces.push(Piece { source_index: source, chunk_index: 0, source_start: 0, seq_len: length });
             continue;
         }
         let removed = length - max_length;
@@ -195,18 +248,19 @@ fn cut_overlong(lengths: &[usize], options: &PlanOptions) -> Result<(Vec<Piece>,
                 return Err(Error::Overlong { index: source, length, max_length });
             }
             Overlong::Drop => events.push(Event {
-                source,
-                kind: EventKind::Dropped,
+                source_index: source,
+                reason: EventReason::Dropped,
                 length,
                 tokens_removed: length,
                 pieces: 0,
             }),
             Overlong::Truncate(keep) => {
-                let start = if keep == Keep::Head { 0 } else { removed };
-                pieces.push(Piece { source, chunk: 0, start, length: max_length });
+                // `Keep::Ends` is refused by `PlanOptions::validate`.
+                let start = if keep == Keep::Tail { removed } else { 0 };
+                pieces.push(Piece { source_index: source, chunk_index: 0, source_start: start, seq_len: max_length });
                 events.push(Event {
-                    source,
-                    kind: EventKind::Truncated,
+                    source_index: source,
+                    reason: EventReason::Truncated,
                     length,
                     tokens_removed: removed,
                     pieces: 1,
@@ -217,11 +271,11 @@ fn cut_overlong(lengths: &[usize], options: &PlanOptions) -> Result<(Vec<Piece>,
                 for chunk in 0..chunks {
                     let start = chunk * max_length;
                     let piece_length = max_length.min(length - start);
-                    pieces.push(Piece { source, chunk, start, length: piece_length });
+                    pieces.push(Piece { source_index: source, chunk_index: chunk, source_start: start, seq_len: piece_length });
                 }
                 events.push(Event {
-                    source,
-                    kind: EventKind::Split,
+                    source_index: source,
+                    reason: EventReason::Split,
                     length,
                     tokens_removed: 0,
                     pieces: chunks,
@@ -374,7 +428,7 @@ fn wrap(lengths: &[usize], max_length: usize, max_seqs: usize) -> (Vec<Piece>, V
                 count = 0;
             }
             let piece_length = room.min(length - start);
-            pieces.push(Piece { source, chunk, start, length: piece_length });
+            pieces.push(Piece { source_index: source, chunk_index: chunk, source_start: start, seq_len: piece_length });
             room -= piece_length;
             count += 1;
             start += piece_length;
@@ -382,8 +436,8 @@ fn wrap(lengths: &[usize], max_length: usize, max_seqs: usize) -> (Vec<Piece>, V
         }
         if chunk > 1 {
             events.push(Event {
-                source,
-                kind: EventKind::Wrapped,
+                source_index: source,
+                reason: EventReason::Wrapped,
                 length,
                 tokens_removed: 0,
                 pieces: chunk,
@@ -409,7 +463,7 @@ fn group_by_row(
         row_offsets[row + 1] += row_offsets[row];
     }
     let mut next = row_offsets.clone();
-    let mut ordered = vec![Piece { source: 0, chunk: 0, start: 0, length: 0 }; pieces.len()];
+    let mut ordered = vec![Piece { source_index: 0, chunk_index: 0, source_start: 0, seq_len: 0 }; pieces.len()];
     for (&piece, &row) in placement.iter().zip(row_at) {
         ordered[next[row]] = pieces[piece];
         next[row] += 1;

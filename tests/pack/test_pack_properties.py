@@ -43,7 +43,7 @@ def test_every_token_once_in_order_or_reported(lengths, options, data):
     assert batch.input_ids.shape == (stats.rows, L)
     assert stats.rows >= stats.lower_bound_rows
     assert stats.rows % options["pad_rows_to_multiple_of"] == 0
-    assert batch.attention_mask.sum() == stats.real_tokens
+    assert (batch.segment_ids > 0).sum() == stats.real_tokens
     assert stats.real_tokens + stats.pad_tokens == stats.rows * L
 
     # Every input token is in the output, once and in order, or reported.
@@ -83,7 +83,7 @@ def test_every_token_once_in_order_or_reported(lengths, options, data):
         assert batch.segment_ids.max(initial=0) <= options["max_seqs_per_row"]
     pad = batch.segment_ids == 0
     assert (batch.labels[pad] == -100).all() and (batch.input_ids[pad] == 0).all()
-    assert (batch.attention_mask[pad] == 0).all()
+    assert (batch.segment_ids[pad] == 0).all()
 
 
 @given(lengths=lengths_st, options=options_st)
@@ -100,9 +100,10 @@ def test_plan_matches_pack(lengths, options):
     planned = seqpack.plan(lengths, **options)
     batch = seqpack.pack(make_sequences(lengths), **options)
     assert planned.num_rows == batch.num_rows
-    np.testing.assert_array_equal(planned.length, batch.seq_lens)
-    np.testing.assert_array_equal(planned.source_index, batch.source_index[:, 0])
-    np.testing.assert_array_equal(planned.start, batch.source_start)
+    np.testing.assert_array_equal(planned.seq_lens, batch.seq_lens)
+    # One name per concept: the plan's per-piece arrays are the batch's per-segment arrays.
+    for name in ("source_index", "chunk_index", "source_start", "row_offsets"):
+        np.testing.assert_array_equal(getattr(planned, name), getattr(batch, name), err_msg=name)
     assert planned.stats == batch.stats
     rows = [row for row, *_ in segments_of(batch)]
     np.testing.assert_array_equal(planned.row, rows)
@@ -162,7 +163,7 @@ def test_seed_shuffles_rows_reproducibly():
 def test_pad_rows_to_multiple_adds_empty_rows_at_the_end():
     batch = seqpack.pack([[1, 2, 3]] * 5, max_length=4, pad_rows_to_multiple_of=8)
     assert batch.num_rows == 8 and batch.stats.padding_rows == 3
-    assert (batch.attention_mask[5:] == 0).all() and (batch.labels[5:] == -100).all()
+    assert (batch.segment_ids[5:] == 0).all() and (batch.labels[5:] == -100).all()
 
 
 @pytest.mark.parametrize("strategy", seqpack.STRATEGIES)

@@ -234,7 +234,7 @@ def run(
     """Sweep the configurations over chat ``records`` (objects or a file path) and return the
     table as data.
 
-    >>> from seqpack import harness, synthetic
+    >>> from seqpack.cli import harness, synthetic
     >>> result = harness.run(synthetic.conversations(200), tokenizer=synthetic.TOKENIZER_PATH,
     ...                      max_lengths=(512, 2048), strategies=("bfd",))
     >>> [(r.max_length, r.method) for r in result.rows][:3]
@@ -277,8 +277,7 @@ def run(
                 planned = plan(lengths, max_length=max_length, strategy=strategy, max_seqs_per_row=limit)
                 plan_seconds = time.perf_counter() - start
                 start = time.perf_counter()
-                batch = pack(encoded.tokens, offsets=encoded.offsets, labels=encoded.labels,
-                             max_length=max_length, strategy=strategy, max_seqs_per_row=limit)
+                batch = pack(encoded, max_length=max_length, strategy=strategy, max_seqs_per_row=limit)
                 pack_seconds = time.perf_counter() - start
                 block = attention_cost(batch.seq_lens)
                 rows.append(BenchRow(

@@ -57,8 +57,8 @@ def assistant_regions(tokens):
 options = st.fixed_dictionaries({
     "max_length": st.integers(24, 400),
     "keep_first_turn": st.booleans(),
-    "overflow": st.sampled_from(["truncate", "split"]),
-    "cut_keep": st.sampled_from(["head", "tail", "middle"]),
+    "overlong": st.sampled_from(["truncate", "split"]),
+    "truncate_keep": st.sampled_from(["head", "tail", "ends"]),
     "train_on_cut_turns": st.booleans(),
 })
 
@@ -82,7 +82,7 @@ def test_generated_conversations_keep_every_promise(records, opts, qwen_dir):
             assert not samples
             continue
         assert report.status in ("kept", "truncated", "split")
-        assert report.status != "split" or opts["overflow"] == "split"
+        assert report.status != "split" or opts["overlong"] == "split"
         trained_total = 0
         for k in samples:
             tokens, labels = encoded.sample(k)
@@ -114,7 +114,7 @@ def test_generated_conversations_keep_every_promise(records, opts, qwen_dir):
             # The sample ends with an assistant turn's end token (and its newline).
             assert tokens[-2:].tolist() == [IM_END, NEWLINE] or report.cut_messages
         assert trained_total == report.trained_after
-        if opts["overflow"] == "split" and not report.cut_messages and report.reason != "untrainable_windows_dropped":
+        if opts["overlong"] == "split" and not report.cut_messages and report.reason != "untrainable_windows_dropped":
             # Every assistant turn that precedes the last answer is trained exactly once.
             ends = sum(int((encoded.sample(k)[1] == IM_END).sum()) for k in samples)
             last_answer = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
@@ -165,8 +165,8 @@ def test_single_long_turn_is_cut_and_answer_kept(qwen_dir):
         {"role": "user", "content": "long document " * 300},
         {"role": "assistant", "content": "A short summary."},
     ]}
-    for cut_keep in ("head", "tail", "middle"):
-        encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=128, cut_keep=cut_keep)
+    for truncate_keep in ("head", "tail", "ends"):
+        encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=128, truncate_keep=truncate_keep)
         report = encoded.report.records[0]
         assert report.reason == "turn_cut" and report.cut_messages == [1]
         tokens, _labels = encoded.sample(0)
@@ -232,7 +232,7 @@ def test_windows_dropped_for_no_labels_are_reported(qwen_dir):
         {"role": "assistant", "content": "hello there"}, {"role": "user", "content": "q"},
         {"role": "assistant", "content": "word " * 200},
     ]}
-    encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=60, overflow="split")
+    encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=60, overlong="split")
     report = encoded.report.records[0]
     assert report.windows == len(encoded) == 1
     assert report.reason == "untrainable_windows_dropped"

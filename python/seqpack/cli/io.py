@@ -134,8 +134,7 @@ def write_parquet(batch: PackedBatch, output: Path) -> None:
     def column(array: np.ndarray) -> pa.Array:
         return pa.LargeListArray.from_arrays(offsets, pa.array(array.reshape(-1).astype(np.int32)))
 
-    segments_per_row = batch.segment_ids.max(axis=1).astype(np.int64) if rows else np.zeros(0, np.int64)
-    seq_offsets = np.concatenate([[0], np.cumsum(segments_per_row)]).astype(np.int64)
+    seq_offsets = batch.row_offsets
     seq_lens = pa.LargeListArray.from_arrays(pa.array(seq_offsets), pa.array(batch.seq_lens.astype(np.int32)))
     columns = {
         "input_ids": column(batch.input_ids),
@@ -144,7 +143,7 @@ def write_parquet(batch: PackedBatch, output: Path) -> None:
         "seq_lens": seq_lens,
     }
     # Where every packed sequence came from: its input sample and, for chat input, record.
-    sources = batch.source_index[:, 0]
+    sources = batch.source_index
     if batch.sample_record is not None:
         sources = batch.sample_record[sources]
     columns["source_index"] = pa.LargeListArray.from_arrays(pa.array(seq_offsets), pa.array(sources.astype(np.int64)))
@@ -157,7 +156,7 @@ def write_parquet(batch: PackedBatch, output: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-NPY_ARRAYS = ("input_ids", "labels", "position_ids", "segment_ids", "attention_mask",
+NPY_ARRAYS = ("input_ids", "labels", "position_ids", "segment_ids", "row_offsets",
               "cu_seqlens", "seq_lens", "source_index")
 
 

@@ -126,10 +126,10 @@ def test_template_cannot_reach_files_or_python(qwen_dir, tmp_path):
 def test_bad_options(qwen_dir, tmp_path):
     with pytest.raises(seqpack.InvalidOptionError, match="template"):
         seqpack.encode([GOOD], tokenizer=qwen_dir / "tokenizer.json", template="gpt5", max_length=64)
-    with pytest.raises(seqpack.InvalidOptionError, match="overflow"):
-        encode([GOOD], qwen_dir, overflow="wrap")
-    with pytest.raises(seqpack.InvalidOptionError, match="cut_keep"):
-        encode([GOOD], qwen_dir, cut_keep="left")
+    with pytest.raises(seqpack.InvalidOptionError, match="option overlong: unknown policy 'wrap'"):
+        encode([GOOD], qwen_dir, overlong="wrap")
+    with pytest.raises(seqpack.InvalidOptionError, match="option truncate_keep"):
+        encode([GOOD], qwen_dir, truncate_keep="left")
     with pytest.raises(seqpack.InvalidOptionError, match="train_on"):
         encode([GOOD], qwen_dir, train_on=["bot"])
     with pytest.raises(seqpack.InvalidOptionError, match="on_error"):
@@ -205,7 +205,7 @@ def test_every_kind_of_tokenizer_gives_the_same_samples(qwen_dir):
 
 
 def test_api_type_errors_are_seqpack_errors(qwen_dir):
-    for kwargs in ({"train_on": None}, {"cut_keep": 1}, {"overflow": None}, {"max_length": "64"}):
+    for kwargs in ({"train_on": None}, {"truncate_keep": 1}, {"overlong": None}, {"max_length": "64"}):
         options = {"max_length": 64, **kwargs}
         with pytest.raises(seqpack.InvalidOptionError):
             seqpack.encode([GOOD], tokenizer=qwen_dir, template="qwen3", **options)

@@ -25,10 +25,13 @@ def test_pack_to_parquet_matches_pack(tmp_path, qwen_dir):
     out = tmp_path / "packed.parquet"
     done = run("pack", source, "-o", out, "--tokenizer", qwen_dir, "--max-length", 1024, "--on-error", "skip")
     assert done.returncode == 0, done.stderr
-    assert "rows of 1024" in done.stdout and "wrote" in done.stdout
+    # One summary covering both stages: what encoding cut, then what packing did.
+    assert "conversations (encode):" in done.stdout and "packing:" in done.stdout
+    assert "max_length          1,024" in done.stdout and "wrote" in done.stdout
     table = pq.read_table(out)
     assert table.schema.field("input_ids").type.value_type.bit_width == 32
-    batch = seqpack.pack(source, tokenizer=qwen_dir, template="qwen3", max_length=1024, on_error="skip")
+    # The command line renders with the tokenizer's own template, as the API does.
+    batch = seqpack.pack(source, tokenizer=qwen_dir, max_length=1024, on_error="skip")
     for name in ("input_ids", "labels", "position_ids"):
         column = np.array(table.column(name).to_pylist())
         np.testing.assert_array_equal(column, getattr(batch, name))
@@ -98,7 +101,8 @@ def test_bench_default_runs_without_data(tmp_path):
         (("pack", "bad.jsonl", "-o", "x.parquet", "--tokenizer", "TOK"), "record 1 (line 2): not valid JSON"),
         (("pack", "good.jsonl", "-o", "x.txt", "--tokenizer", "TOK"), "unknown output format '.txt'"),
         (("pack", "good.jsonl", "-o", "x.parquet"), "--tokenizer is required"),
-        (("pack", "good.jsonl", "-o", "x.parquet", "--tokenizer", "TOK", "--max-length", "0"), "max_length"),
+        (("pack", "good.jsonl", "-o", "x.parquet", "--tokenizer", "TOK", "--max-length", "0"),
+         "--max-length: expected a positive integer"),
         (("stats", "tokens_bad.jsonl"), "record 1: field 'input_ids' is missing"),
         (("bench", "good.jsonl", "--tokenizer", "TOK", "--max-lengths", "0"), "expected positive integers"),
     ],
@@ -141,7 +145,7 @@ def test_parquet_chat_and_token_input(tmp_path, qwen_dir):
 def test_gpu_benchmark_code_runs_on_the_cpu():
     # The --gpu timing runs on CUDA only; the same code on the CPU with a tiny model proves
     # it works end to end here (CUDA is not available to the test suite).
-    from seqpack import harness
+    from seqpack.cli import harness
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 60, size=24)
@@ -195,3 +199,24 @@ def test_odd_inputs_give_one_line(tmp_path):
         assert done.returncode == 2, args
         assert message in done.stderr, (args, done.stderr)
         assert "Traceback" not in done.stderr
+
+
+def test_help_shows_defaults_and_template_follows_the_tokenizer(tmp_path, qwen_dir):
+    done = run("pack", "--help")
+    assert "tokens per row (default: 4096)" in " ".join(done.stdout.split())
+    assert "the tokenizer's own (default" in " ".join(done.stdout.split())
+    # A tokenizer folder whose template is not Qwen's: the command line must use it, not qwen3.
+    folder = tmp_path / "tok"
+    folder.mkdir()
+    (folder / "tokenizer.json").write_text((qwen_dir / "tokenizer.json").read_text())
+    template = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|im_end|>{% endfor %}"
+    (folder / "tokenizer_config.json").write_text(json.dumps({"chat_template": template, "eos_token": "<|im_end|>"}))
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    (tmp_path / "good.jsonl").write_text(json.dumps(good) + "\n")
+    done = run("pack", "good.jsonl", "-o", "out", "--tokenizer", folder, "--max-length", 64, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    ids = np.load(tmp_path / "out" / "input_ids.npy")
+    expected = seqpack.encode([good], tokenizer=folder, max_length=64).tokens
+    assert ids[0][: len(expected)].tolist() == expected.tolist()
+    qwen3 = seqpack.encode([good], tokenizer=folder, template="qwen3", max_length=64).tokens
+    assert qwen3.tolist() != expected.tolist()

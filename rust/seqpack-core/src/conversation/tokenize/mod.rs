@@ -2,12 +2,14 @@
 //! byte span of every message onto token indices. The whole conversation is tokenized once;
 //! a token that straddles a message boundary is detected and reported, never silently moved.
 
-use crate::error::{Error, Result};
-use crate::fastbpe::FastBpe;
-use crate::template::Rendered;
+mod fastbpe;
+mod pretokenize;
 
-/// Token ids and the byte range of each in the text.
-pub type TokensWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
+use crate::conversation::template::Rendered;
+use crate::error::{Error, Result};
+use fastbpe::FastBpe;
+
+pub use fastbpe::TokensWithOffsets;
 
 /// A loaded tokenizer (the same Rust library the `tokenizers` Python package wraps).
 #[derive(Clone)]
@@ -24,8 +26,10 @@ impl std::fmt::Debug for Tokenizer {
 }
 
 impl Tokenizer {
-    /// Load from the JSON text of a `tokenizer.json`.
-    pub fn from_json(json: &str) -> Result<Self> {
+    /// Load from the JSON text of a `tokenizer.json`. With `fast`, the exact byte-level BPE
+    /// fast path is used when the tokenizer is one it reproduces; without, every text goes
+    /// through the `tokenizers` library.
+    pub fn from_json(json: &str, fast: bool) -> Result<Self> {
         let mut inner: tokenizers::Tokenizer = json
             .parse()
             .map_err(|e| Error::Tokenizer { message: format!("cannot load tokenizer.json: {e}") })?;
@@ -35,8 +39,9 @@ impl Tokenizer {
             .with_truncation(None)
             .map_err(|e| Error::Tokenizer { message: e.to_string() })?;
         inner.with_padding(None);
-        let fast = serde_json::from_str::<serde_json::Value>(json)
-            .ok()
+        let fast = fast
+            .then(|| serde_json::from_str::<serde_json::Value>(json).ok())
+            .flatten()
             .and_then(|config| FastBpe::from_json(&config))
             .map(std::sync::Arc::new);
         Ok(Self { inner, fast })

@@ -194,7 +194,7 @@ def test_split_trains_every_assistant_turn_once(qwen_dir):
     files = {p.name: p for p in require_chat_data()}
     path = files["glaive_toolcall_en_demo.json"]
     whole = seqpack.encode(path, tokenizer=qwen_dir, template="qwen3", max_length=1 << 20)
-    split = seqpack.encode(path, tokenizer=qwen_dir, template="qwen3", max_length=400, overflow="split")
+    split = seqpack.encode(path, tokenizer=qwen_dir, template="qwen3", max_length=400, overlong="split")
     assert split.report.counts().get("split", 0) > 0
     im_end = 151645
     for report, full_report in zip(split.report.records, whole.report.records):

@@ -3,7 +3,7 @@
 //! middle; a user message and everything up to the next user message (assistant replies,
 //! tool calls and their results) stay or go together. Plain data in, plain data out.
 
-use crate::chat::{Conversation, Role};
+use crate::conversation::records::{Conversation, Role};
 
 /// A run of messages that stays or goes as one: a user message and what follows it up to
 /// the next user message.

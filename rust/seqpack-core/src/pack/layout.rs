@@ -3,40 +3,10 @@
 //! boundaries, one row per task, so the bytes are identical for any thread count.
 
 use crate::error::{Error, Result};
-use crate::plan::{Piece, Plan};
+use crate::labels::IGNORE_INDEX;
+use crate::pack::options::{LayoutOptions, LossWeighting};
+use crate::pack::plan::{Piece, Plan};
 use rayon::prelude::*;
-
-/// The label that loss functions skip (PyTorch's `ignore_index`).
-pub const IGNORE_INDEX: i64 = -100;
-
-/// How `loss_weights` spreads weight over trained tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LossWeighting {
-    /// 1 for every trained token: a packed weighted mean equals the unpacked token mean.
-    Token,
-    /// 1 / (trained tokens of its sequence): a packed weighted sum over sequences equals the
-    /// unpacked mean of per-sequence means.
-    Sequence,
-}
-
-impl LossWeighting {
-    pub fn from_name(name: &str) -> Result<Self> {
-        match name {
-            "token" => Ok(Self::Token),
-            "sequence" => Ok(Self::Sequence),
-            other => Err(Error::InvalidOption {
-                name: "loss_weights",
-                message: format!("unknown weighting '{other}'; expected 'token' or 'sequence'"),
-            }),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct LayoutOptions {
-    pub pad_id: i64,
-    pub loss_weights: Option<LossWeighting>,
-}
 
 /// Token ids as they come in (int32 or int64).
 pub trait TokenIn: Copy + Send + Sync + Into<i64> {}
@@ -179,13 +149,16 @@ pub struct Packed<O> {
     pub labels: Vec<i64>,
     pub position_ids: Vec<i64>,
     pub segment_ids: Vec<i32>,
-    pub attention_mask: Vec<i64>,
     pub loss_weights: Option<Vec<f32>>,
+    /// `[rows + 1]`: row `r` holds segments `row_offsets[r]..row_offsets[r + 1]`.
+    pub row_offsets: Vec<i64>,
     /// `[S + 1]` segment boundaries in the padding-free token stream.
     pub cu_seqlens: Vec<i32>,
     pub seq_lens: Vec<i32>,
-    /// `[S, 2]` row-major: (input sequence, chunk of it) for every segment.
+    /// `[S]`: the input sequence of every segment.
     pub source_index: Vec<i64>,
+    /// `[S]`: which chunk of its sequence (0 unless split or wrapped).
+    pub chunk_index: Vec<i64>,
     /// `[S]`: offset of the segment's first token inside its input sequence.
     pub source_start: Vec<i64>,
     pub max_seqlen: usize,
@@ -197,7 +170,6 @@ struct RowOut<'a, O> {
     labels: &'a mut [i64],
     position_ids: &'a mut [i64],
     segment_ids: &'a mut [i32],
-    attention_mask: &'a mut [i64],
     loss_weights: Option<&'a mut [f32]>,
 }
 
@@ -219,7 +191,6 @@ pub fn materialize<I: TokenIn, O: TokenOut>(
     let mut labels = vec![0i64; cells];
     let mut position_ids = vec![0i64; cells];
     let mut segment_ids = vec![0i32; cells];
-    let mut attention_mask = vec![0i64; cells];
     let mut loss_weights = options.loss_weights.map(|_| vec![0f32; cells]);
 
     let weight_of_source = options
@@ -237,10 +208,13 @@ pub fn materialize<I: TokenIn, O: TokenOut>(
             .zip(labels.chunks_mut(width))
             .zip(position_ids.chunks_mut(width))
             .zip(segment_ids.chunks_mut(width))
-            .zip(attention_mask.chunks_mut(width))
             .zip(weight_chunks.drain(..))
-            .map(|(((((input_ids, labels), position_ids), segment_ids), attention_mask), loss_weights)| {
-                RowOut { input_ids, labels, position_ids, segment_ids, attention_mask, loss_weights }
+            .map(|((((input_ids, labels), position_ids), segment_ids), loss_weights)| RowOut {
+                input_ids,
+                labels,
+                position_ids,
+                segment_ids,
+                loss_weights,
             })
             .collect();
         outs.into_par_iter().with_min_len(16).enumerate().for_each(|(row, out)| {
@@ -248,10 +222,9 @@ pub fn materialize<I: TokenIn, O: TokenOut>(
         });
     }
 
-    let seq_lens = plan.pieces.iter().map(|p| p.length as i32).collect();
-    let source_index = plan.pieces.iter().flat_map(|p| [p.source as i64, p.chunk as i64]).collect();
-    let source_start = plan.pieces.iter().map(|p| p.start as i64).collect();
-    let max_seqlen = plan.pieces.iter().map(|p| p.length).max().unwrap_or(0);
+    let columns = plan.columns();
+    let seq_lens = plan.pieces.iter().map(|p| p.seq_len as i32).collect();
+    let max_seqlen = plan.pieces.iter().map(|p| p.seq_len).max().unwrap_or(0);
     Ok(Packed {
         rows,
         max_length: width,
@@ -259,19 +232,20 @@ pub fn materialize<I: TokenIn, O: TokenOut>(
         labels,
         position_ids,
         segment_ids,
-        attention_mask,
         loss_weights,
+        row_offsets: columns.row_offsets,
         cu_seqlens: boundaries,
         seq_lens,
-        source_index,
-        source_start,
+        source_index: columns.source_index,
+        chunk_index: columns.chunk_index,
+        source_start: columns.source_start,
         max_seqlen,
     })
 }
 
 /// `cu_seqlens`: cumulative segment lengths over the padding-free stream, as int32.
 fn segment_boundaries(plan: &Plan) -> Result<Vec<i32>> {
-    let total: u64 = plan.pieces.iter().map(|p| p.length as u64).sum();
+    let total: u64 = plan.pieces.iter().map(|p| p.seq_len as u64).sum();
     let limit = i32::MAX as u64;
     if total > limit {
         return Err(Error::TooManyTokens { tokens: total, limit });
@@ -280,7 +254,7 @@ fn segment_boundaries(plan: &Plan) -> Result<Vec<i32>> {
     let mut running = 0i32;
     boundaries.push(0);
     for piece in &plan.pieces {
-        running += piece.length as i32;
+        running += piece.seq_len as i32;
         boundaries.push(running);
     }
     Ok(boundaries)
@@ -289,12 +263,12 @@ fn segment_boundaries(plan: &Plan) -> Result<Vec<i32>> {
 /// Tokens a piece trains on: every position but the first (which no earlier token of its own
 /// sequence predicts) whose label is not ignored.
 fn trained_in_piece<I: TokenIn>(sequences: &Sequences<'_, I>, piece: &Piece) -> usize {
-    match sequences.labels_of(piece.source) {
-        Some(labels) => labels[piece.start + 1..piece.start + piece.length]
+    match sequences.labels_of(piece.source_index) {
+        Some(labels) => labels[piece.source_start + 1..piece.source_start + piece.seq_len]
             .iter()
             .filter(|&&l| l != IGNORE_INDEX)
             .count(),
-        None => piece.length - 1,
+        None => piece.seq_len - 1,
     }
 }
 
@@ -309,7 +283,7 @@ fn source_weights<I: TokenIn>(
         LossWeighting::Sequence => {
             let mut trained = vec![0usize; sequences.len()];
             for piece in &plan.pieces {
-                trained[piece.source] += trained_in_piece(sequences, piece);
+                trained[piece.source_index] += trained_in_piece(sequences, piece);
             }
             trained.iter().map(|&n| if n == 0 { 0.0 } else { 1.0 / n as f32 }).collect()
         }
@@ -323,18 +297,18 @@ fn fill_row<I: TokenIn, O: TokenOut>(
     pad_id: O,
     weight_of_source: Option<&[f32]>,
 ) {
-    let RowOut { input_ids, labels, position_ids, segment_ids, attention_mask, mut loss_weights } = out;
+    let RowOut { input_ids, labels, position_ids, segment_ids, mut loss_weights } = out;
     let mut at = 0;
     for (slot, piece) in pieces.iter().enumerate() {
-        let span = at..at + piece.length;
-        let tokens = &sequences.tokens_of(piece.source)[piece.start..piece.start + piece.length];
+        let span = at..at + piece.seq_len;
+        let tokens = &sequences.tokens_of(piece.source_index)[piece.source_start..piece.source_start + piece.seq_len];
         for (cell, &token) in input_ids[span.clone()].iter_mut().zip(tokens) {
             // Validated above: every token fits `O`.
             *cell = O::try_from(token.into()).unwrap_or_default();
         }
         let row_labels = &mut labels[span.clone()];
-        match sequences.labels_of(piece.source) {
-            Some(given) => row_labels.copy_from_slice(&given[piece.start..piece.start + piece.length]),
+        match sequences.labels_of(piece.source_index) {
+            Some(given) => row_labels.copy_from_slice(&given[piece.source_start..piece.source_start + piece.seq_len]),
             None => {
                 for (cell, &token) in row_labels.iter_mut().zip(tokens) {
                     *cell = token.into();
@@ -348,9 +322,8 @@ fn fill_row<I: TokenIn, O: TokenOut>(
             *cell = position as i64;
         }
         segment_ids[span.clone()].fill(slot as i32 + 1);
-        attention_mask[span.clone()].fill(1);
         if let (Some(weights), Some(per_source)) = (loss_weights.as_deref_mut(), weight_of_source) {
-            let weight = per_source[piece.source];
+            let weight = per_source[piece.source_index];
             for (cell, &label) in weights[span.clone()].iter_mut().zip(row_labels.iter()) {
                 *cell = if label == IGNORE_INDEX { 0.0 } else { weight };
             }
@@ -363,5 +336,5 @@ fn fill_row<I: TokenIn, O: TokenOut>(
     for (position, cell) in position_ids[at..].iter_mut().enumerate() {
         *cell = position as i64;
     }
-    // segment_ids, attention_mask and loss_weights are already 0 there.
+    // segment_ids and loss_weights are already 0 there.
 }

@@ -6,7 +6,7 @@ user messages around 20 words and answers around 50 (lognormal), 2% of user mess
 documents (around 600 words), and a tail of long
 documents, so lengths span tens to thousands of tokens. The tokenizer is a byte-level BPE
 (Qwen2's split pattern, 4,096 tokens) trained on text of the same generator; it is rebuilt
-with ``python -m seqpack.synthetic --build-tokenizer`` and stored in ``seqpack/data``.
+with ``python -m seqpack.cli.synthetic --build-tokenizer`` and stored in ``seqpack/data``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-TOKENIZER_PATH = Path(__file__).parent / "data" / "tokenizer.json"
+TOKENIZER_PATH = Path(__file__).resolve().parents[1] / "data" / "tokenizer.json"
 SYSTEM_PROMPTS = [
     "You are a helpful assistant.",
     "You are a careful assistant. Answer precisely and cite the steps you take.",
@@ -106,11 +106,16 @@ def conversations(count: int = 5000, *, seed: int = 0) -> list[dict[str, Any]]:
     return out
 
 
+# The Qwen2 pre-tokenizer split, which the Rust byte-level BPE fast path reproduces exactly.
+QWEN2_PATTERN = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
 def build_tokenizer(path: Path = TOKENIZER_PATH) -> None:
     """Train the shipped byte-level BPE on text from the generator (a maintainer's step)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
-
-    from seqpack.fastbpe_patterns import QWEN2_PATTERN
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = normalizers.NFC()

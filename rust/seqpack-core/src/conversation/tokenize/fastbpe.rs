@@ -14,12 +14,11 @@ use rustc_hash::FxHashMap;
 use serde_json::Value;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
-use unicode_general_category::{get_general_category, GeneralCategory};
 
-/// The Qwen2 pre-tokenizer pattern (Qwen2, Qwen2.5, Qwen3): single digits.
-const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// The Llama-3 pattern: digits in runs of up to three.
-const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+use super::pretokenize::{next_pretoken, LLAMA3_PATTERN, QWEN2_PATTERN};
+
+/// Token ids and the byte range of each in the text.
+pub type TokensWithOffsets = (Vec<u32>, Vec<(usize, usize)>);
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 const CACHE_LIMIT: usize = 200_000;
@@ -179,7 +178,7 @@ impl FastBpe {
     }
 
     /// Ids and byte offsets, or `None` when the text must go to the full library (not NFC).
-    pub fn encode(&self, text: &str) -> Option<crate::tokenize::TokensWithOffsets> {
+    pub fn encode(&self, text: &str) -> Option<TokensWithOffsets> {
         if !unicode_normalization::is_nfc(text) {
             return None;
         }
@@ -327,119 +326,5 @@ impl FastBpe {
             }
         }
         (0..n).filter(|&i| alive[i]).flat_map(|i| [id[i], len[i]]).collect()
-    }
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Class {
-    Letter,
-    Number,
-    Newline,
-    Space,
-    Other,
-}
-
-fn class(c: char) -> Class {
-    if c.is_ascii() {
-        return match c {
-            'a'..='z' | 'A'..='Z' => Class::Letter,
-            '0'..='9' => Class::Number,
-            '\r' | '\n' => Class::Newline,
-            ' ' | '\t' | '\x0b' | '\x0c' => Class::Space,
-            _ => Class::Other,
-        };
-    }
-    if c.is_whitespace() {
-        return Class::Space;
-    }
-    use GeneralCategory::*;
-    match get_general_category(c) {
-        UppercaseLetter | LowercaseLetter | TitlecaseLetter | ModifierLetter | OtherLetter => Class::Letter,
-        DecimalNumber | LetterNumber | OtherNumber => Class::Number,
-        _ => Class::Other,
-    }
-}
-
-fn is_space(class: Class) -> bool {
-    matches!(class, Class::Space | Class::Newline)
-}
-
-/// Length in bytes of the next pre-token of `s` (non-empty), following the split pattern's
-/// alternatives in order, as a backtracking regex engine would.
-fn next_pretoken(s: &str, max_digits: usize) -> usize {
-    let mut chars = s.char_indices().peekable();
-    let (_, first) = *chars.peek().expect("non-empty");
-    let first_class = class(first);
-    let byte_after = |n: usize| s.char_indices().nth(n).map(|(i, _)| i).unwrap_or(s.len());
-
-    // 1. (?i:'s|'t|'re|'ve|'m|'ll|'d)
-    if first == '\'' {
-        let rest: Vec<char> = s[1..].chars().take(2).collect();
-        let lower: Vec<char> = rest.iter().map(|c| fold(*c)).collect();
-        match lower.as_slice() {
-            ['s' | 't' | 'm' | 'd', ..] => return 1 + rest[0].len_utf8(),
-            ['r', 'e', ..] | ['v', 'e', ..] | ['l', 'l', ..] => return 1 + rest[0].len_utf8() + rest[1].len_utf8(),
-            _ => {}
-        }
-    }
-    // 2. [^\r\n\p{L}\p{N}]?\p{L}+
-    let letters_from = |start: usize| -> usize {
-        s[start..].char_indices().find(|&(_, c)| class(c) != Class::Letter).map(|(i, _)| start + i).unwrap_or(s.len())
-    };
-    if first_class == Class::Letter {
-        return letters_from(0);
-    }
-    if matches!(first_class, Class::Space | Class::Other) {
-        let second = first.len_utf8();
-        if s[second..].chars().next().is_some_and(|c| class(c) == Class::Letter) {
-            return letters_from(second);
-        }
-    }
-    // 3. \p{N} or \p{N}{1,3}
-    if first_class == Class::Number {
-        let count = s.chars().take(max_digits).take_while(|&c| class(c) == Class::Number).count();
-        return byte_after(count);
-    }
-    // 4. ` ?[^\s\p{L}\p{N}]+[\r\n]*`
-    let others_from = |start: usize| -> Option<usize> {
-        let end = s[start..].char_indices().find(|&(_, c)| class(c) != Class::Other).map(|(i, _)| start + i).unwrap_or(s.len());
-        (end > start).then(|| {
-            let newlines = s[end..].bytes().take_while(|&b| b == b'\r' || b == b'\n').count();
-            end + newlines
-        })
-    };
-    if first == ' ' {
-        if let Some(end) = others_from(1) {
-            return end;
-        }
-    } else if first_class == Class::Other {
-        if let Some(end) = others_from(0) {
-            return end;
-        }
-    }
-    // 5-7. Whitespace runs.
-    let run_end = s.char_indices().find(|&(_, c)| !is_space(class(c))).map(|(i, _)| i).unwrap_or(s.len());
-    let run = &s[..run_end];
-    // 5. \s*[\r\n]+ : up to and including the last newline of the run.
-    if let Some(last_newline) = run.rfind(['\r', '\n']) {
-        return last_newline + 1;
-    }
-    // 6. \s+(?!\S) : the run, or all but its last char when a non-space follows.
-    if run_end == s.len() {
-        return run_end;
-    }
-    let last_char = run.chars().next_back().map(char::len_utf8).unwrap_or(0);
-    if run_end - last_char > 0 {
-        return run_end - last_char;
-    }
-    // 7. \s+
-    run_end.max(first.len_utf8())
-}
-
-/// Simple case folding for the contraction alternatives.
-fn fold(c: char) -> char {
-    match c {
-        'ſ' => 's',
-        _ => c.to_ascii_lowercase(),
     }
 }

@@ -79,8 +79,10 @@ pub enum Format {
     Alpaca,
 }
 
-impl Format {
-    pub fn from_name(name: &str) -> Result<Self> {
+impl std::str::FromStr for Format {
+    type Err = Error;
+
+    fn from_str(name: &str) -> Result<Self> {
         match name {
             "auto" => Ok(Self::Auto),
             "openai" => Ok(Self::OpenAi),
@@ -97,8 +99,10 @@ impl Format {
 }
 
 /// Field and role spellings. Defaults cover OpenAI, ShareGPT (LLaMA-Factory's spelling) and
-/// Alpaca; a user with other names overrides single entries.
-#[derive(Debug, Clone, PartialEq)]
+/// Alpaca; a user with other names overrides single entries (`{"messages": "chat", "roles":
+/// {"bot": "assistant"}}`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(try_from = "serde_json::Map<String, Value>")]
 pub struct Mapping {
     pub messages: String,
     pub conversations: String,
@@ -154,6 +158,66 @@ impl Default for Mapping {
                 alias("observation", RoleAlias::Observation),
             ],
         }
+    }
+}
+
+impl TryFrom<serde_json::Map<String, Value>> for Mapping {
+    type Error = Error;
+
+    /// Overrides of the default spellings: field names, and `roles` mapping spellings to
+    /// roles.
+    fn try_from(overrides: serde_json::Map<String, Value>) -> Result<Self> {
+        let bad = |message: String| Error::InvalidOption { name: "mapping", message };
+        let mut mapping = Self::default();
+        for (key, value) in &overrides {
+            if key == "roles" {
+                let Value::Object(roles) = value else {
+                    return Err(bad(format!("'roles' must map spellings to roles, got {}", describe(value))));
+                };
+                for (spelling, role) in roles {
+                    let Value::String(role) = role else {
+                        return Err(bad(format!("the role for '{spelling}' must be a string, got {}", describe(role))));
+                    };
+                    let alias = match role.as_str() {
+                        "function_call" => RoleAlias::FunctionCall,
+                        "observation" => RoleAlias::Observation,
+                        other => RoleAlias::Role(Role::from_name(other).ok_or_else(|| {
+                            bad(format!(
+                                "role '{other}' for '{spelling}' is not one of {}, function_call, observation",
+                                Role::NAMES
+                            ))
+                        })?),
+                    };
+                    mapping.roles.push((spelling.clone(), alias));
+                }
+                continue;
+            }
+            let Value::String(field) = value else {
+                return Err(bad(format!("'{key}' must name a field (a string), got {}", describe(value))));
+            };
+            let slot = match key.as_str() {
+                "messages" => &mut mapping.messages,
+                "conversations" => &mut mapping.conversations,
+                "role" => &mut mapping.role,
+                "content" => &mut mapping.content,
+                "from" => &mut mapping.sharegpt_role,
+                "value" => &mut mapping.sharegpt_content,
+                "system" => &mut mapping.system,
+                "tools" => &mut mapping.tools,
+                "instruction" => &mut mapping.instruction,
+                "input" => &mut mapping.input,
+                "output" => &mut mapping.output,
+                "history" => &mut mapping.history,
+                other => {
+                    return Err(bad(format!(
+                        "unknown key '{other}'; expected messages, conversations, role, content, from, \
+                         value, system, tools, instruction, input, output, history or roles"
+                    )))
+                }
+            };
+            slot.clone_from(field);
+        }
+        Ok(mapping)
     }
 }
 

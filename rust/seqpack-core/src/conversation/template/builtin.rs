@@ -1,0 +1,285 @@
+//! The built-in templates, written out in Rust: ChatML as Qwen3 and Qwen2.5 write it,
+//! Llama-3 and Mistral. Each records the span of every message as it writes.
+
+use super::spans::{Rendered, Writer};
+use super::tojson;
+use crate::conversation::records::{Conversation, Message, Role};
+use crate::error::{Error, Result};
+use serde_json::Value;
+
+const QWEN25_DEFAULT_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChatMl {
+    Qwen3,
+    Qwen25,
+}
+
+fn tools_block(tools: &[Value]) -> String {
+    let mut out = String::from(
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+         You are provided with function signatures within <tools></tools> XML tags:\n<tools>",
+    );
+    for tool in tools {
+        out.push('\n');
+        out.push_str(&tojson::dumps(tool));
+    }
+    out.push_str(
+        "\n</tools>\n\nFor each function call, return a json object with function name and \
+         arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": \
+         <function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n",
+    );
+    out
+}
+
+fn is_tool_response(text: &str) -> bool {
+    text.starts_with("<tool_response>") && text.ends_with("</tool_response>")
+}
+
+/// Qwen3's reading of an assistant message: (reasoning, visible content).
+fn split_thinking(message: &Message) -> (String, String) {
+    if let Some(reasoning) = &message.reasoning {
+        return (reasoning.clone(), message.content.clone());
+    }
+    let content = &message.content;
+    if let Some(at) = content.rfind("</think>") {
+        let after = content[at + "</think>".len()..].trim_start_matches('\n').to_string();
+        let before = content[..content.find("</think>").unwrap_or(at)].trim_end_matches('\n');
+        let reasoning = before.rsplit("<think>").next().unwrap_or("").trim_start_matches('\n');
+        return (reasoning.to_string(), after);
+    }
+    (String::new(), content.clone())
+}
+
+pub(super) fn render_chatml(conversation: &Conversation, keep: &[usize], flavour: ChatMl) -> Rendered {
+    let messages: Vec<(usize, &Message)> = keep.iter().map(|&i| (i, &conversation.messages[i])).collect();
+    let tools = &conversation.tools;
+    let mut out = Writer::default();
+
+    let leading_system = messages.first().filter(|(_, m)| m.role == Role::System);
+    let system_text = leading_system.map(|(_, m)| m.content.as_str());
+    let system_index = leading_system.map(|(i, _)| *i);
+    if !tools.is_empty() {
+        out.begin(system_index);
+        out.push("<|im_start|>system\n");
+        out.mark_body_start();
+        match (flavour, system_text) {
+            (ChatMl::Qwen3, Some(text)) => {
+                out.content(text);
+                out.push("\n\n");
+            }
+            (ChatMl::Qwen3, None) => {}
+            (ChatMl::Qwen25, text) => {
+                out.content(text.unwrap_or(QWEN25_DEFAULT_SYSTEM));
+                out.push("\n\n");
+            }
+        }
+        let block = tools_block(tools);
+        out.push(&block[..block.len() - 1]);
+        out.mark_body_end();
+        out.push("\n");
+    } else if let Some(text) = system_text {
+        out.begin(system_index);
+        out.push("<|im_start|>system\n");
+        out.mark_body_start();
+        out.content(text);
+        out.push("<|im_end|>");
+        out.mark_body_end();
+        out.push("\n");
+    } else if flavour == ChatMl::Qwen25 {
+        out.begin(None);
+        out.push("<|im_start|>system\n");
+        out.mark_body_start();
+        out.content(QWEN25_DEFAULT_SYSTEM);
+        out.push("<|im_end|>");
+        out.mark_body_end();
+        out.push("\n");
+    }
+
+    // Qwen3: the index of the last real user query (not a wrapped tool response).
+    let mut last_query = messages.len().saturating_sub(1);
+    for (position, (_, message)) in messages.iter().enumerate().rev() {
+        if message.role == Role::User && !is_tool_response(&message.content) {
+            last_query = position;
+            break;
+        }
+    }
+
+    let count = messages.len();
+    for (position, &(index, message)) in messages.iter().enumerate() {
+        let is_last = position + 1 == count;
+        match message.role {
+            Role::System if position == 0 => {}
+            Role::User | Role::System => {
+                out.begin(Some(index));
+                out.push("<|im_start|>");
+                out.push(message.role.name());
+                out.push("\n");
+                out.mark_body_start();
+                out.content(&message.content);
+                out.push("<|im_end|>");
+                out.mark_body_end();
+                out.push("\n");
+            }
+            Role::Assistant => {
+                out.begin(Some(index));
+                out.push("<|im_start|>assistant");
+                match flavour {
+                    ChatMl::Qwen3 => {
+                        out.push("\n");
+                        out.mark_body_start();
+                        let (reasoning, content) = split_thinking(message);
+                        if position > last_query && (is_last || !reasoning.is_empty()) {
+                            out.push("<think>\n");
+                            out.push(reasoning.trim_matches('\n'));
+                            out.push("\n</think>\n\n");
+                            out.content(content.trim_start_matches('\n'));
+                        } else {
+                            out.content(&content);
+                        }
+                        for (call_index, call) in message.tool_calls.iter().enumerate() {
+                            if call_index > 0 || !content.is_empty() {
+                                out.push("\n");
+                            }
+                            out.push("<tool_call>\n{\"name\": \"");
+                            out.push(&call.name);
+                            out.push("\", \"arguments\": ");
+                            match &call.arguments {
+                                Value::String(text) => out.push(text),
+                                other => out.push(&tojson::dumps(other)),
+                            }
+                            out.push("}\n</tool_call>");
+                        }
+                    }
+                    ChatMl::Qwen25 => {
+                        if message.tool_calls.is_empty() {
+                            out.push("\n");
+                            out.mark_body_start();
+                            out.content(&message.content);
+                        } else {
+                            out.mark_body_start();
+                            if !message.content.is_empty() {
+                                out.push("\n");
+                                out.content(&message.content);
+                            }
+                            for call in &message.tool_calls {
+                                out.push("\n<tool_call>\n{\"name\": \"");
+                                out.push(&call.name);
+                                out.push("\", \"arguments\": ");
+                                out.push(&tojson::dumps(&call.arguments));
+                                out.push("}\n</tool_call>");
+                            }
+                        }
+                    }
+                }
+                out.extend_content();
+                out.push("<|im_end|>");
+                out.mark_body_end();
+                out.push("\n");
+            }
+            Role::Tool => {
+                out.begin(Some(index));
+                let previous_is_tool = position > 0 && messages[position - 1].1.role == Role::Tool;
+                if !previous_is_tool {
+                    out.push("<|im_start|>user");
+                }
+                out.push("\n<tool_response>\n");
+                out.mark_body_start();
+                out.content(&message.content);
+                out.push("\n</tool_response>");
+                let next_is_tool = !is_last && messages[position + 1].1.role == Role::Tool;
+                if !next_is_tool {
+                    out.push("<|im_end|>");
+                }
+                out.mark_body_end();
+                if !next_is_tool {
+                    out.push("\n");
+                }
+            }
+        }
+    }
+    out.done()
+}
+
+fn no_tools(conversation: &Conversation, keep: &[usize], template: &str) -> Result<()> {
+    let has_calls = keep.iter().any(|&i| {
+        let m = &conversation.messages[i];
+        !m.tool_calls.is_empty() || m.role == Role::Tool
+    });
+    if !conversation.tools.is_empty() || has_calls {
+        return Err(Error::Template {
+            message: format!(
+                "the built-in '{template}' template does not render tools or tool calls; \
+                 pass the model's own Jinja chat_template"
+            ),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn render_llama3(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    no_tools(conversation, keep, "llama3")?;
+    let mut out = Writer::default();
+    out.begin(None);
+    out.push("<|begin_of_text|>");
+    for &index in keep {
+        let message = &conversation.messages[index];
+        out.begin(Some(index));
+        out.push("<|start_header_id|>");
+        out.push(message.role.name());
+        out.push("<|end_header_id|>\n\n");
+        out.mark_body_start();
+        out.content(message.content.trim());
+        out.push("<|eot_id|>");
+        out.mark_body_end();
+    }
+    Ok(out.done())
+}
+
+pub(super) fn render_mistral(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    no_tools(conversation, keep, "mistral")?;
+    let mut out = Writer::default();
+    out.begin(None);
+    out.push("<s>");
+    let mut system: Option<(usize, &str)> = None;
+    let mut first_user = true;
+    for &index in keep {
+        let message = &conversation.messages[index];
+        match message.role {
+            Role::System if index == 0 => system = Some((index, message.content.as_str())),
+            Role::System => {
+                return Err(Error::Template {
+                    message: format!(
+                        "message {index}: the built-in 'mistral' template has no place for a \
+                         system message after the first"
+                    ),
+                })
+            }
+            Role::User => {
+                out.begin(Some(index));
+                out.push("[INST] ");
+                out.mark_body_start();
+                if first_user {
+                    if let Some((_, text)) = system {
+                        // The system prompt rides in front of the first user message.
+                        out.push(text);
+                        out.push("\n\n");
+                    }
+                }
+                out.content(&message.content);
+                out.push(" [/INST]");
+                out.mark_body_end();
+                first_user = false;
+            }
+            Role::Assistant => {
+                out.begin(Some(index));
+                out.mark_body_start();
+                out.content(&message.content);
+                out.push("</s>");
+                out.mark_body_end();
+            }
+            Role::Tool => unreachable!("rejected by no_tools"),
+        }
+    }
+    Ok(out.done())
+}

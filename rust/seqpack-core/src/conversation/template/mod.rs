@@ -1,0 +1,61 @@
+//! Rendering a conversation to text with the byte span of every message, so labels can be
+//! placed exactly. Built-in templates (ChatML as Qwen3 and Qwen2.5 write it, Llama-3,
+//! Mistral) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by
+//! minijinja in a sandbox (no file system, no Python objects, bounded work).
+
+mod builtin;
+mod jinja;
+mod spans;
+pub mod tojson;
+
+pub use jinja::{openai_messages, JinjaTemplate};
+pub use spans::{CharSpan, MessageSpan, Rendered};
+
+use crate::conversation::records::Conversation;
+use crate::error::{Error, Result};
+
+/// The chat templates seqpack renders.
+#[derive(Debug, Clone)]
+pub enum Template {
+    /// ChatML as Qwen3 writes it: no default system prompt, `<think>` blocks for the turns
+    /// after the last user query, `<tool_call>` / `<tool_response>` tags.
+    Qwen3,
+    /// ChatML as Qwen2.5 writes it: a default system prompt, no `<think>` handling.
+    Qwen25,
+    /// Llama-3 (Instruct): `<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`.
+    Llama3,
+    /// Mistral Instruct (v0.1/v0.2 layout): `<s>[INST] user [/INST]assistant</s>`, the
+    /// system prompt prefixed to the first user message.
+    Mistral,
+    /// A Hugging Face Jinja chat template.
+    Jinja(Box<JinjaTemplate>),
+}
+
+impl Template {
+    pub fn from_name(name: &str) -> Result<Self> {
+        match name {
+            "qwen3" | "chatml" => Ok(Self::Qwen3),
+            "qwen2.5" | "qwen25" => Ok(Self::Qwen25),
+            "llama3" => Ok(Self::Llama3),
+            "mistral" => Ok(Self::Mistral),
+            other => Err(Error::InvalidOption {
+                name: "template",
+                message: format!(
+                    "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
+                     'llama3', 'mistral', or a Jinja chat_template string"
+                ),
+            }),
+        }
+    }
+
+    /// Render the given messages (a subset of the conversation, in order) with its tools.
+    pub fn render(&self, conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+        match self {
+            Self::Qwen3 => Ok(builtin::render_chatml(conversation, keep, builtin::ChatMl::Qwen3)),
+            Self::Qwen25 => Ok(builtin::render_chatml(conversation, keep, builtin::ChatMl::Qwen25)),
+            Self::Llama3 => builtin::render_llama3(conversation, keep),
+            Self::Mistral => builtin::render_mistral(conversation, keep),
+            Self::Jinja(template) => template.render(conversation, keep),
+        }
+    }
+}

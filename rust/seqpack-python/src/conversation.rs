@@ -1,0 +1,175 @@
+//! Bindings for the conversation half: tokenizer and template handles, record encoding, and
+//! the per-record reports (kept in Rust until read).
+
+use crate::convert::{options, to_python};
+use crate::errors::Result;
+use numpy::IntoPyArray;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use seqpack_core::conversation::records::parse_record;
+use seqpack_core::conversation::template::{openai_messages, CharSpan, JinjaTemplate};
+use seqpack_core::conversation::tokenize::TokensWithOffsets;
+use seqpack_core::conversation::{
+    encode_records as encode, read_records, EncodeOptions, Format, Mapping, Origin, RawRecord, RecordReport,
+    ReportSummary, Template, Tokenizer,
+};
+use std::sync::Arc;
+
+/// A loaded `tokenizer.json`, shared by every call that uses it.
+#[pyclass(frozen, module = "seqpack._seqpack")]
+pub struct NativeTokenizer {
+    inner: Arc<Tokenizer>,
+}
+
+#[pymethods]
+impl NativeTokenizer {
+    #[new]
+    #[pyo3(signature = (json, *, fast = true))]
+    fn new(py: Python<'_>, json: &str, fast: bool) -> Result<Self> {
+        let inner = py.detach(|| Tokenizer::from_json(json, fast))?;
+        Ok(Self { inner: Arc::new(inner) })
+    }
+
+    #[getter]
+    fn vocab_size(&self) -> usize {
+        self.inner.vocab_size()
+    }
+
+    fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// Token ids and byte offsets of `text` (no special tokens added).
+    fn encode(&self, py: Python<'_>, text: &str) -> Result<TokensWithOffsets> {
+        Ok(py.detach(|| self.inner.encode(text))?)
+    }
+
+    /// The same, always through the `tokenizers` library (the reference for the fast path).
+    fn encode_reference(&self, py: Python<'_>, text: &str) -> Result<TokensWithOffsets> {
+        Ok(py.detach(|| self.inner.encode_reference(text))?)
+    }
+
+    /// Whether the exact byte-level BPE fast path is in use for this tokenizer.
+    #[getter]
+    fn is_fast(&self) -> bool {
+        self.inner.is_fast()
+    }
+}
+
+/// A chat template: built in (rendered in Rust) or Jinja (rendered by minijinja).
+#[pyclass(frozen, module = "seqpack._seqpack")]
+pub struct NativeTemplate {
+    inner: Arc<Template>,
+}
+
+#[pymethods]
+impl NativeTemplate {
+    #[staticmethod]
+    fn builtin(name: &str) -> Result<Self> {
+        Ok(Self { inner: Arc::new(Template::from_name(name)?) })
+    }
+
+    #[staticmethod]
+    fn jinja(source: &str, end_of_turn: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let template = JinjaTemplate::new(source, end_of_turn, bos_token, eos_token)?;
+        Ok(Self { inner: Arc::new(Template::Jinja(Box::new(template))) })
+    }
+
+    /// Render one record: its text and every span as (message or None, start, body_start,
+    /// body_end, end) in characters.
+    #[pyo3(signature = (record, *, format = "auto", mapping = None))]
+    fn render(&self, record: &Bound<'_, PyAny>, format: &str, mapping: Option<&Bound<'_, PyAny>>) -> Result<(String, Vec<CharSpan>)> {
+        let conversation = parse_one(record, format, mapping)?;
+        let all: Vec<usize> = (0..conversation.messages.len()).collect();
+        let rendered = self.inner.render(&conversation, &all)?;
+        let spans = rendered.char_spans();
+        Ok((rendered.text, spans))
+    }
+
+    /// The record normalised, as OpenAI messages plus tools (what `apply_chat_template` takes).
+    #[staticmethod]
+    #[pyo3(signature = (record, *, format = "auto", mapping = None))]
+    fn normalise<'py>(
+        py: Python<'py>,
+        record: &Bound<'py, PyAny>,
+        format: &str,
+        mapping: Option<&Bound<'py, PyAny>>,
+    ) -> Result<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let conversation = parse_one(record, format, mapping)?;
+        Ok((to_python(py, &openai_messages(&conversation))?, to_python(py, &conversation.tools)?))
+    }
+}
+
+fn parse_one(
+    record: &Bound<'_, PyAny>,
+    format: &str,
+    mapping: Option<&Bound<'_, PyAny>>,
+) -> Result<seqpack_core::conversation::Conversation> {
+    let format: Format = format.parse()?;
+    let mapping: Mapping = mapping.map(options).transpose()?.unwrap_or_default();
+    let raw = raw_record(0, record);
+    Ok(parse_record(&raw.value?, format, &mapping, raw.origin)?)
+}
+
+/// One Python object as a record's JSON, or why it is not JSON-like data.
+fn raw_record(record: usize, object: &Bound<'_, PyAny>) -> RawRecord {
+    let origin = Origin { record, line: None };
+    let value = pythonize::depythonize::<serde_json::Value>(object)
+        .map_err(|e| origin.error("", format!("is not JSON-like data ({e})")));
+    RawRecord { origin, value }
+}
+
+/// Encode records (Python objects, converted while attached, or a file, read while detached):
+/// flat samples as numpy arrays and the reports.
+#[pyfunction]
+#[pyo3(signature = (records, path, tokenizer, template, encode_options))]
+pub fn encode_records<'py>(
+    py: Python<'py>,
+    records: Option<Bound<'py, PyList>>,
+    path: Option<String>,
+    tokenizer: &NativeTokenizer,
+    template: &NativeTemplate,
+    encode_options: &Bound<'py, PyAny>,
+) -> Result<Bound<'py, PyDict>> {
+    let encode_options: EncodeOptions = options(encode_options)?;
+    let raw: Vec<RawRecord> = match (records, path) {
+        (Some(list), _) => list.iter().enumerate().map(|(index, object)| raw_record(index, &object)).collect(),
+        (None, Some(path)) => py.detach(|| read_records(std::path::Path::new(&path)))?,
+        (None, None) => Vec::new(),
+    };
+    let (tokenizer, template) = (tokenizer.inner.clone(), template.inner.clone());
+    let encoded = py.detach(move || encode(raw, &template, &tokenizer, &encode_options))?;
+    let flat = encoded.flat;
+    let dict = PyDict::new(py);
+    dict.set_item("tokens", flat.tokens.into_pyarray(py))?;
+    dict.set_item("labels", flat.labels.into_pyarray(py))?;
+    dict.set_item("offsets", flat.offsets.into_pyarray(py))?;
+    dict.set_item("sample_record", flat.sample_record.into_pyarray(py))?;
+    dict.set_item("sample_window", flat.sample_window.into_pyarray(py))?;
+    dict.set_item("reports", NativeReports { inner: encoded.reports })?;
+    Ok(dict)
+}
+
+/// Per-record reports, kept in Rust until asked for: building a hundred thousand Python
+/// dicts costs more than encoding the records, so the Python report reads them on demand.
+#[pyclass(frozen, module = "seqpack._seqpack")]
+pub struct NativeReports {
+    inner: Vec<RecordReport>,
+}
+
+#[pymethods]
+impl NativeReports {
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Every report as a dict (the fields of `seqpack.RecordReport`).
+    fn records<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        to_python(py, &self.inner)
+    }
+
+    /// Totals over all records (the fields of `seqpack.ReportSummary`).
+    fn summary<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
+        to_python(py, &ReportSummary::of(&self.inner))
+    }
+}

@@ -1,0 +1,224 @@
+"""Against real consumers: torch tensors without copies, SDPA and FlexAttention masks, and a
+tiny Llama (random weights, nothing downloaded) that must give the same logits and losses
+for packed rows as for each sequence alone."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import seqpack
+import torch
+import torch.nn.functional as F
+from conftest import segments_of
+from transformers import LlamaConfig, LlamaForCausalLM
+
+VOCAB = 97
+
+
+def random_sequences(lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, VOCAB, size=n) for n in lengths]
+
+
+def tolerance(model):
+    """Eager attention takes its softmax in float32 whatever the model's dtype; a leak moves
+    logits by ~0.1."""
+    exact = model.config._attn_implementation == "sdpa"
+    return {"rtol": 1e-9, "atol": 1e-9} if exact else {"rtol": 1e-5, "atol": 1e-6}
+
+
+def tiny_llama(attention="sdpa"):
+    """A 2-layer Llama with random weights, in float64 so differences are exact; its config
+    keeps the default use_cache=True, as a user's model would."""
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        attn_implementation=attention,
+    )
+    model = LlamaForCausalLM(config).eval().double()
+    assert model.config.use_cache
+    return model
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_llama("sdpa")
+
+
+@pytest.fixture(scope="module", params=["eager", "sdpa"])
+def any_model(request):
+    return tiny_llama(request.param)
+
+
+def test_to_torch_shares_memory_with_numpy():
+    batch = seqpack.pack(random_sequences([5, 9, 3, 7, 2]), max_length=16, loss_weights="token")
+    for rows in (None, slice(1, 3)):
+        tensors = batch.to_torch(rows)
+        index = slice(None) if rows is None else rows
+        for name in ("input_ids", "labels", "position_ids", "loss_weights"):
+            array = getattr(batch, name)[index]
+            assert tensors[name].data_ptr() == array.__array_interface__["data"][0], name
+            assert tuple(tensors[name].shape) == array.shape
+    assert tensors["input_ids"].dtype == torch.int64
+    # The numpy arrays own no copy either: they view the buffers Rust allocated.
+    assert not batch.input_ids.flags.owndata
+    assert type(batch.input_ids.base.base).__name__ == "PySliceContainer"
+
+
+def test_nothing_a_model_would_misread():
+    batch = seqpack.pack(random_sequences([5, 9, 3]), max_length=16)
+    # A 2-D all-ones attention_mask means "padding mask" to every Hugging Face model.
+    assert not hasattr(batch, "attention_mask")
+    assert "attention_mask" not in batch.to_torch()
+    assert "attention_mask" not in batch.padding_free()
+    assert batch.to_torch()["use_cache"] is False
+
+
+def test_padding_free_matches_the_rows():
+    sequences = random_sequences([5, 9, 3, 12])
+    batch = seqpack.pack(sequences, max_length=16)
+    flat = batch.padding_free()
+    order = batch.source_index.tolist()
+    np.testing.assert_array_equal(
+        flat["input_ids"][0].numpy(), np.concatenate([sequences[i] for i in order])
+    )
+    assert flat["cu_seq_lens_q"].dtype == torch.int32
+    assert flat["cu_seq_lens_q"].tolist() == np.cumsum([0] + [len(sequences[i]) for i in order]).tolist()
+    assert flat["max_length_q"] == 12
+    starts = flat["cu_seq_lens_q"][:-1].long()
+    assert (flat["position_ids"][0, starts] == 0).all()
+    assert (flat["labels"][0, starts] == -100).all()
+
+
+def test_sdpa_mask_is_block_causal_and_has_no_empty_rows():
+    segments = np.array([[1, 1, 2, 2, 2, 0, 0], [1, 2, 3, 3, 0, 0, 0]], dtype=np.int32)
+    mask = seqpack.sdpa_mask(segments)
+    assert mask.shape == (2, 1, 7, 7) and mask.dtype == torch.bool
+    for b in range(2):
+        for q in range(7):
+            for k in range(7):
+                same = segments[b, q] == segments[b, k] and segments[b, q] > 0 and k <= q
+                assert mask[b, 0, q, k].item() == (same or q == k)
+    assert mask.any(dim=-1).all()
+
+
+def test_flex_block_mask_gives_the_same_attention_as_the_sdpa_mask():
+    flex = pytest.importorskip("torch.nn.attention.flex_attention")
+    batch = seqpack.pack(random_sequences([20, 33, 7, 64, 1, 50]), max_length=128)
+    torch.manual_seed(1)
+    q, k, v = (torch.randn(batch.num_rows, 2, 128, 16) for _ in range(3))
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=batch.sdpa_mask())
+    got = flex.flex_attention(q, k, v, block_mask=batch.flex_block_mask())
+    real = torch.from_numpy(batch.segment_ids > 0)
+    torch.testing.assert_close(got.transpose(1, 2)[real], expected.transpose(1, 2)[real])
+
+
+def per_token_loss(logits, labels):
+    """Cross-entropy of each position's label given the previous position's logits (the
+    shift Hugging Face models apply); the first position has no loss."""
+    loss = F.cross_entropy(
+        logits[..., :-1, :].reshape(-1, logits.shape[-1]), labels[..., 1:].reshape(-1),
+        reduction="none", ignore_index=-100,
+    )
+    return loss.reshape(*labels.shape[:-1], -1)
+
+
+def reference_losses(alone, labels):
+    """Token-mean and mean-of-sequence-means losses of each sequence run alone."""
+    per_seq = [per_token_loss(alone[i], torch.as_tensor(labels[i])) for i in range(len(labels))]
+    trained = [torch.as_tensor(labels[i][1:] != -100) for i in range(len(labels))]
+    token_mean = sum(l[m].sum() for l, m in zip(per_seq, trained)) / sum(m.sum() for m in trained)
+    sequence_mean = torch.stack([l[m].mean() for l, m in zip(per_seq, trained) if m.any()]).mean()
+    return token_mean, sequence_mean
+
+
+@pytest.mark.parametrize("strategy", ["bfd", "sequential"])
+def test_model_splat_of_packed_rows_gives_the_logits_and_losses_of_sequences_alone(any_model, strategy):
+    model = any_model
+    lengths = [5, 9, 3, 12, 7, 1, 4, 30, 17, 2]
+    sequences = random_sequences(lengths, seed=4)
+    rng = np.random.default_rng(5)
+    # Train on a random subset of tokens, as assistant-only labels would.
+    labels = [np.where(rng.random(len(s)) < 0.3, -100, s) for s in sequences]
+    token_batch = seqpack.pack(sequences, labels=labels, max_length=32, strategy=strategy, loss_weights="token")
+    seq_batch = seqpack.pack(sequences, labels=labels, max_length=32, strategy=strategy, loss_weights="sequence")
+    assert token_batch.num_rows < len(sequences)  # really packed
+
+    with torch.no_grad():
+        alone = [model(input_ids=torch.as_tensor(s)[None]).logits[0] for s in sequences]
+        token_mean, sequence_mean = reference_losses(alone, labels)
+        # What a user writes: the whole dict into the model, nothing else.
+        out = model(**token_batch.to_torch())
+        for row, column, length, source, _chunk, _start in segments_of(token_batch):
+            torch.testing.assert_close(out.logits[row, column : column + length], alone[source], **tolerance(model))
+        # The model's own loss is the token mean (HF computes it in float32).
+        torch.testing.assert_close(out.loss.double(), token_mean, rtol=1e-5, atol=1e-6)
+
+        # Minibatches of rows give the same logits.
+        for start in range(0, token_batch.num_rows, 2):
+            rows = slice(start, start + 2)
+            part = model(**token_batch.to_torch(rows)).logits
+            torch.testing.assert_close(part, out.logits[rows], rtol=1e-9, atol=1e-9)
+
+        # loss_weights turn the packed per-token loss into either unpacked mean.
+        losses = per_token_loss(out.logits, torch.from_numpy(token_batch.labels))
+        for batch, reference in ((token_batch, token_mean), (seq_batch, sequence_mean)):
+            weights = torch.from_numpy(batch.loss_weights)[:, 1:].double()
+            loss = (losses * weights).sum() / weights.sum()
+            torch.testing.assert_close(loss, reference, **tolerance(model))
+
+        # Control: the same rows with the model's defaults and nothing else leak.
+        leaky = model(input_ids=torch.from_numpy(token_batch.input_ids)).logits
+        row, column, length, source, *_ = next(s for s in segments_of(token_batch) if s[1] > 0)
+        assert not torch.allclose(leaky[row, column : column + length], alone[source])
+
+
+def test_model_splat_of_padding_free_rows_gives_the_logits_of_sequences_alone(any_model):
+    model = any_model
+    sequences = random_sequences([6, 11, 4, 20, 9, 3], seed=9)
+    batch = seqpack.pack(sequences, max_length=32)
+    with torch.no_grad():
+        alone = {i: model(input_ids=torch.as_tensor(s)[None]).logits[0] for i, s in enumerate(sequences)}
+        for rows in (None, slice(1, 2), [1, 0]):
+            flat = batch.padding_free(rows)
+            logits = model(**flat).logits[0]
+            index = range(batch.num_rows) if rows is None else (
+                range(*rows.indices(batch.num_rows)) if isinstance(rows, slice) else rows)
+            order = [int(batch.source_index[k]) for r in index
+                     for k in range(batch.row_offsets[r], batch.row_offsets[r + 1])]
+            bounds = flat["cu_seq_lens_q"].tolist()
+            assert len(bounds) == len(order) + 1
+            for k, source in enumerate(order):
+                torch.testing.assert_close(logits[bounds[k] : bounds[k + 1]], alone[source], **tolerance(model))
+
+
+def test_padding_rows_give_a_zero_loss_not_nan(model):
+    # Three sequences, rows padded to a multiple of 4: the last row has nothing to train.
+    batch = seqpack.pack(random_sequences([30, 29, 28]), max_length=32, pad_rows_to_multiple_of=4)
+    assert batch.stats.padding_rows == 1
+    empty = slice(batch.num_rows - 1, batch.num_rows)
+    with torch.no_grad():
+        for inputs in (batch.to_torch(empty), batch.padding_free(empty)):
+            loss = model(**inputs).loss
+            assert torch.isfinite(loss) and loss.item() == 0.0
+        # A full minibatch's loss is the mean over its trained tokens, padding row or not.
+        whole = model(**batch.to_torch()).loss
+        real = model(**batch.to_torch(slice(0, batch.num_rows - 1))).loss
+        torch.testing.assert_close(whole, real)
+
+
+def test_whole_dataset_views_refuse_sizes_that_cannot_fit():
+    batch = seqpack.pack(random_sequences([40] * 20), max_length=64)
+    with pytest.raises(seqpack.TooLargeError, match="rows="):
+        batch.padding_free(max_tokens=100)
+    assert batch.padding_free(rows=slice(0, 2), max_tokens=200)["input_ids"].shape == (1, 80)
+    big = seqpack.pack([np.arange(4096) % VOCAB] * 200, max_length=4096)
+    with pytest.raises(seqpack.TooLargeError, match=r"GiB; pass rows="):
+        big.sdpa_mask()
+    assert big.sdpa_mask(rows=slice(0, 2)).shape == (2, 1, 4096, 4096)
