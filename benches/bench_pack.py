@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 import numpy as np
 
@@ -80,7 +81,7 @@ def measure(fn):
 # --- workers: each runs in its own process and prints one JSON line ---------------------
 
 
-def work_plan(method: str, workload: str, max_length: int, count: int) -> dict:
+def work_plan(method: str, workload: str, max_length: int, count: int) -> dict[str, Any]:
     lengths = np.minimum(lengths_for(workload, count, max_length), max_length)
     if method.startswith("seqpacker-"):
         import seqpacker
@@ -93,7 +94,7 @@ def work_plan(method: str, workload: str, max_length: int, count: int) -> dict:
 
         strategy = method.split("-")[1]
         seconds, peak, plan = measure(
-            lambda: seqpack.plan(lengths, max_length=max_length, strategy=strategy)
+            lambda: seqpack.plan(lengths, max_length=max_length, strategy=strategy)  # type: ignore[arg-type]
         )
         rows = plan.num_rows
     elif method == "trl-bfd":
@@ -113,7 +114,9 @@ def work_plan(method: str, workload: str, max_length: int, count: int) -> dict:
         dataset = datasets.Dataset(InMemoryTable(pa.table({"input_ids": column})))
         seconds, peak, packed = measure(
             lambda: pack_dataset(
-                dataset, seq_length=max_length, strategy="bfd",
+                dataset,
+                seq_length=max_length,
+                strategy="bfd",
                 map_kwargs={"batch_size": len(dataset)},
             )
         )
@@ -124,7 +127,7 @@ def work_plan(method: str, workload: str, max_length: int, count: int) -> dict:
     return {"seconds": seconds, "peak": peak, "rows": rows, "real": real}
 
 
-def work_pack(method: str, workload: str, max_length: int, count: int) -> dict:
+def work_pack(method: str, workload: str, max_length: int, count: int) -> dict[str, Any]:
     lengths = lengths_for(workload, count, max_length)
     tokens, offsets = tokens_for(lengths)
     kept = np.minimum(lengths, max_length)
@@ -137,12 +140,26 @@ def work_pack(method: str, workload: str, max_length: int, count: int) -> dict:
                 tokens, offsets=offsets, max_length=max_length, overlong="truncate"
             )
         )
-        arrays = [batch.input_ids, batch.labels, batch.position_ids, batch.segment_ids,
-                  batch.row_offsets, batch.cu_seqlens, batch.seq_lens, batch.source_index,
-                  batch.chunk_index, batch.source_start]
+        arrays = [
+            batch.input_ids,
+            batch.labels,
+            batch.position_ids,
+            batch.segment_ids,
+            batch.row_offsets,
+            batch.cu_seqlens,
+            batch.seq_lens,
+            batch.source_index,
+            batch.chunk_index,
+            batch.source_start,
+        ]
         out_bytes = sum(a.nbytes for a in arrays)
-        return {"seconds": seconds, "peak": peak, "rows": batch.num_rows, "real": real,
-                "bytes": out_bytes}
+        return {
+            "seconds": seconds,
+            "peak": peak,
+            "rows": batch.num_rows,
+            "real": real,
+            "bytes": out_bytes,
+        }
     if method == "numpy-copy":
         # The floor: copy the same number of bytes into freshly allocated arrays. The source
         # is a 256 MiB block copied over and over (a full-size source would not fit beside
@@ -180,11 +197,19 @@ def work_pack(method: str, workload: str, max_length: int, count: int) -> dict:
             return input_ids.nbytes + labels.nbytes + mask.nbytes
 
         def pad():
-            return sum(pad_rows(first, min(first + chunk, len(kept))) for first in range(0, len(kept), chunk))
+            return sum(
+                pad_rows(first, min(first + chunk, len(kept)))
+                for first in range(0, len(kept), chunk)
+            )
 
         seconds, peak, out_bytes = measure(pad)
-        return {"seconds": seconds, "peak": peak, "rows": len(kept), "real": real,
-                "bytes": out_bytes}
+        return {
+            "seconds": seconds,
+            "peak": peak,
+            "rows": len(kept),
+            "real": real,
+            "bytes": out_bytes,
+        }
     if method == "trl-bfd":
         import datasets
         import pyarrow as pa
@@ -196,22 +221,38 @@ def work_pack(method: str, workload: str, max_length: int, count: int) -> dict:
         dataset = datasets.Dataset(InMemoryTable(pa.table({"input_ids": column})))
         seconds, peak, packed = measure(
             lambda: pack_dataset(
-                dataset, seq_length=max_length, strategy="bfd",
+                dataset,
+                seq_length=max_length,
+                strategy="bfd",
                 map_kwargs={"batch_size": len(dataset)},
             )
         )
-        return {"seconds": seconds, "peak": peak, "rows": len(packed), "real": real,
-                "bytes": int(packed.data.nbytes)}
+        return {
+            "seconds": seconds,
+            "peak": peak,
+            "rows": len(packed),
+            "real": real,
+            "bytes": int(packed.data.nbytes),
+        }
     raise ValueError(method)
 
 
 # --- driver -------------------------------------------------------------------------------
 
 
-def run_worker(kind: str, method: str, workload: str, max_length: int, count: int,
-               extra: str = "") -> dict | None:
-    command = [sys.executable, __file__, "--worker", kind, method, workload, str(max_length),
-               str(count)]
+def run_worker(
+    kind: str, method: str, workload: str, max_length: int, count: int, extra: str = ""
+) -> dict[str, Any] | None:
+    command = [
+        sys.executable,
+        __file__,
+        "--worker",
+        kind,
+        method,
+        workload,
+        str(max_length),
+        str(count),
+    ]
     if extra:
         command.append(extra)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -223,62 +264,94 @@ def run_worker(kind: str, method: str, workload: str, max_length: int, count: in
 
 def table(titles: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(r[i]) for r in [titles, *rows]) for i in range(len(titles))]
-    line = lambda r: "| " + " | ".join(f"{c:>{w}}" for c, w in zip(r, widths)) + " |"
-    return "\n".join([line(titles), "|" + "|".join("-" * (w + 2) for w in widths) + "|",
-                      *map(line, rows)])
+
+    def line(r):
+        return "| " + " | ".join(f"{c:>{w}}" for c, w in zip(r, widths, strict=True)) + " |"
+
+    return "\n".join(
+        [line(titles), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="10x fewer sequences")
     parser.add_argument("--no-trl", action="store_true")
-    parser.add_argument("--workloads", default="lognormal:4096,lognormal:8192,uniform:4096",
-                        help="comma-separated workload:max_length pairs")
+    parser.add_argument(
+        "--workloads",
+        default="lognormal:4096,lognormal:8192,uniform:4096",
+        help="comma-separated workload:max_length pairs",
+    )
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     plan_count, pack_count = PLAN_SEQUENCES // scale, PACK_SEQUENCES // scale
     workloads = [(w.split(":")[0], int(w.split(":")[1])) for w in args.workloads.split(",")]
-    print(f"seqpack packing benchmark — {os.cpu_count()} cores; plan {plan_count:,} "
-          f"sequences, materialise {pack_count:,}\n")
+    print(
+        f"seqpack packing benchmark — {os.cpu_count()} cores; plan {plan_count:,} "
+        f"sequences, materialise {pack_count:,}\n"
+    )
 
     for workload, max_length in workloads:
         print(f"## {workload} lengths, L = {max_length}\n")
         lengths = np.minimum(lengths_for(workload, plan_count, max_length), max_length)
         lower = int(np.ceil(lengths.sum() / max_length))
-        plan_methods = ["seqpack-bfd", "seqpack-ffd", "seqpacker-bfd", "seqpacker-obfd",
-                        "seqpacker-obfdp"]
+        plan_methods = [
+            "seqpack-bfd",
+            "seqpack-ffd",
+            "seqpacker-bfd",
+            "seqpacker-obfd",
+            "seqpacker-obfdp",
+        ]
         if not args.no_trl:
             plan_methods.append("trl-bfd")
-        results = {m: run_worker("plan", m, workload, max_length, plan_count)
-                   for m in plan_methods}
+        results = {m: run_worker("plan", m, workload, max_length, plan_count) for m in plan_methods}
         ours = results["seqpack-bfd"]
+        if ours is None:
+            raise SystemExit("seqpack-bfd failed; see its error above")
         rows = []
         for method, r in results.items():
             if r is None:
                 rows.append([method, "failed", "", "", "", "", ""])
                 continue
-            rows.append([
-                method + r.get("note", ""),
-                f"{r['seconds'] * 1000:,.0f} ms",
-                f"{r['seconds'] / ours['seconds']:.1f}x",
-                f"{r['rows']:,}",
-                f"+{r['rows'] - lower:,}",
-                f"{r['real'] / (r['rows'] * max_length):.3%}",
-                f"{r['peak'] / 2**20:,.0f} MiB",
-            ])
+            rows.append(
+                [
+                    method + r.get("note", ""),
+                    f"{r['seconds'] * 1000:,.0f} ms",
+                    f"{r['seconds'] / ours['seconds']:.1f}x",
+                    f"{r['rows']:,}",
+                    f"+{r['rows'] - lower:,}",
+                    f"{r['real'] / (r['rows'] * max_length):.3%}",
+                    f"{r['peak'] / 2**20:,.0f} MiB",
+                ]
+            )
         print(f"Plan {plan_count:,} sequences (lower bound {lower:,} rows):\n")
-        print(table(["method", "time", "vs seqpack-bfd", "rows", "rows - bound", "efficiency",
-                     "peak mem"], rows))
+        print(
+            table(
+                [
+                    "method",
+                    "time",
+                    "vs seqpack-bfd",
+                    "rows",
+                    "rows - bound",
+                    "efficiency",
+                    "peak mem",
+                ],
+                rows,
+            )
+        )
         print()
 
         pack = {"seqpack": run_worker("pack", "seqpack", workload, max_length, pack_count)}
         out_bytes = pack["seqpack"]["bytes"] if pack["seqpack"] else 0
-        pack["numpy-copy"] = run_worker("pack", "numpy-copy", workload, max_length, pack_count,
-                                        str(out_bytes))
+        pack["numpy-copy"] = run_worker(
+            "pack", "numpy-copy", workload, max_length, pack_count, str(out_bytes)
+        )
         # Padding needs rows * L * 3 arrays * 8 bytes: built in chunks that fit a quarter of
         # the machine's memory (the peak column is then one chunk's).
         chunk = max(1, min(pack_count, MEMORY_BUDGET // 2 // (max_length * 3 * 8)))
-        pack["numpy-pad"] = run_worker("pack", "numpy-pad", workload, max_length, pack_count, str(chunk))
+        pack["numpy-pad"] = run_worker(
+            "pack", "numpy-pad", workload, max_length, pack_count, str(chunk)
+        )
         if pack["numpy-pad"] and chunk < pack_count:
             pack["numpy-pad"]["note"] = f" (in chunks of {chunk:,})"
         if not args.no_trl:
@@ -292,21 +365,36 @@ def main() -> None:
                 rows.append([method, "not run", r["skipped"], "", "", "", "", ""])
                 continue
             bandwidth = r["bytes"] / r["seconds"] / 2**30
-            rows.append([
-                method + r.get("note", ""),
-                f"{r['seconds'] * 1000:,.0f} ms",
-                f"{r['bytes'] / 2**20:,.0f} MiB",
-                f"{bandwidth:.2f} GiB/s",
-                f"{r['rows']:,}" if r["rows"] else "-",
-                f"{r['real'] / (r['rows'] * max_length):.3%}" if r["rows"] else "-",
-                f"{r['peak'] / 2**20:,.0f} MiB",
-                f"{r['peak'] / r['bytes']:.2f}x",
-            ])
+            rows.append(
+                [
+                    method + r.get("note", ""),
+                    f"{r['seconds'] * 1000:,.0f} ms",
+                    f"{r['bytes'] / 2**20:,.0f} MiB",
+                    f"{bandwidth:.2f} GiB/s",
+                    f"{r['rows']:,}" if r["rows"] else "-",
+                    f"{r['real'] / (r['rows'] * max_length):.3%}" if r["rows"] else "-",
+                    f"{r['peak'] / 2**20:,.0f} MiB",
+                    f"{r['peak'] / r['bytes']:.2f}x",
+                ]
+            )
         print(f"Materialise {pack_count:,} sequences (seqpack: all outputs):\n")
-        print(table(["method", "time", "output", "bandwidth", "rows", "efficiency", "peak mem",
-                     "peak / output"], rows))
+        print(
+            table(
+                [
+                    "method",
+                    "time",
+                    "output",
+                    "bandwidth",
+                    "rows",
+                    "efficiency",
+                    "peak mem",
+                    "peak / output",
+                ],
+                rows,
+            )
+        )
         if pack["seqpack"] and pack["numpy-copy"]:
-            ratio = (pack["numpy-copy"]["seconds"] / pack["seqpack"]["seconds"])
+            ratio = pack["numpy-copy"]["seconds"] / pack["seqpack"]["seconds"]
             print(f"\nseqpack materialises at {ratio:.0%} of the numpy-copy bandwidth.")
         print()
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -29,14 +33,21 @@ def segments_of(batch):
             while end < batch.max_length and ids[end] == ids[column]:
                 end += 1
             source, chunk = batch.source_index[segment], batch.chunk_index[segment]
-            yield row, column, end - column, int(source), int(chunk), int(batch.source_start[segment])
+            yield (
+                row,
+                column,
+                end - column,
+                int(source),
+                int(chunk),
+                int(batch.source_start[segment]),
+            )
             segment += 1
             column = end
 
 
 def rebuild_sources(batch, count):
     """Token lists per input sequence, pieced together from the packed rows in chunk order."""
-    pieces = {i: [] for i in range(count)}
+    pieces: dict[int, list[tuple[int, int, np.ndarray]]] = {i: [] for i in range(count)}
     for row, column, length, source, chunk, start in segments_of(batch):
         pieces[source].append((chunk, start, batch.input_ids[row, column : column + length]))
     out = {}
@@ -51,13 +62,11 @@ def rebuild_sources(batch, count):
 
 # --- conversation fixtures --------------------------------------------------------------
 
-import importlib.util
-import json
-from pathlib import Path
-
-import pytest
-
-CHAT_DATA = Path(os.environ.get("SEQPACK_CHAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "chat"))
+CHAT_DATA = Path(
+    os.environ.get(
+        "SEQPACK_CHAT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "chat"
+    )
+)
 
 
 def qwen_tokenizer_dir() -> Path:
@@ -85,9 +94,13 @@ def chat_files():
     return sorted(p for p in CHAT_DATA.iterdir() if p.suffix in (".json", ".jsonl"))
 
 
-def load_records(path: Path) -> list:
+def load_records(path: Path) -> list[dict[str, object]]:
     if path.suffix == ".jsonl":
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [
+            json.loads(line)
+            for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()
+        ]
     return json.loads(path.read_text(encoding="utf-8"))
 
 

@@ -63,5 +63,7 @@ def renamed(old: str, new: str, value: Any, current: Any, default: Any) -> Any:
         stacklevel=3,
     )
     if current is not None and current != default and current != value:
-        raise InvalidOptionError(f"option {new}: given both {new}={current!r} and the old {old}={value!r}")
+        raise InvalidOptionError(
+            f"option {new}: given both {new}={current!r} and the old {old}={value!r}"
+        )
     return value

@@ -58,7 +58,9 @@ def encode_records(
     template: NativeTemplate,
     encode_options: dict[str, Any],
 ) -> dict[str, Any]: ...
-def plan_lengths(lengths: npt.NDArray[np.int64], plan_options: dict[str, Any]) -> dict[str, Any]: ...
+def plan_lengths(
+    lengths: npt.NDArray[np.int64], plan_options: dict[str, Any]
+) -> dict[str, Any]: ...
 def pack_flat(
     tokens: npt.NDArray[np.int32] | npt.NDArray[np.int64],
     offsets: npt.NDArray[np.int64],

@@ -166,7 +166,9 @@ class PackedBatch:
         counts = stops - starts
         # Segment k of the output is row r's (k - first output segment of r)-th segment.
         first_of_row = np.cumsum(counts) - counts
-        return np.repeat(starts - first_of_row, counts) + np.arange(int(counts.sum()), dtype=np.int64)
+        return np.repeat(starts - first_of_row, counts) + np.arange(
+            int(counts.sum()), dtype=np.int64
+        )
 
     def _trained_targets(self, labels: npt.NDArray[np.int64]) -> int:
         return int(np.count_nonzero(labels != IGNORE_INDEX))
@@ -174,7 +176,11 @@ class PackedBatch:
     # --- views for models -----------------------------------------------------------------
 
     def to_torch(
-        self, rows: Rows = None, *, device: str | torch.device | None = None, pin_memory: bool = False
+        self,
+        rows: Rows = None,
+        *,
+        device: str | torch.device | None = None,
+        pin_memory: bool = False,
     ) -> dict[str, Any]:
         """The selected rows as keyword arguments for a Hugging Face causal LM: safe to pass
         as ``model(**batch.to_torch(rows))``. Zero-copy on the CPU for a slice of rows.
@@ -301,7 +307,9 @@ class PackedBatch:
         out["num_items_in_batch"] = max(1, self._trained_targets(labels))
         return out
 
-    def sdpa_mask(self, rows: Rows = None, *, device: str | torch.device | None = None) -> torch.Tensor:
+    def sdpa_mask(
+        self, rows: Rows = None, *, device: str | torch.device | None = None
+    ) -> torch.Tensor:
         """The ``[rows, 1, L, L]`` boolean block-causal mask (True = may attend) of the
         selected rows; see :func:`seqpack.sdpa_mask`. Refuses
         (:class:`~seqpack.TooLargeError`) a mask over 2 GiB: pass ``rows=`` a minibatch."""
@@ -310,7 +318,9 @@ class PackedBatch:
         _check_mask_size("sdpa_mask", count, self.max_length)
         return sdpa_mask(self.segment_ids[index], device=device)
 
-    def flex_block_mask(self, rows: Rows = None, *, device: str | torch.device | None = None) -> BlockMask:
+    def flex_block_mask(
+        self, rows: Rows = None, *, device: str | torch.device | None = None
+    ) -> BlockMask:
         """A FlexAttention ``BlockMask`` for the selected rows; see
         :func:`seqpack.flex_block_mask`. The same size limit as :meth:`sdpa_mask`."""
         index = self._row_index(rows)

@@ -120,7 +120,8 @@ def encode_options(
         roles = list(train_on)
     else:
         raise InvalidOptionError(
-            f"option train_on: expected 'all', a role name or a list of role names, got {train_on!r}"
+            "option train_on: expected 'all', a role name or a list of role names, "
+            f"got {train_on!r}"
         )
     if mapping is not None and not isinstance(mapping, Mapping):
         raise InvalidOptionError(f"option mapping: must be a dict, got {type(mapping).__name__}")
@@ -234,16 +235,28 @@ def encode(
         cut_keep = "ends"
     truncate_keep = _normalise.renamed("cut_keep", "truncate_keep", cut_keep, truncate_keep, "head")
     options = encode_options(
-        max_length=max_length, overlong=overlong, truncate_keep=truncate_keep, format=format,
-        mapping=mapping, on_error=on_error, keep_first_turn=keep_first_turn,
-        train_on_cut_turns=train_on_cut_turns, train_on=train_on,
+        max_length=max_length,
+        overlong=overlong,
+        truncate_keep=truncate_keep,
+        format=format,
+        mapping=mapping,
+        on_error=on_error,
+        keep_first_turn=keep_first_turn,
+        train_on_cut_turns=train_on_cut_turns,
+        train_on=train_on,
         min_trainable_tokens=min_trainable_tokens,
     )
     loaded = load_tokenizer(tokenizer, fast=fast_tokenizer)
-    native_template = load_template(template, loaded, _normalise.optional_text("end_of_turn", end_of_turn))
+    native_template = load_template(
+        template, loaded, _normalise.optional_text("end_of_turn", end_of_turn)
+    )
     objects, path = records_source(records)
     raw = _seqpack.encode_records(objects, path, loaded.native, native_template, options)
     return EncodedConversations(
-        raw["tokens"], raw["labels"], raw["offsets"], raw["sample_record"], raw["sample_window"],
+        raw["tokens"],
+        raw["labels"],
+        raw["offsets"],
+        raw["sample_record"],
+        raw["sample_window"],
         ConversationReport(raw["reports"]),
     )

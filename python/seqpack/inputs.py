@@ -158,7 +158,7 @@ def flatten(
                 f"got {len(labels) if not isinstance(labels, (str, bytes)) else 'a string'}"
             )
         label_arrays = []
-        for i, (given, seq) in enumerate(zip(labels, arrays)):
+        for i, (given, seq) in enumerate(zip(labels, arrays, strict=True)):
             array = _as_integer_array(given, what="labels", index=i)
             if array.size != seq.size:
                 raise _error(InvalidLabelsError, f"{array.size} labels for {seq.size} tokens", i)

@@ -97,8 +97,14 @@ class Plan:
 
 
 def _plan_options(
-    *, max_length: Any, strategy: Any, max_seqs_per_row: Any, overlong: Any, truncate_keep: Any,
-    pad_rows_to_multiple_of: Any, seed: Any,
+    *,
+    max_length: Any,
+    strategy: Any,
+    max_seqs_per_row: Any,
+    overlong: Any,
+    truncate_keep: Any,
+    pad_rows_to_multiple_of: Any,
+    seed: Any,
 ) -> dict[str, Any]:
     return {
         "max_length": _normalise.integer("max_length", max_length),
@@ -106,7 +112,9 @@ def _plan_options(
         "max_seqs_per_row": _normalise.optional_integer("max_seqs_per_row", max_seqs_per_row),
         "overlong": _normalise.text("overlong", overlong),
         "truncate_keep": _normalise.text("truncate_keep", truncate_keep),
-        "pad_rows_to_multiple_of": _normalise.integer("pad_rows_to_multiple_of", pad_rows_to_multiple_of),
+        "pad_rows_to_multiple_of": _normalise.integer(
+            "pad_rows_to_multiple_of", pad_rows_to_multiple_of
+        ),
         "seed": _normalise.seed(seed),
     }
 
@@ -157,9 +165,13 @@ def plan(
     raw = _seqpack.plan_lengths(
         np.ascontiguousarray(array, dtype=np.int64),
         _plan_options(
-            max_length=max_length, strategy=strategy, max_seqs_per_row=max_seqs_per_row,
-            overlong=overlong, truncate_keep=truncate_keep,
-            pad_rows_to_multiple_of=pad_rows_to_multiple_of, seed=seed,
+            max_length=max_length,
+            strategy=strategy,
+            max_seqs_per_row=max_seqs_per_row,
+            overlong=overlong,
+            truncate_keep=truncate_keep,
+            pad_rows_to_multiple_of=pad_rows_to_multiple_of,
+            seed=seed,
         ),
     )
     events = events_from_native(raw.pop("events"))
@@ -259,8 +271,11 @@ def pack(
         "dtype": _normalise.text("dtype", dtype),
     }
     plan_options = {
-        "max_length": max_length, "strategy": strategy, "max_seqs_per_row": max_seqs_per_row,
-        "pad_rows_to_multiple_of": pad_rows_to_multiple_of, "seed": seed,
+        "max_length": max_length,
+        "strategy": strategy,
+        "max_seqs_per_row": max_seqs_per_row,
+        "pad_rows_to_multiple_of": pad_rows_to_multiple_of,
+        "seed": seed,
     }
     if tokenizer is not None:
         if labels is not None or offsets is not None:
@@ -269,11 +284,16 @@ def pack(
                 "the chat template (see train_on=)"
             )
         if isinstance(sequences, EncodedConversations):
-            raise InvalidOptionError("got encoded conversations and tokenizer=; they are encoded already")
+            raise InvalidOptionError(
+                "got encoded conversations and tokenizer=; they are encoded already"
+            )
         sequences = encode(
-            cast(Records, sequences), tokenizer=tokenizer, template=template,
+            cast(Records, sequences),
+            tokenizer=tokenizer,
+            template=template,
             max_length=_normalise.integer("max_length", max_length),
-            overlong=overlong or "truncate", truncate_keep=truncate_keep or "head",
+            overlong=overlong or "truncate",
+            truncate_keep=truncate_keep or "head",
             **encode_options,
         )
         # Every sample now fits: the packing stage never meets an overlong sequence.
@@ -306,7 +326,9 @@ def _pack_encoded(
         )
     raw = _seqpack.pack_flat(encoded.tokens, encoded.offsets, encoded.labels, options, layout)
     return _batch(
-        raw, sample_record=encoded.sample_record, sample_window=encoded.sample_window,
+        raw,
+        sample_record=encoded.sample_record,
+        sample_window=encoded.sample_window,
         report=encoded.report,
     )
 

@@ -61,7 +61,9 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         config = json.loads(_read_text(path))
     except json.JSONDecodeError as exc:
-        raise TokenizerError(f"tokenizer: {path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+        raise TokenizerError(
+            f"tokenizer: {path}, line {exc.lineno}: not valid JSON ({exc.msg})"
+        ) from None
     if not isinstance(config, dict):
         raise TokenizerError(f"tokenizer: {path} is not a JSON object")
     return config
@@ -81,7 +83,12 @@ def fast_default(fast: bool | None) -> bool:
     """``fast`` as given, else what ``SEQPACK_FAST_TOKENIZER`` says (default: on)."""
     if fast is not None:
         return bool(fast)
-    return os.environ.get("SEQPACK_FAST_TOKENIZER", "1").strip().lower() not in ("0", "false", "no", "off")
+    return os.environ.get("SEQPACK_FAST_TOKENIZER", "1").strip().lower() not in (
+        "0",
+        "false",
+        "no",
+        "off",
+    )
 
 
 def _native(json_text: str, fast: bool) -> _seqpack.NativeTokenizer:
@@ -147,12 +154,19 @@ def load_tokenizer(tokenizer: Any, *, fast: bool | None = None) -> ChatTokenizer
             raise TokenizerError(f"tokenizer: {path} does not exist")
         folder = path if path.is_dir() else path.parent
         if path.is_dir() or path.name == "tokenizer.json":
-            return _cached(("folder", str(folder.resolve()), use_fast), _stamps(folder),
-                           lambda: _from_folder(folder, use_fast))
+            return _cached(
+                ("folder", str(folder.resolve()), use_fast),
+                _stamps(folder),
+                lambda: _from_folder(folder, use_fast),
+            )
         stat = path.stat()
-        return _cached(("file", str(path.resolve()), use_fast), (stat.st_mtime_ns, stat.st_size),
-                       lambda: ChatTokenizer(_native(_read_text(path), use_fast)))
+        return _cached(
+            ("file", str(path.resolve()), use_fast),
+            (stat.st_mtime_ns, stat.st_size),
+            lambda: ChatTokenizer(_native(_read_text(path), use_fast)),
+        )
     if hasattr(tokenizer, "backend_tokenizer"):  # transformers fast tokenizer
+
         def load_transformers() -> ChatTokenizer:
             return ChatTokenizer(
                 _native(tokenizer.backend_tokenizer.to_str(), use_fast),
@@ -163,20 +177,29 @@ def load_tokenizer(tokenizer: Any, *, fast: bool | None = None) -> ChatTokenizer
 
         loaded = _cached(("transformers", id(tokenizer), use_fast), tokenizer, load_transformers)
         # The template and special tokens are read fresh: users change them on the object.
-        return ChatTokenizer(loaded.native, getattr(tokenizer, "chat_template", None),
-                             _token_text(getattr(tokenizer, "bos_token", None)),
-                             _token_text(getattr(tokenizer, "eos_token", None)))
+        return ChatTokenizer(
+            loaded.native,
+            getattr(tokenizer, "chat_template", None),
+            _token_text(getattr(tokenizer, "bos_token", None)),
+            _token_text(getattr(tokenizer, "eos_token", None)),
+        )
     if hasattr(tokenizer, "to_str") and hasattr(tokenizer, "encode_batch"):  # tokenizers
-        return _cached(("tokenizers", id(tokenizer), use_fast), tokenizer,
-                       lambda: ChatTokenizer(_native(tokenizer.to_str(), use_fast)))
+        return _cached(
+            ("tokenizers", id(tokenizer), use_fast),
+            tokenizer,
+            lambda: ChatTokenizer(_native(tokenizer.to_str(), use_fast)),
+        )
     raise InvalidOptionError(
         "option tokenizer: expected a tokenizer.json path, a folder, a tokenizers.Tokenizer "
         f"or a transformers fast tokenizer, got {type(tokenizer).__name__}"
     )
 
 
-def load_template(template: str | os.PathLike[str] | None, tokenizer: ChatTokenizer,
-                  end_of_turn: str | None = None) -> _seqpack.NativeTemplate:
+def load_template(
+    template: str | os.PathLike[str] | None,
+    tokenizer: ChatTokenizer,
+    end_of_turn: str | None = None,
+) -> _seqpack.NativeTemplate:
     """Resolve a template choice to a native template."""
     if template is None:
         if tokenizer.chat_template is None:

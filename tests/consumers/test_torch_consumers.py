@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import seqpack
 import torch
 import torch.nn.functional as F
-from conftest import segments_of
 from transformers import LlamaConfig, LlamaForCausalLM
+
+import seqpack
+from conftest import segments_of
 
 VOCAB = 97
 
@@ -31,7 +32,7 @@ def tiny_llama(attention="sdpa"):
     """A 2-layer Llama with random weights, in float64 so differences are exact; its config
     keeps the default use_cache=True, as a user's model would."""
     torch.manual_seed(0)
-    config = LlamaConfig(
+    config = LlamaConfig(  # type: ignore[call-arg]  # attn_implementation passes through kwargs
         vocab_size=VOCAB,
         hidden_size=64,
         intermediate_size=128,
@@ -68,7 +69,7 @@ def test_to_torch_shares_memory_with_numpy():
     assert tensors["input_ids"].dtype == torch.int64
     # The numpy arrays own no copy either: they view the buffers Rust allocated.
     assert not batch.input_ids.flags.owndata
-    assert type(batch.input_ids.base.base).__name__ == "PySliceContainer"
+    assert type(batch.input_ids.base.base).__name__ == "PySliceContainer"  # type: ignore[union-attr]
 
 
 def test_nothing_a_model_would_misread():
@@ -89,7 +90,10 @@ def test_padding_free_matches_the_rows():
         flat["input_ids"][0].numpy(), np.concatenate([sequences[i] for i in order])
     )
     assert flat["cu_seq_lens_q"].dtype == torch.int32
-    assert flat["cu_seq_lens_q"].tolist() == np.cumsum([0] + [len(sequences[i]) for i in order]).tolist()
+    assert (
+        flat["cu_seq_lens_q"].tolist()
+        == np.cumsum([0] + [len(sequences[i]) for i in order]).tolist()
+    )
     assert flat["max_length_q"] == 12
     starts = flat["cu_seq_lens_q"][:-1].long()
     assert (flat["position_ids"][0, starts] == 0).all()
@@ -123,8 +127,10 @@ def per_token_loss(logits, labels):
     """Cross-entropy of each position's label given the previous position's logits (the
     shift Hugging Face models apply); the first position has no loss."""
     loss = F.cross_entropy(
-        logits[..., :-1, :].reshape(-1, logits.shape[-1]), labels[..., 1:].reshape(-1),
-        reduction="none", ignore_index=-100,
+        logits[..., :-1, :].reshape(-1, logits.shape[-1]),
+        labels[..., 1:].reshape(-1),
+        reduction="none",
+        ignore_index=-100,
     )
     return loss.reshape(*labels.shape[:-1], -1)
 
@@ -133,21 +139,28 @@ def reference_losses(alone, labels):
     """Token-mean and mean-of-sequence-means losses of each sequence run alone."""
     per_seq = [per_token_loss(alone[i], torch.as_tensor(labels[i])) for i in range(len(labels))]
     trained = [torch.as_tensor(labels[i][1:] != -100) for i in range(len(labels))]
-    token_mean = sum(l[m].sum() for l, m in zip(per_seq, trained)) / sum(m.sum() for m in trained)
-    sequence_mean = torch.stack([l[m].mean() for l, m in zip(per_seq, trained) if m.any()]).mean()
+    pairs = list(zip(per_seq, trained, strict=True))
+    token_mean = sum(loss[m].sum() for loss, m in pairs) / sum(m.sum() for m in trained)
+    sequence_mean = torch.stack([loss[m].mean() for loss, m in pairs if m.any()]).mean()
     return token_mean, sequence_mean
 
 
 @pytest.mark.parametrize("strategy", ["bfd", "sequential"])
-def test_model_splat_of_packed_rows_gives_the_logits_and_losses_of_sequences_alone(any_model, strategy):
+def test_model_splat_of_packed_rows_gives_the_logits_and_losses_of_sequences_alone(
+    any_model, strategy
+):
     model = any_model
     lengths = [5, 9, 3, 12, 7, 1, 4, 30, 17, 2]
     sequences = random_sequences(lengths, seed=4)
     rng = np.random.default_rng(5)
     # Train on a random subset of tokens, as assistant-only labels would.
     labels = [np.where(rng.random(len(s)) < 0.3, -100, s) for s in sequences]
-    token_batch = seqpack.pack(sequences, labels=labels, max_length=32, strategy=strategy, loss_weights="token")
-    seq_batch = seqpack.pack(sequences, labels=labels, max_length=32, strategy=strategy, loss_weights="sequence")
+    token_batch = seqpack.pack(
+        sequences, labels=labels, max_length=32, strategy=strategy, loss_weights="token"
+    )
+    seq_batch = seqpack.pack(
+        sequences, labels=labels, max_length=32, strategy=strategy, loss_weights="sequence"
+    )
     assert token_batch.num_rows < len(sequences)  # really packed
 
     with torch.no_grad():
@@ -156,7 +169,9 @@ def test_model_splat_of_packed_rows_gives_the_logits_and_losses_of_sequences_alo
         # What a user writes: the whole dict into the model, nothing else.
         out = model(**token_batch.to_torch())
         for row, column, length, source, _chunk, _start in segments_of(token_batch):
-            torch.testing.assert_close(out.logits[row, column : column + length], alone[source], **tolerance(model))
+            torch.testing.assert_close(
+                out.logits[row, column : column + length], alone[source], **tolerance(model)
+            )
         # The model's own loss is the token mean (HF computes it in float32).
         torch.testing.assert_close(out.loss.double(), token_mean, rtol=1e-5, atol=1e-6)
 
@@ -184,18 +199,28 @@ def test_model_splat_of_padding_free_rows_gives_the_logits_of_sequences_alone(an
     sequences = random_sequences([6, 11, 4, 20, 9, 3], seed=9)
     batch = seqpack.pack(sequences, max_length=32)
     with torch.no_grad():
-        alone = {i: model(input_ids=torch.as_tensor(s)[None]).logits[0] for i, s in enumerate(sequences)}
+        alone = {
+            i: model(input_ids=torch.as_tensor(s)[None]).logits[0] for i, s in enumerate(sequences)
+        }
         for rows in (None, slice(1, 2), [1, 0]):
             flat = batch.padding_free(rows)
             logits = model(**flat).logits[0]
-            index = range(batch.num_rows) if rows is None else (
-                range(*rows.indices(batch.num_rows)) if isinstance(rows, slice) else rows)
-            order = [int(batch.source_index[k]) for r in index
-                     for k in range(batch.row_offsets[r], batch.row_offsets[r + 1])]
+            index = (
+                range(batch.num_rows)
+                if rows is None
+                else (range(*rows.indices(batch.num_rows)) if isinstance(rows, slice) else rows)
+            )
+            order = [
+                int(batch.source_index[k])
+                for r in index
+                for k in range(batch.row_offsets[r], batch.row_offsets[r + 1])
+            ]
             bounds = flat["cu_seq_lens_q"].tolist()
             assert len(bounds) == len(order) + 1
             for k, source in enumerate(order):
-                torch.testing.assert_close(logits[bounds[k] : bounds[k + 1]], alone[source], **tolerance(model))
+                torch.testing.assert_close(
+                    logits[bounds[k] : bounds[k + 1]], alone[source], **tolerance(model)
+                )
 
 
 def test_padding_rows_give_a_zero_loss_not_nan(model):

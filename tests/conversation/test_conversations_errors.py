@@ -6,9 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-import seqpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import seqpack
 
 GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
 
@@ -20,17 +21,51 @@ def encode(records, qwen_dir, **options):
 @pytest.mark.parametrize(
     ("record", "match"),
     [
-        ({"messages": [{"content": "hi"}, GOOD["messages"][1]]}, r"record 1: field 'messages\[0\]\.role': is missing"),
-        ({"messages": [{"role": "bot", "content": "hi"}]}, r"record 1: field 'messages\[0\]\.role': role 'bot' is not one of"),
-        ({"messages": [{"role": "user", "content": 5}, GOOD["messages"][1]]}, r"field 'messages\[0\]\.content': must be a string or a list of parts, got a number"),
+        (
+            {"messages": [{"content": "hi"}, GOOD["messages"][1]]},
+            r"record 1: field 'messages\[0\]\.role': is missing",
+        ),
+        (
+            {"messages": [{"role": "bot", "content": "hi"}]},
+            r"record 1: field 'messages\[0\]\.role': role 'bot' is not one of",
+        ),
+        (
+            {"messages": [{"role": "user", "content": 5}, GOOD["messages"][1]]},
+            r"field 'messages\[0\]\.content': must be a string or a list of parts, got a number",
+        ),
         ({"messages": []}, r"record 1: field 'messages': the conversation is empty"),
-        ({"messages": [{"role": "user", "content": "hi"}]}, r"record 1: field 'messages': no assistant turn"),
-        ({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": 3}]}, r"field 'conversations\[1\]\.value'"),
+        (
+            {"messages": [{"role": "user", "content": "hi"}]},
+            r"record 1: field 'messages': no assistant turn",
+        ),
+        (
+            {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": 3}]},
+            r"field 'conversations\[1\]\.value'",
+        ),
         ({"instruction": "do it"}, r"record 1: field 'output': is missing"),
         ({"text": "raw"}, r"record 1: cannot tell the format"),
-        ({"messages": [{"role": "user", "content": [{"type": "image", "text": "x"}]}, GOOD["messages"][1]]}, r"content part type 'image' is not supported"),
-        ({"messages": GOOD["messages"], "tools": "{not json"}, r"field 'tools': is a string but not valid JSON"),
-        ({"conversations": [{"from": "human", "value": "hi"}, {"from": "function_call", "value": "nope"}]}, r"tool call is not valid JSON"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": [{"type": "image", "text": "x"}]},
+                    GOOD["messages"][1],
+                ]
+            },
+            r"content part type 'image' is not supported",
+        ),
+        (
+            {"messages": GOOD["messages"], "tools": "{not json"},
+            r"field 'tools': is a string but not valid JSON",
+        ),
+        (
+            {
+                "conversations": [
+                    {"from": "human", "value": "hi"},
+                    {"from": "function_call", "value": "nope"},
+                ]
+            },
+            r"tool call is not valid JSON",
+        ),
         ("just a string", r"record 1: a record must be a JSON object, got a string"),
     ],
 )
@@ -60,7 +95,9 @@ def test_malformed_jsonl_line_is_named(tmp_path, qwen_dir):
         encode(path, qwen_dir)
     skipped = encode(path, qwen_dir, on_error="skip")
     assert [(r.status, r.line, r.reason) for r in skipped.report.records] == [
-        ("kept", 1, "fits"), ("skipped", 3, "invalid_record"), ("kept", 4, "fits"),
+        ("kept", 1, "fits"),
+        ("skipped", 3, "invalid_record"),
+        ("kept", 4, "fits"),
     ]
 
 
@@ -68,7 +105,9 @@ def test_truncated_json_file_is_named(tmp_path, qwen_dir):
     path = tmp_path / "data.json"
     text = json.dumps([GOOD, GOOD], indent=2)
     path.write_text(text[: len(text) // 2])
-    with pytest.raises(seqpack.InvalidFileError, match=r"data.json, line \d+: not a JSON array of records"):
+    with pytest.raises(
+        seqpack.InvalidFileError, match=r"data.json, line \d+: not a JSON array of records"
+    ):
         encode(path, qwen_dir)
     with pytest.raises(seqpack.InvalidFileError, match="no such file"):
         encode(tmp_path / "missing.json", qwen_dir)
@@ -79,25 +118,40 @@ def test_json_records_carry_their_line(tmp_path, qwen_dir):
     text = json.dumps([GOOD, {"messages": []}], indent=2)
     path.write_text(text)
     # The second record's opening brace: the second line that is exactly "  {".
-    line = [n for n, l in enumerate(text.splitlines(), 1) if l == "  {"][1]
+    line = [n for n, text_line in enumerate(text.splitlines(), 1) if text_line == "  {"][1]
     with pytest.raises(seqpack.InvalidRecordError, match=rf"record 1 \(line {line}\)"):
         encode(path, qwen_dir)
 
 
 def test_template_that_raises_names_the_record(qwen_dir):
-    template = "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}{% endif %}{{ m.content }}{% endfor %}"
-    bad = {"messages": [{"role": "user", "content": "hi"}, {"role": "tool", "content": "x"}, {"role": "assistant", "content": "ok"}]}
-    with pytest.raises(seqpack.TemplateError, match=r"record 1: chat template: .*no tools here") as info:
+    template = (
+        "{% for m in messages %}{% if m.role == 'tool' %}{{ raise_exception('no tools here') }}"
+        "{% endif %}{{ m.content }}{% endfor %}"
+    )
+    bad = {
+        "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "tool", "content": "x"},
+            {"role": "assistant", "content": "ok"},
+        ]
+    }
+    with pytest.raises(
+        seqpack.TemplateError, match=r"record 1: chat template: .*no tools here"
+    ) as info:
         seqpack.encode([GOOD, bad], tokenizer=qwen_dir, template=template, max_length=64)
     assert info.value.index == 1
-    skipped = seqpack.encode([GOOD, bad], tokenizer=qwen_dir, template=template, max_length=64, on_error="skip")
+    skipped = seqpack.encode(
+        [GOOD, bad], tokenizer=qwen_dir, template=template, max_length=64, on_error="skip"
+    )
     assert skipped.report.records[1].status == "skipped"
     assert skipped.report.records[1].reason == "template_error"
 
 
 def test_template_that_does_not_compile(qwen_dir):
     with pytest.raises(seqpack.TemplateError, match="does not compile"):
-        seqpack.encode([GOOD], tokenizer=qwen_dir, template="{% for m in messages %}", max_length=64)
+        seqpack.encode(
+            [GOOD], tokenizer=qwen_dir, template="{% for m in messages %}", max_length=64
+        )
 
 
 def test_template_that_loops_forever_stops(qwen_dir):
@@ -115,7 +169,9 @@ def test_template_cannot_reach_files_or_python(qwen_dir, tmp_path):
         "{{ cycler.__init__.__globals__ }}",
     ):
         try:
-            encoded = seqpack.encode([GOOD], tokenizer=qwen_dir, template=template, max_length=64, on_error="skip")
+            encoded = seqpack.encode(
+                [GOOD], tokenizer=qwen_dir, template=template, max_length=64, on_error="skip"
+            )
         except seqpack.SeqpackError:
             continue
         for k in range(len(encoded)):
@@ -125,7 +181,9 @@ def test_template_cannot_reach_files_or_python(qwen_dir, tmp_path):
 
 def test_bad_options(qwen_dir, tmp_path):
     with pytest.raises(seqpack.InvalidOptionError, match="template"):
-        seqpack.encode([GOOD], tokenizer=qwen_dir / "tokenizer.json", template="gpt5", max_length=64)
+        seqpack.encode(
+            [GOOD], tokenizer=qwen_dir / "tokenizer.json", template="gpt5", max_length=64
+        )
     with pytest.raises(seqpack.InvalidOptionError, match="option overlong: unknown policy 'wrap'"):
         encode([GOOD], qwen_dir, overlong="wrap")
     with pytest.raises(seqpack.InvalidOptionError, match="option truncate_keep"):
@@ -142,18 +200,26 @@ def test_bad_options(qwen_dir, tmp_path):
         seqpack.encode([GOOD], tokenizer=tmp_path / "nope.json", template="qwen3", max_length=64)
     broken = tmp_path / "broken.json"
     broken.write_text("{}")
-    with pytest.raises(seqpack.TokenizerError, match="cannot load tokenizer.json"):
+    with pytest.raises(seqpack.TokenizerError, match=r"cannot load tokenizer\.json"):
         seqpack.encode([GOOD], tokenizer=broken, template="qwen3", max_length=64)
     with pytest.raises(seqpack.EmptyInputError):
         encode([], qwen_dir)
 
 
 def test_mapping_renames_fields_and_roles(qwen_dir):
-    record = {"dialog": [{"speaker": "client", "text": "hi"}, {"speaker": "agent", "text": "hello"}]}
+    record = {
+        "dialog": [{"speaker": "client", "text": "hi"}, {"speaker": "agent", "text": "hello"}]
+    }
     encoded = encode(
-        [record], qwen_dir, format="sharegpt",
-        mapping={"conversations": "dialog", "from": "speaker", "value": "text",
-                 "roles": {"client": "user", "agent": "assistant"}},
+        [record],
+        qwen_dir,
+        format="sharegpt",
+        mapping={
+            "conversations": "dialog",
+            "from": "speaker",
+            "value": "text",
+            "roles": {"client": "user", "agent": "assistant"},
+        },
     )
     reference = encode([GOOD], qwen_dir)
     assert encoded.sample(0)[0].tolist() == reference.sample(0)[0].tolist()
@@ -161,9 +227,28 @@ def test_mapping_renames_fields_and_roles(qwen_dir):
 
 junk = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(
-        st.sampled_from(["messages", "role", "content", "conversations", "from", "value", "instruction", "output", "tools", "tool_calls", "system"]),
-        children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "messages",
+                    "role",
+                    "content",
+                    "conversations",
+                    "from",
+                    "value",
+                    "instruction",
+                    "output",
+                    "tools",
+                    "tool_calls",
+                    "system",
+                ]
+            ),
+            children,
+            max_size=4,
+        )
+    ),
     max_leaves=15,
 )
 
@@ -185,9 +270,13 @@ def test_every_kind_of_tokenizer_gives_the_same_samples(qwen_dir):
     from transformers import PreTrainedTokenizerFast
 
     records = [GOOD, {"messages": [{"role": "system", "content": "S"}, *GOOD["messages"]]}]
-    reference = seqpack.encode(records, tokenizer=qwen_dir / "tokenizer.json", template="qwen3", max_length=64)
+    reference = seqpack.encode(
+        records, tokenizer=qwen_dir / "tokenizer.json", template="qwen3", max_length=64
+    )
     config = _json.loads((qwen_dir / "tokenizer_config.json").read_text())
-    hf = PreTrainedTokenizerFast(tokenizer_file=str(qwen_dir / "tokenizer.json"), eos_token="<|im_end|>")
+    hf = PreTrainedTokenizerFast(
+        tokenizer_file=str(qwen_dir / "tokenizer.json"), eos_token="<|im_end|>"
+    )
     hf.chat_template = config["chat_template"]
     for tokenizer, template in (
         (qwen_dir, "qwen3"),
@@ -205,18 +294,24 @@ def test_every_kind_of_tokenizer_gives_the_same_samples(qwen_dir):
 
 
 def test_api_type_errors_are_seqpack_errors(qwen_dir):
-    for kwargs in ({"train_on": None}, {"truncate_keep": 1}, {"overlong": None}, {"max_length": "64"}):
+    for kwargs in (
+        {"train_on": None},
+        {"truncate_keep": 1},
+        {"overlong": None},
+        {"max_length": "64"},
+    ):
         options = {"max_length": 64, **kwargs}
         with pytest.raises(seqpack.InvalidOptionError):
-            seqpack.encode([GOOD], tokenizer=qwen_dir, template="qwen3", **options)
+            seqpack.encode([GOOD], tokenizer=qwen_dir, template="qwen3", **options)  # type: ignore[arg-type]  # deliberately wrong types
     with pytest.raises(seqpack.InvalidOptionError, match="got NoneType"):
-        seqpack.encode(None, tokenizer=qwen_dir, template="qwen3", max_length=64)
+        seqpack.encode(None, tokenizer=qwen_dir, template="qwen3", max_length=64)  # type: ignore[arg-type]  # deliberately None
     with pytest.raises(seqpack.InvalidLabelsError, match="got int"):
         seqpack.pack([[1, 2]], labels=5, max_length=8)
     with pytest.raises(seqpack.InvalidOptionError, match="truncate_keep"):
-        seqpack.pack([[1, 2]], max_length=8, truncate_keep=3)
+        seqpack.pack([[1, 2]], max_length=8, truncate_keep=3)  # type: ignore[arg-type]  # deliberately not a string
     import numpy as np
-    encoded = seqpack.encode([GOOD], tokenizer=qwen_dir, template="qwen3", max_length=np.int64(64))
+
+    encoded = seqpack.encode([GOOD], tokenizer=qwen_dir, template="qwen3", max_length=np.int64(64))  # type: ignore[arg-type]  # numpy integers are accepted
     assert len(encoded) == 1
 
 
@@ -228,7 +323,9 @@ def test_tokenizer_cache_follows_the_object_and_the_files(qwen_dir, tmp_path):
     # Objects created and freed in turn (ids get reused) each give their own vocabulary.
     base = tokenizers.Tokenizer.from_file(str(qwen_dir / "tokenizer.json"))
     for _ in range(5):
-        small = tokenizers.Tokenizer(tokenizers.models.WordLevel({"hi": 0, "[UNK]": 1}, unk_token="[UNK]"))
+        small = tokenizers.Tokenizer(
+            tokenizers.models.WordLevel({"hi": 0, "[UNK]": 1}, unk_token="[UNK]")
+        )
         assert seqpack.tokenizer.load_tokenizer(small).native.vocab_size == 2
         del small
     assert seqpack.tokenizer.load_tokenizer(base).native.vocab_size > 150_000
@@ -236,8 +333,12 @@ def test_tokenizer_cache_follows_the_object_and_the_files(qwen_dir, tmp_path):
     folder = tmp_path / "tok"
     folder.mkdir()
     shutil.copy(qwen_dir / "tokenizer.json", folder / "tokenizer.json")
-    (folder / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}|{% endfor %}")
+    (folder / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ m.content }}|{% endfor %}"
+    )
     first = seqpack.encode([GOOD], tokenizer=folder, template=None, max_length=64)
-    (folder / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content }}#{% endfor %}")
+    (folder / "chat_template.jinja").write_text(
+        "{% for m in messages %}{{ m.content }}#{% endfor %}"
+    )
     second = seqpack.encode([GOOD], tokenizer=folder, template=None, max_length=64)
     assert first.tokens.tolist() != second.tokens.tolist()

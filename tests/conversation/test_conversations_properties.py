@@ -5,16 +5,21 @@ assistant turn once, and the report adds up."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
-import seqpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import seqpack
 
 IM_START, IM_END, NEWLINE = 151644, 151645, 198
 ROLE_TOKENS = {"system": 8948, "user": 872, "assistant": 77091}
 
-words = st.sampled_from(["hello", "world", "数据", "packing", "tokens", "the", "a", "42", "?", "!", "x" * 7])
+words = st.sampled_from(
+    ["hello", "world", "数据", "packing", "tokens", "the", "a", "42", "?", "!", "x" * 7]
+)
 text = st.lists(words, min_size=1, max_size=40).map(" ".join)
 
 
@@ -26,10 +31,18 @@ def conversations(draw):
     for _ in range(draw(st.integers(1, 6))):
         messages.append({"role": "user", "content": draw(text)})
         if draw(st.integers(0, 4)) == 0:
-            messages.append({
-                "role": "assistant", "content": "",
-                "tool_calls": [{"type": "function", "function": {"name": "lookup", "arguments": {"q": draw(text)}}}],
-            })
+            messages.append(
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "type": "function",
+                            "function": {"name": "lookup", "arguments": {"q": draw(text)}},
+                        }
+                    ],
+                }
+            )
             messages.append({"role": "tool", "content": draw(text)})
         messages.append({"role": "assistant", "content": draw(text)})
     if draw(st.integers(0, 5)) == 0:
@@ -43,7 +56,11 @@ def assistant_regions(tokens):
     regions = []
     k = 0
     while k < len(tokens):
-        if tokens[k] == IM_START and k + 2 < len(tokens) and tokens[k + 1] == ROLE_TOKENS["assistant"]:
+        if (
+            tokens[k] == IM_START
+            and k + 2 < len(tokens)
+            and tokens[k + 1] == ROLE_TOKENS["assistant"]
+        ):
             start = k + 3  # header: <|im_start|> assistant \n
             end = start
             while end < len(tokens) and tokens[end] != IM_END:
@@ -54,13 +71,15 @@ def assistant_regions(tokens):
     return regions
 
 
-options = st.fixed_dictionaries({
-    "max_length": st.integers(24, 400),
-    "keep_first_turn": st.booleans(),
-    "overlong": st.sampled_from(["truncate", "split"]),
-    "truncate_keep": st.sampled_from(["head", "tail", "ends"]),
-    "train_on_cut_turns": st.booleans(),
-})
+options = st.fixed_dictionaries(
+    {
+        "max_length": st.integers(24, 400),
+        "keep_first_turn": st.booleans(),
+        "overlong": st.sampled_from(["truncate", "split"]),
+        "truncate_keep": st.sampled_from(["head", "tail", "ends"]),
+        "train_on_cut_turns": st.booleans(),
+    }
+)
 
 
 @settings(max_examples=80)
@@ -114,7 +133,11 @@ def test_generated_conversations_keep_every_promise(records, opts, qwen_dir):
             # The sample ends with an assistant turn's end token (and its newline).
             assert tokens[-2:].tolist() == [IM_END, NEWLINE] or report.cut_messages
         assert trained_total == report.trained_after
-        if opts["overlong"] == "split" and not report.cut_messages and report.reason != "untrainable_windows_dropped":
+        if (
+            opts["overlong"] == "split"
+            and not report.cut_messages
+            and report.reason != "untrainable_windows_dropped"
+        ):
             # Every assistant turn that precedes the last answer is trained exactly once.
             ends = sum(int((encoded.sample(k)[1] == IM_END).sum()) for k in samples)
             last_answer = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
@@ -127,12 +150,16 @@ def test_pack_equals_encode_then_pack(records, max_length, qwen_dir):
     try:
         batch = seqpack.pack(records, tokenizer=qwen_dir, template="qwen3", max_length=max_length)
     except seqpack.EmptyInputError:
-        encoded = seqpack.encode(records, tokenizer=qwen_dir, template="qwen3", max_length=max_length)
+        encoded = seqpack.encode(
+            records, tokenizer=qwen_dir, template="qwen3", max_length=max_length
+        )
         assert len(encoded) == 0
         return
     encoded = seqpack.encode(records, tokenizer=qwen_dir, template="qwen3", max_length=max_length)
     samples = [encoded.sample(k) for k in range(len(encoded))]
-    direct = seqpack.pack([s[0] for s in samples], labels=[s[1] for s in samples], max_length=max_length)
+    direct = seqpack.pack(
+        [s[0] for s in samples], labels=[s[1] for s in samples], max_length=max_length
+    )
     np.testing.assert_array_equal(batch.input_ids, direct.input_ids)
     np.testing.assert_array_equal(batch.labels, direct.labels)
     np.testing.assert_array_equal(batch.sample_record, encoded.sample_record)
@@ -142,10 +169,17 @@ def test_pack_equals_encode_then_pack(records, max_length, qwen_dir):
 def test_truncation_drops_oldest_middle_turns(qwen_dir, keep_first_turn):
     messages = [{"role": "system", "content": "Be brief."}]
     for turn in range(8):
-        messages += [{"role": "user", "content": f"question {turn} " + "pad " * 20},
-                     {"role": "assistant", "content": f"answer {turn} " + "pad " * 20}]
-    encoded = seqpack.encode([{"messages": messages}], tokenizer=qwen_dir, template="qwen3",
-                             max_length=200, keep_first_turn=keep_first_turn)
+        messages += [
+            {"role": "user", "content": f"question {turn} " + "pad " * 20},
+            {"role": "assistant", "content": f"answer {turn} " + "pad " * 20},
+        ]
+    encoded = seqpack.encode(
+        [{"messages": messages}],
+        tokenizer=qwen_dir,
+        template="qwen3",
+        max_length=200,
+        keep_first_turn=keep_first_turn,
+    )
     report = encoded.report.records[0]
     assert report.status == "truncated" and report.reason == "turns_dropped"
     kept = sorted(set(range(len(messages))) - set(report.dropped_messages))
@@ -160,13 +194,21 @@ def test_truncation_drops_oldest_middle_turns(qwen_dir, keep_first_turn):
 
 
 def test_single_long_turn_is_cut_and_answer_kept(qwen_dir):
-    record = {"messages": [
-        {"role": "system", "content": "Summarise."},
-        {"role": "user", "content": "long document " * 300},
-        {"role": "assistant", "content": "A short summary."},
-    ]}
+    record = {
+        "messages": [
+            {"role": "system", "content": "Summarise."},
+            {"role": "user", "content": "long document " * 300},
+            {"role": "assistant", "content": "A short summary."},
+        ]
+    }
     for truncate_keep in ("head", "tail", "ends"):
-        encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=128, truncate_keep=truncate_keep)
+        encoded = seqpack.encode(
+            [record],
+            tokenizer=qwen_dir,
+            template="qwen3",
+            max_length=128,
+            truncate_keep=truncate_keep,
+        )
         report = encoded.report.records[0]
         assert report.reason == "turn_cut" and report.cut_messages == [1]
         tokens, _labels = encoded.sample(0)
@@ -176,25 +218,35 @@ def test_single_long_turn_is_cut_and_answer_kept(qwen_dir):
 
 
 def test_cut_assistant_turn_is_not_trained_unless_allowed(qwen_dir):
-    record = {"messages": [
-        {"role": "user", "content": "Write a lot."},
-        {"role": "assistant", "content": "word " * 400},
-    ]}
+    record = {
+        "messages": [
+            {"role": "user", "content": "Write a lot."},
+            {"role": "assistant", "content": "word " * 400},
+        ]
+    }
     encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=64)
     assert encoded.report.records[0].status == "dropped"
     assert encoded.report.records[0].reason == "no_trainable_tokens"
     assert len(encoded) == 0
-    allowed = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=64, train_on_cut_turns=True)
+    allowed = seqpack.encode(
+        [record], tokenizer=qwen_dir, template="qwen3", max_length=64, train_on_cut_turns=True
+    )
     assert allowed.report.records[0].status == "truncated"
     assert (allowed.sample(0)[1] != -100).sum() > 0
 
 
 def test_train_on_all_and_other_roles(qwen_dir):
-    record = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
-    every = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=64, train_on="all")
+    record = {
+        "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    }
+    every = seqpack.encode(
+        [record], tokenizer=qwen_dir, template="qwen3", max_length=64, train_on="all"
+    )
     tokens, labels = every.sample(0)
     assert (labels == tokens).all()
-    users = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=64, train_on=["user"])
+    users = seqpack.encode(
+        [record], tokenizer=qwen_dir, template="qwen3", max_length=64, train_on=["user"]
+    )
     tokens, labels = users.sample(0)
     assert 0 < (labels != -100).sum() < len(tokens)
     assert IM_END in labels.tolist()
@@ -204,17 +256,31 @@ def test_jinja_spans_are_exact_for_tricky_contents(qwen_dir):
     # Contents that also occur inside the template's own text or inside other messages, and an
     # assistant tool call with empty content: the Jinja path must label exactly what the
     # built-in path labels.
-    records = [
+    records: list[dict[str, Any]] = [
         {"messages": [{"role": "user", "content": "e"}, {"role": "assistant", "content": "e"}]},
-        {"messages": [
-            {"role": "user", "content": "weather in Paris?"},
-            {"role": "assistant", "content": "", "tool_calls": [
-                {"type": "function", "function": {"name": "weather", "arguments": {"city": "Paris"}}}]},
-            {"role": "tool", "content": "Paris"},
-            {"role": "assistant", "content": "It is sunny in Paris."},
-        ]},
-        {"messages": [{"role": "user", "content": "2+2?"},
-                      {"role": "assistant", "content": "4", "reasoning_content": "two plus two is four"}]},
+        {
+            "messages": [
+                {"role": "user", "content": "weather in Paris?"},
+                {
+                    "role": "assistant",
+                    "content": "",
+                    "tool_calls": [
+                        {
+                            "type": "function",
+                            "function": {"name": "weather", "arguments": {"city": "Paris"}},
+                        }
+                    ],
+                },
+                {"role": "tool", "content": "Paris"},
+                {"role": "assistant", "content": "It is sunny in Paris."},
+            ]
+        },
+        {
+            "messages": [
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": "4", "reasoning_content": "two plus two is four"},
+            ]
+        },
     ]
     builtin = seqpack.encode(records, tokenizer=qwen_dir, template="qwen3", max_length=512)
     jinja = seqpack.encode(records, tokenizer=qwen_dir, template=None, max_length=512)
@@ -227,12 +293,18 @@ def test_jinja_spans_are_exact_for_tricky_contents(qwen_dir):
 
 
 def test_windows_dropped_for_no_labels_are_reported(qwen_dir):
-    record = {"messages": [
-        {"role": "system", "content": "S"}, {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello there"}, {"role": "user", "content": "q"},
-        {"role": "assistant", "content": "word " * 200},
-    ]}
-    encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=60, overlong="split")
+    record = {
+        "messages": [
+            {"role": "system", "content": "S"},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello there"},
+            {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "word " * 200},
+        ]
+    }
+    encoded = seqpack.encode(
+        [record], tokenizer=qwen_dir, template="qwen3", max_length=60, overlong="split"
+    )
     report = encoded.report.records[0]
     assert report.windows == len(encoded) == 1
     assert report.reason == "untrainable_windows_dropped"
@@ -242,9 +314,15 @@ def test_windows_dropped_for_no_labels_are_reported(qwen_dir):
 
 
 def test_long_reasoning_is_cut_as_part_of_its_turn(qwen_dir):
-    record = {"messages": [{"role": "user", "content": "2+2?"},
-                           {"role": "assistant", "content": "4", "reasoning_content": "think " * 100}]}
-    encoded = seqpack.encode([record], tokenizer=qwen_dir, template="qwen3", max_length=40, train_on_cut_turns=True)
+    record = {
+        "messages": [
+            {"role": "user", "content": "2+2?"},
+            {"role": "assistant", "content": "4", "reasoning_content": "think " * 100},
+        ]
+    }
+    encoded = seqpack.encode(
+        [record], tokenizer=qwen_dir, template="qwen3", max_length=40, train_on_cut_turns=True
+    )
     report = encoded.report.records[0]
     tokens, _labels = encoded.sample(0)
     assert len(tokens) == 40 and report.cut_messages == [1]
@@ -254,8 +332,13 @@ def test_long_reasoning_is_cut_as_part_of_its_turn(qwen_dir):
 
 
 def test_system_prompt_that_cannot_fit_drops_the_record(qwen_dir):
-    record = {"messages": [{"role": "system", "content": "rule " * 100}, {"role": "user", "content": "hi"},
-                           {"role": "assistant", "content": "ok"}]}
+    record = {
+        "messages": [
+            {"role": "system", "content": "rule " * 100},
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "ok"},
+        ]
+    }
     for template in ("qwen3", "mistral"):
         encoded = seqpack.encode([record], tokenizer=qwen_dir, template=template, max_length=50)
         report = encoded.report.records[0]

@@ -8,11 +8,12 @@ import json
 
 import numpy as np
 import pytest
-import seqpack
 import tokenizers
+from transformers import PreTrainedTokenizerFast
+
+import seqpack
 from conftest import chat_files, load_records, require_chat_data
 from seqpack import _seqpack
-from transformers import PreTrainedTokenizerFast
 
 FILES = [p.name for p in chat_files()] or ["(no shared chat data)"]
 
@@ -70,7 +71,9 @@ def test_tokens_and_labels_on_real_data(name, qwen_dir, py_tokenizer):
     path = files[name]
     records = load_records(path)
     template = _seqpack.NativeTemplate.builtin("qwen3")
-    encoded = seqpack.encode(path, tokenizer=qwen_dir, template="qwen3", max_length=1 << 20, on_error="skip")
+    encoded = seqpack.encode(
+        path, tokenizer=qwen_dir, template="qwen3", max_length=1 << 20, on_error="skip"
+    )
     im_end = py_tokenizer.token_to_id("<|im_end|>")
     by_record = {int(r): k for k, r in enumerate(encoded.sample_record)}
     checked = 0
@@ -94,6 +97,7 @@ def test_tokens_and_labels_on_real_data(name, qwen_dir, py_tokenizer):
         pieces = []
         for _message, start, _body_start, _body_end, end in spans:
             pieces += py_tokenizer.encode(kept_text[start:end], add_special_tokens=False).ids
+
         # Per-message tokens concatenate to the whole unless a token straddles a message
         # boundary; any straddle (also header/body, e.g. content that starts with a newline
         # merging with the header's) is counted in the report.
@@ -108,7 +112,9 @@ def test_tokens_and_labels_on_real_data(name, qwen_dir, py_tokenizer):
         expected = np.full(len(whole.ids), -100)
         for message, _start, body_start, body_end, _end in spans:
             if message is not None and messages[message]["role"] == "assistant":
-                inside = [k for k, (s, _e) in enumerate(whole.offsets) if body_start <= s < body_end]
+                inside = [
+                    k for k, (s, _e) in enumerate(whole.offsets) if body_start <= s < body_end
+                ]
                 expected[inside] = np.array(whole.ids)[inside]
         np.testing.assert_array_equal(labels, expected)
         trained = labels != -100
@@ -136,8 +142,14 @@ def test_truncated_real_data_keeps_its_promises(name, max_length, qwen_dir, py_t
         # Every record was dropped (e.g. system prompt + tools longer than the budget):
         # packing says so, with the reasons, rather than returning an empty batch.
         assert all(r.status in ("dropped", "skipped") for r in encoded.report.records)
-        with pytest.raises(seqpack.EmptyInputError, match="none of the .* records left a sample"):
-            seqpack.pack(files[name], tokenizer=qwen_dir, template="qwen3", max_length=max_length, on_error="skip")
+        with pytest.raises(seqpack.EmptyInputError, match=r"none of the .* records left a sample"):
+            seqpack.pack(
+                files[name],
+                tokenizer=qwen_dir,
+                template="qwen3",
+                max_length=max_length,
+                on_error="skip",
+            )
         return
     batch = seqpack.pack(
         files[name], tokenizer=qwen_dir, template="qwen3", max_length=max_length, on_error="skip"
@@ -156,7 +168,8 @@ def test_truncated_real_data_keeps_its_promises(name, max_length, qwen_dir, py_t
             # The sample starts with the system prompt exactly as rendered alone.
             if record not in system_ids:
                 system_ids[record] = py_tokenizer.encode(
-                    f"<|im_start|>system\n{messages[0]['content']}<|im_end|>\n", add_special_tokens=False
+                    f"<|im_start|>system\n{messages[0]['content']}<|im_end|>\n",
+                    add_special_tokens=False,
                 ).ids
             if not records[record].get("tools"):
                 assert tokens[: len(system_ids[record])].tolist() == system_ids[record]
@@ -184,7 +197,7 @@ def test_truncated_real_data_keeps_its_promises(name, max_length, qwen_dir, py_t
             assert r.tokens_after == r.tokens_before - sum(r.tokens_removed.values())
     # Packing carries the same samples.
     assert batch.stats.real_tokens == len(encoded.tokens)
-    assert batch.report.counts() == encoded.report.counts()
+    assert batch.report is not None and batch.report.counts() == encoded.report.counts()
     assert (batch.labels != -100).sum() == int((encoded.labels != -100).sum()) - int(
         (encoded.labels[encoded.offsets[:-1]] != -100).sum()
     )
@@ -194,10 +207,12 @@ def test_split_trains_every_assistant_turn_once(qwen_dir):
     files = {p.name: p for p in require_chat_data()}
     path = files["glaive_toolcall_en_demo.json"]
     whole = seqpack.encode(path, tokenizer=qwen_dir, template="qwen3", max_length=1 << 20)
-    split = seqpack.encode(path, tokenizer=qwen_dir, template="qwen3", max_length=400, overlong="split")
+    split = seqpack.encode(
+        path, tokenizer=qwen_dir, template="qwen3", max_length=400, overlong="split"
+    )
     assert split.report.counts().get("split", 0) > 0
     im_end = 151645
-    for report, full_report in zip(split.report.records, whole.report.records):
+    for report, _full_report in zip(split.report.records, whole.report.records, strict=True):
         if report.status == "dropped":
             continue
         samples = [k for k in range(len(split)) if split.sample_record[k] == report.record]
@@ -216,8 +231,12 @@ def test_model_jinja_template_labels_equal_builtin(name, qwen_dir):
     # calls with empty content are placed exactly.
     files = {p.name: p for p in require_chat_data()}
     path = files[name]
-    builtin = seqpack.encode(path, tokenizer=qwen_dir, template="qwen3", max_length=1 << 20, on_error="skip")
-    jinja = seqpack.encode(path, tokenizer=qwen_dir, template=None, max_length=1 << 20, on_error="skip")
+    builtin = seqpack.encode(
+        path, tokenizer=qwen_dir, template="qwen3", max_length=1 << 20, on_error="skip"
+    )
+    jinja = seqpack.encode(
+        path, tokenizer=qwen_dir, template=None, max_length=1 << 20, on_error="skip"
+    )
     assert [r.status for r in jinja.report.records] == [r.status for r in builtin.report.records]
     np.testing.assert_array_equal(jinja.tokens, builtin.tokens)
     np.testing.assert_array_equal(jinja.labels, builtin.labels)

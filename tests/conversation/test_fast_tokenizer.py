@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import seqpack
-from conftest import chat_files, load_records
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import seqpack
+from conftest import chat_files, load_records
 from seqpack import _seqpack
 from seqpack.tokenizer import load_tokenizer
 
@@ -40,12 +41,55 @@ def test_real_conversations(qwen):
     assert count > 0 or not chat_files()
 
 
-pieces = st.sampled_from([
-    "'s", "'S", "'re", "'ll", "'d", "'x", "ſ", "don't", " ", "  ", "\t", "\n", "\r\n", "\n\n ", "   \n",
-    " \u3000", "\u00a0", "123", "4567", "½", "Ⅻ", "٣", "hello", " world", "Ünïcødé", "数据集", "한국어",
-    "مرحبا", "😀", "👩‍💻", "!!", " ...", "?\n", "<|im_start|>", "<|im_end|>", "<think>", "<tool_call>",
-    "e\u0301", "ﬁ", "x" * 60, "=" * 70, " " * 55, "\u200b", "\x00", "𝔘",
-])
+pieces = st.sampled_from(
+    [
+        "'s",
+        "'S",
+        "'re",
+        "'ll",
+        "'d",
+        "'x",
+        "ſ",
+        "don't",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\n\n ",
+        "   \n",
+        " \u3000",
+        "\u00a0",
+        "123",
+        "4567",
+        "½",
+        "Ⅻ",
+        "٣",
+        "hello",
+        " world",
+        "Ünïcødé",
+        "数据集",
+        "한국어",
+        "مرحبا",
+        "😀",
+        "👩‍💻",
+        "!!",
+        " ...",
+        "?\n",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<think>",
+        "<tool_call>",
+        "e\u0301",
+        "ﬁ",
+        "x" * 60,
+        "=" * 70,
+        " " * 55,
+        "\u200b",
+        "\x00",
+        "𝔘",
+    ]
+)
 
 
 @settings(max_examples=400)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import seqpack
 from hypothesis import given
 from hypothesis import strategies as st
+
+import seqpack
 from seqpack import (
     EmptyInputError,
     EmptySequenceError,
@@ -58,13 +59,13 @@ def test_negative_token_is_named():
 
 def test_non_integer_tokens_are_named():
     with raises(InvalidTokenError, r"sequence 1: tokens must be integers, got dtype float64", 1):
-        seqpack.pack([[1, 2], [3.5, 4]], max_length=8)
+        seqpack.pack([[1, 2], [3.5, 4]], max_length=8)  # type: ignore[arg-type]  # deliberately not integers
     with raises(InvalidTokenError, "sequence 0: tokens must be integers, got dtype <U1", 0):
         seqpack.pack([["a", "b"]], max_length=8)
     with raises(InvalidTokenError, "sequence 0: tokens must be integers, got dtype bool", 0):
         seqpack.pack([np.array([True, False])], max_length=8)
     with raises(InvalidTokenError, "sequence 1: tokens must be 1-D", 1):
-        seqpack.pack([[1], [[1, 2], [3, 4]]], max_length=8)
+        seqpack.pack([[1], [[1, 2], [3, 4]]], max_length=8)  # type: ignore[arg-type]  # deliberately 2-D
     with raises(InvalidTokenError, "sequence 0: tokens must be integers, got dtype object", 0):
         seqpack.pack([[2**70]], max_length=8)
     with raises(InvalidTokenError, "expected token sequences"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import seqpack
-from conftest import rebuild_sources, segments_of
 from hypothesis import given
 from hypothesis import strategies as st
+
+import seqpack
+from conftest import rebuild_sources, segments_of
 
 lengths_st = st.lists(st.integers(1, 300), min_size=1, max_size=60)
 options_st = st.fixed_dictionaries(
@@ -69,12 +70,15 @@ def test_every_token_once_in_order_or_reported(lengths, options, data):
     assert batch.cu_seqlens[0] == 0
     np.testing.assert_array_equal(np.diff(batch.cu_seqlens), batch.seq_lens)
     assert batch.max_seqlen == (max(batch.seq_lens) if len(batch.seq_lens) else 0)
-    for k, (row, column, length, source, chunk, start) in enumerate(segments):
+    assert batch.loss_weights is not None
+    for k, (row, column, length, source, _chunk, start) in enumerate(segments):
         assert batch.seq_lens[k] == length
         span = slice(column, column + length)
         np.testing.assert_array_equal(batch.position_ids[row, span], np.arange(length))
         assert batch.labels[row, column] == -100
-        expected = (labels[source] if with_labels else sequences[source])[start + 1 : start + length]
+        expected = (labels[source] if labels is not None else sequences[source])[
+            start + 1 : start + length
+        ]
         np.testing.assert_array_equal(batch.labels[row, column + 1 : column + length], expected)
         np.testing.assert_array_equal(
             batch.loss_weights[row, span], (batch.labels[row, span] != -100).astype(np.float32)
@@ -91,7 +95,14 @@ def test_same_input_same_bytes(lengths, options):
     sequences = make_sequences(lengths, seed=1)
     a = seqpack.pack(sequences, **options)
     b = seqpack.pack(sequences, **options)
-    for name in ("input_ids", "labels", "position_ids", "segment_ids", "cu_seqlens", "source_index"):
+    for name in (
+        "input_ids",
+        "labels",
+        "position_ids",
+        "segment_ids",
+        "cu_seqlens",
+        "source_index",
+    ):
         assert getattr(a, name).tobytes() == getattr(b, name).tobytes()
 
 
@@ -116,6 +127,7 @@ def test_sequence_weights_reproduce_the_unpacked_sequence_mean(lengths, seed):
         make_sequences(lengths), max_length=64, overlong="split", loss_weights="sequence", seed=seed
     )
     totals = np.zeros(len(lengths))
+    assert batch.loss_weights is not None
     for row, column, length, source, _chunk, _start in segments_of(batch):
         totals[source] += batch.loss_weights[row, column : column + length].sum()
     trained = np.array([n - int(np.ceil(n / 64)) for n in lengths])

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
 import seqpack
 
 
@@ -15,8 +16,10 @@ def test_concurrent_packs_are_identical():
     offsets = np.concatenate([[0], np.cumsum(lengths)])
 
     def run(seed):
-        batch = seqpack.pack(tokens, offsets=offsets, max_length=1024, seed=seed, loss_weights="sequence")
-        return batch.input_ids.tobytes() + batch.labels.tobytes() + batch.loss_weights.tobytes()
+        batch = seqpack.pack(
+            tokens, offsets=offsets, max_length=1024, seed=seed, loss_weights="sequence"
+        )
+        return batch.input_ids.tobytes() + batch.labels.tobytes() + batch.loss_weights.tobytes()  # type: ignore[union-attr]
 
     expected = {seed: run(seed) for seed in range(4)}
     with ThreadPoolExecutor(max_workers=8) as pool:
@@ -53,7 +56,8 @@ digest = hashlib.sha256()
 for strategy in seqpack.STRATEGIES:
     batch = seqpack.pack(tokens, offsets=offsets, max_length=1024, strategy=strategy, seed=5,
                          loss_weights="sequence", overlong="split")
-    for name in ("input_ids", "labels", "position_ids", "segment_ids", "cu_seqlens", "loss_weights"):
+    names = ("input_ids", "labels", "position_ids", "segment_ids", "cu_seqlens", "loss_weights")
+    for name in names:
         digest.update(getattr(batch, name).tobytes())
 records = [{"messages": [{"role": "system", "content": "S" * (i % 7)},
                          {"role": "user", "content": "question %d " % i + "x " * (i % 50)},
@@ -74,7 +78,13 @@ def test_same_bytes_whatever_the_thread_count(qwen_dir):
     digests = set()
     for threads in ("1", "2", "5"):
         env = {**os.environ, "RAYON_NUM_THREADS": threads}
-        done = subprocess.run([sys.executable, "-c", HASH_SCRIPT, str(qwen_dir)], env=env,
-                              capture_output=True, text=True, check=True, timeout=300)
+        done = subprocess.run(
+            [sys.executable, "-c", HASH_SCRIPT, str(qwen_dir)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=300,
+        )
         digests.add(done.stdout.strip())
     assert len(digests) == 1

@@ -25,7 +25,9 @@ def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
     if not values or min(values) <= 0:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
     return values
@@ -55,26 +57,52 @@ def _limit_list(text: str) -> list[int | None]:
 
 
 def _add_chat_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--tokenizer", help="tokenizer.json or a folder with one (needed for chat input)")
-    parser.add_argument("--template", default=None,
-                        help="the chat template: the tokenizer's own (default; from its "
-                             "tokenizer_config.json or chat_template.jinja), qwen3, qwen2.5, "
-                             "llama3, mistral, a tokenizer_config.json or a .jinja file")
-    parser.add_argument("--format", default="auto", choices=["auto", "openai", "sharegpt", "alpaca"])
-    parser.add_argument("--input-kind", default="auto", choices=["auto", "chat", "tokens"],
-                        help="chat records, or pre-tokenized records with input_ids (and labels)")
+    parser.add_argument(
+        "--tokenizer", help="tokenizer.json or a folder with one (needed for chat input)"
+    )
+    parser.add_argument(
+        "--template",
+        default=None,
+        help="the chat template: the tokenizer's own (default; from its "
+        "tokenizer_config.json or chat_template.jinja), qwen3, qwen2.5, "
+        "llama3, mistral, a tokenizer_config.json or a .jinja file",
+    )
+    parser.add_argument(
+        "--format", default="auto", choices=["auto", "openai", "sharegpt", "alpaca"]
+    )
+    parser.add_argument(
+        "--input-kind",
+        default="auto",
+        choices=["auto", "chat", "tokens"],
+        help="chat records, or pre-tokenized records with input_ids (and labels)",
+    )
     parser.add_argument("--on-error", default="raise", choices=["raise", "skip"])
     parser.add_argument("--keep-first-turn", action="store_true")
-    parser.add_argument("--overlong", default=None, choices=["error", "drop", "truncate", "split"],
-                        help="input longer than max_length (default: truncate conversations "
-                             "turn-aware; error for pre-tokenized sequences)")
-    parser.add_argument("--truncate-keep", default="head", choices=["head", "tail", "ends"],
-                        help="what a token-level cut keeps (default: %(default)s)")
+    parser.add_argument(
+        "--overlong",
+        default=None,
+        choices=["error", "drop", "truncate", "split"],
+        help="input longer than max_length (default: truncate conversations "
+        "turn-aware; error for pre-tokenized sequences)",
+    )
+    parser.add_argument(
+        "--truncate-keep",
+        default="head",
+        choices=["head", "tail", "ends"],
+        help="what a token-level cut keeps (default: %(default)s)",
+    )
     # The old names, for one release.
-    parser.add_argument("--overflow", default=None, choices=["truncate", "split"], help=argparse.SUPPRESS)
-    parser.add_argument("--cut-keep", default=None, choices=["head", "tail", "middle"], help=argparse.SUPPRESS)
-    parser.add_argument("--train-on", default="assistant",
-                        help="comma-separated roles whose turns get labels, or 'all'")
+    parser.add_argument(
+        "--overflow", default=None, choices=["truncate", "split"], help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--cut-keep", default=None, choices=["head", "tail", "middle"], help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--train-on",
+        default="assistant",
+        help="comma-separated roles whose turns get labels, or 'all'",
+    )
     parser.add_argument("--train-on-cut-turns", action="store_true")
     parser.add_argument("--min-trainable-tokens", type=int, default=1)
 
@@ -95,8 +123,9 @@ def _progress(total: int | None = None) -> Iterator[Callable[[str], None]]:
     columns = [SpinnerColumn(), TextColumn("{task.description}")]
     if total is not None:
         columns += [BarColumn(), MofNCompleteColumn()]
-    with Progress(*columns, TimeElapsedColumn(), transient=True,
-                  console=_console(stderr=True)) as progress:
+    with Progress(
+        *columns, TimeElapsedColumn(), transient=True, console=_console(stderr=True)
+    ) as progress:
         task = progress.add_task("starting", total=total)
         started = 0
 
@@ -150,18 +179,28 @@ def _overlong(args: argparse.Namespace) -> tuple[str | None, str]:
 
 def _need_tokenizer(args: argparse.Namespace) -> Any:
     if not args.tokenizer:
-        raise SeqpackError("--tokenizer is required for chat input (a tokenizer.json or a folder holding one)")
+        raise SeqpackError(
+            "--tokenizer is required for chat input (a tokenizer.json or a folder holding one)"
+        )
     return args.tokenizer
 
 
 def _chat_options(args: argparse.Namespace) -> dict[str, Any]:
-    train_on: str | list[str] = "all" if args.train_on == "all" else [
-        role.strip() for role in args.train_on.split(",") if role.strip()]
+    train_on: str | list[str] = (
+        "all"
+        if args.train_on == "all"
+        else [role.strip() for role in args.train_on.split(",") if role.strip()]
+    )
     overlong, keep = _overlong(args)
-    return {"format": args.format, "keep_first_turn": args.keep_first_turn,
-            "overlong": overlong or "truncate", "truncate_keep": keep, "train_on": train_on,
-            "train_on_cut_turns": args.train_on_cut_turns,
-            "min_trainable_tokens": args.min_trainable_tokens}
+    return {
+        "format": args.format,
+        "keep_first_turn": args.keep_first_turn,
+        "overlong": overlong or "truncate",
+        "truncate_keep": keep,
+        "train_on": train_on,
+        "train_on_cut_turns": args.train_on_cut_turns,
+        "min_trainable_tokens": args.min_trainable_tokens,
+    }
 
 
 def command_pack(args: argparse.Namespace) -> int:
@@ -174,21 +213,34 @@ def command_pack(args: argparse.Namespace) -> int:
         data = read_input(args.input, kind=args.input_kind)
         note("encoding and packing")
         start = time.perf_counter()
-        common = {"max_length": args.max_length, "strategy": args.strategy,
-                  "max_seqs_per_row": args.max_seqs_per_row,
-                  "pad_rows_to_multiple_of": args.pad_rows_to_multiple_of, "seed": args.seed,
-                  "pad_id": args.pad_id}
+        common = {
+            "max_length": args.max_length,
+            "strategy": args.strategy,
+            "max_seqs_per_row": args.max_seqs_per_row,
+            "pad_rows_to_multiple_of": args.pad_rows_to_multiple_of,
+            "seed": args.seed,
+            "pad_id": args.pad_id,
+        }
         if data.kind == "tokens":
             assert data.sequences is not None
             overlong, keep = _overlong(args)
-            batch = pack(data.sequences, labels=data.labels,
-                         overlong=cast(OverlongPolicy, overlong or "error"),
-                         truncate_keep=cast(TruncateKeep, keep), **common)
+            batch = pack(
+                data.sequences,
+                labels=data.labels,
+                overlong=cast(OverlongPolicy, overlong or "error"),
+                truncate_keep=cast(TruncateKeep, keep),
+                **common,
+            )
         else:
             source = data.records if data.records is not None else data.path
-            encoded = encode(source, tokenizer=_need_tokenizer(args), template=_template(args),
-                             max_length=args.max_length, on_error=args.on_error,
-                             **_chat_options(args))
+            encoded = encode(
+                source,
+                tokenizer=_need_tokenizer(args),
+                template=_template(args),
+                max_length=args.max_length,
+                on_error=args.on_error,
+                **_chat_options(args),
+            )
             batch = pack(encoded, **common)
         seconds = time.perf_counter() - start
         note(f"writing {args.output}")
@@ -205,7 +257,12 @@ def _percentiles(values: list[int] | np.ndarray) -> list[str]:
     if array.size == 0:
         return ["0"] + ["-"] * 6
     p = np.percentile(array, [10, 50, 90, 99])
-    return [f"{array.size:,}", f"{array.mean():,.0f}", *(f"{v:,.0f}" for v in p), f"{array.max():,}"]
+    return [
+        f"{array.size:,}",
+        f"{array.mean():,.0f}",
+        *(f"{v:,.0f}" for v in p),
+        f"{array.max():,}",
+    ]
 
 
 def command_stats(args: argparse.Namespace) -> int:
@@ -218,27 +275,45 @@ def command_stats(args: argparse.Namespace) -> int:
         if data.kind == "tokens":
             lengths = np.array([len(s) for s in data.sequences or []])
             over = lengths > args.max_length
-            _print_table(f"{args.input}: tokens per sequence", ["sequences", "mean", "p10", "p50", "p90", "p99", "max"],
-                         [_percentiles(lengths)])
-            _console().print(f"at max_length={args.max_length}: {int(over.sum()):,} sequences longer "
-                             f"({int((lengths[over] - args.max_length).sum()):,} tokens beyond it)")
+            _print_table(
+                f"{args.input}: tokens per sequence",
+                ["sequences", "mean", "p10", "p50", "p90", "p99", "max"],
+                [_percentiles(lengths)],
+            )
+            _console().print(
+                f"at max_length={args.max_length}: {int(over.sum()):,} sequences longer "
+                f"({int((lengths[over] - args.max_length).sum()):,} tokens beyond it)"
+            )
             return 0
         note("encoding")
         source = data.records if data.records is not None else data.path
-        encoded = encode(source, tokenizer=_need_tokenizer(args), template=_template(args),
-                         max_length=args.max_length, on_error=args.on_error, **_chat_options(args))
+        encoded = encode(
+            source,
+            tokenizer=_need_tokenizer(args),
+            template=_template(args),
+            max_length=args.max_length,
+            on_error=args.on_error,
+            **_chat_options(args),
+        )
     reports = [r for r in encoded.report.records if r.status != "skipped"]
     rows = [["all", *_percentiles([r.tokens_before for r in reports])]]
     for role in ("system", "user", "assistant", "tool"):
-        rows.append([role, *_percentiles([r.role_tokens[role] for r in reports if r.role_tokens[role]])])
+        rows.append(
+            [role, *_percentiles([r.role_tokens[role] for r in reports if r.role_tokens[role]])]
+        )
     rows.append(["turns", *_percentiles([r.turns for r in reports])])
-    _print_table(f"{args.input}: tokens per conversation (and per role, where present)",
-                 ["", "count", "mean", "p10", "p50", "p90", "p99", "max"], rows)
+    _print_table(
+        f"{args.input}: tokens per conversation (and per role, where present)",
+        ["", "count", "mean", "p10", "p50", "p90", "p99", "max"],
+        rows,
+    )
     lengths = np.array([r.tokens_before for r in reports])
-    edges = [0] + [2 ** k for k in range(5, 16)] + [int(lengths.max(initial=0)) + 1]
+    edges = [0] + [2**k for k in range(5, 16)] + [int(lengths.max(initial=0)) + 1]
     counts = np.histogram(lengths, bins=sorted(set(edges)))[0]
     bar_rows = []
-    for low, high, count in zip(sorted(set(edges))[:-1], sorted(set(edges))[1:], counts):
+    for low, high, count in zip(
+        sorted(set(edges))[:-1], sorted(set(edges))[1:], counts, strict=True
+    ):
         if count:
             bar = "█" * max(1, int(40 * count / counts.max()))
             bar_rows.append([f"{low:,}–{high - 1:,}", f"{count:,}", bar])
@@ -267,23 +342,35 @@ def command_bench(args: argparse.Namespace) -> int:
             tokenizer: Any = args.tokenizer or synthetic.TOKENIZER_PATH
             # The shipped tokenizer carries no chat template; the set is ChatML.
             template = _template(args) or (None if args.tokenizer else "qwen3")
-            source = (f"built-in synthetic set ({args.conversations:,} conversations, "
-                      "seqpack's small byte-level BPE tokenizer)")
+            source = (
+                f"built-in synthetic set ({args.conversations:,} conversations, "
+                "seqpack's small byte-level BPE tokenizer)"
+            )
         else:
             data = read_input(args.input, kind=args.input_kind)
             if data.kind == "tokens":
-                raise SeqpackError(f"{args.input}: bench needs chat records (it measures truncation per turn)")
+                raise SeqpackError(
+                    f"{args.input}: bench needs chat records (it measures truncation per turn)"
+                )
             records = data.records if data.records is not None else data.path
             tokenizer = _need_tokenizer(args)
             template = _template(args)
             source = str(args.input)
-        result = harness.run(records, tokenizer=tokenizer, template=template,
-                             max_lengths=args.max_lengths, strategies=args.strategies,
-                             max_seqs_per_row=args.max_seqs_per_row, batch_size=args.batch_size,
-                             on_error="skip", progress=note, format=args.format,
-                             keep_first_turn=args.keep_first_turn,
-                             overlong=_overlong(args)[0] or "truncate",
-                             truncate_keep=_overlong(args)[1])
+        result = harness.run(
+            records,
+            tokenizer=tokenizer,
+            template=template,
+            max_lengths=args.max_lengths,
+            strategies=args.strategies,
+            max_seqs_per_row=args.max_seqs_per_row,
+            batch_size=args.batch_size,
+            on_error="skip",
+            progress=note,
+            format=args.format,
+            keep_first_turn=args.keep_first_turn,
+            overlong=_overlong(args)[0] or "truncate",
+            truncate_keep=_overlong(args)[1],
+        )
         result.source = source
         if args.gpu:
             note("GPU: forward+backward on packed rows vs padded batches")
@@ -294,19 +381,27 @@ def command_bench(args: argparse.Namespace) -> int:
         write_text(result.to_json(), out / "report.json")
         note("plotting")
         plots = result.plots(out)
-    _print_table(f"seqpack bench: {result.source}", list(harness.BenchResult.HEADERS), result.table_rows())
+    _print_table(
+        f"seqpack bench: {result.source}", list(harness.BenchResult.HEADERS), result.table_rows()
+    )
     console = _console()
     rec = result.recommended
-    console.print(f"\n[bold]Recommended:[/bold] max_length={rec.max_length}, strategy={rec.strategy}"
-                  + (f", max_seqs_per_row={rec.max_seqs_per_row}" if rec.max_seqs_per_row else "")
-                  + f"\n{result.reason}")
-    console.print("attention: work relative to each whole conversation attending only to itself "
-                  "(same scale for every row); "
-                  "attn vs dense: block masks vs dense masks on the same rows")
+    console.print(
+        f"\n[bold]Recommended:[/bold] max_length={rec.max_length}, strategy={rec.strategy}"
+        + (f", max_seqs_per_row={rec.max_seqs_per_row}" if rec.max_seqs_per_row else "")
+        + f"\n{result.reason}"
+    )
+    console.print(
+        "attention: work relative to each whole conversation attending only to itself "
+        "(same scale for every row); "
+        "attn vs dense: block masks vs dense masks on the same rows"
+    )
     if args.gpu:
         gpu = result.gpu or {}
         console.print(f"GPU: {gpu.get('skipped') or json.dumps(gpu)}")
-    console.print(f"wrote {out / 'report.md'}, {out / 'report.json'}, " + ", ".join(str(p) for p in plots))
+    console.print(
+        f"wrote {out / 'report.md'}, {out / 'report.json'}, " + ", ".join(str(p) for p in plots)
+    )
     return 0
 
 
@@ -320,7 +415,9 @@ def _gpu(records: Any, tokenizer: Any, template: str | None, max_length: int) ->
     from seqpack.chat import encode
     from seqpack.cli.harness import gpu_benchmark
 
-    encoded = encode(records, tokenizer=tokenizer, template=template, max_length=max_length, on_error="skip")
+    encoded = encode(
+        records, tokenizer=tokenizer, template=template, max_length=max_length, on_error="skip"
+    )
     return gpu_benchmark(encoded.tokens, encoded.offsets, encoded.labels, max_length)
 
 
@@ -332,36 +429,61 @@ def command_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seqpack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="seqpack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    bench = commands.add_parser("bench", help="sweep max_length × strategy × row limit and recommend one")
-    bench.add_argument("input", nargs="?", help="chat records (.json/.jsonl/.parquet); default: a built-in synthetic set")
+    bench = commands.add_parser(
+        "bench", help="sweep max_length × strategy × row limit and recommend one"
+    )
+    bench.add_argument(
+        "input",
+        nargs="?",
+        help="chat records (.json/.jsonl/.parquet); default: a built-in synthetic set",
+    )
     _add_chat_options(bench)
     bench.add_argument("--max-lengths", type=_int_list, default=[1024, 2048, 4096, 8192])
-    bench.add_argument("--strategies", type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
-                       default=["bfd", "ffd", "sequential"])
+    bench.add_argument(
+        "--strategies",
+        type=lambda t: [s.strip() for s in t.split(",") if s.strip()],
+        default=["bfd", "ffd", "sequential"],
+    )
     bench.add_argument("--max-seqs-per-row", type=_limit_list, default=[None])
-    bench.add_argument("--batch-size", type=_positive, default=8, help="for the pad-to-longest baseline")
+    bench.add_argument(
+        "--batch-size", type=_positive, default=8, help="for the pad-to-longest baseline"
+    )
     bench.add_argument("--conversations", type=int, default=5000, help="size of the built-in set")
-    bench.add_argument("--out", default="seqpack-bench", help="folder for report.md, report.json and plots")
-    bench.add_argument("--gpu", action="store_true", help="also time training steps on CUDA, if available")
+    bench.add_argument(
+        "--out", default="seqpack-bench", help="folder for report.md, report.json and plots"
+    )
+    bench.add_argument(
+        "--gpu", action="store_true", help="also time training steps on CUDA, if available"
+    )
     bench.set_defaults(run=command_bench)
 
-    stats = commands.add_parser("stats", help="token lengths per role and what max_length would cut")
+    stats = commands.add_parser(
+        "stats", help="token lengths per role and what max_length would cut"
+    )
     stats.add_argument("input")
     _add_chat_options(stats)
-    stats.add_argument("--max-length", type=_positive, default=4096,
-                       help="tokens per sample (default: %(default)s)")
+    stats.add_argument(
+        "--max-length",
+        type=_positive,
+        default=4096,
+        help="tokens per sample (default: %(default)s)",
+    )
     stats.set_defaults(run=command_stats)
 
-    pack = commands.add_parser("pack", help="pack a file to Parquet (.parquet) or .npy arrays (a folder)")
+    pack = commands.add_parser(
+        "pack", help="pack a file to Parquet (.parquet) or .npy arrays (a folder)"
+    )
     pack.add_argument("input")
     pack.add_argument("-o", "--output", required=True)
     _add_chat_options(pack)
-    pack.add_argument("--max-length", type=_positive, default=4096,
-                       help="tokens per row (default: %(default)s)")
+    pack.add_argument(
+        "--max-length", type=_positive, default=4096, help="tokens per row (default: %(default)s)"
+    )
     pack.add_argument("--strategy", default="bfd", choices=["bfd", "ffd", "sequential", "wrapped"])
     pack.add_argument("--max-seqs-per-row", type=int, default=None)
     pack.add_argument("--pad-rows-to-multiple-of", type=int, default=1)

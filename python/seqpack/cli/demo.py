@@ -54,8 +54,9 @@ def run(sequences: int = 100_000, max_length: int = 4096, seed: int = 0) -> str:
     ]
     for strategy in STRATEGIES:
         start = time.perf_counter()
-        batch = pack(tokens, offsets=offsets, max_length=max_length, strategy=strategy,
-                     overlong="split")
+        batch = pack(
+            tokens, offsets=offsets, max_length=max_length, strategy=strategy, overlong="split"
+        )
         seconds = time.perf_counter() - start
         stats = batch.stats
         rows.append(
@@ -69,11 +70,19 @@ def run(sequences: int = 100_000, max_length: int = 4096, seed: int = 0) -> str:
         )
     titles = ("method", "rows", "efficiency", "overlong", "pack time")
     widths = [max(len(r[i]) for r in [titles, *rows]) for i in range(len(titles))]
+
     def line(row: tuple[str, ...]) -> str:
-        return "  ".join(f"{c:<{w}}" for c, w in zip(row, widths))
+        return "  ".join(f"{c:<{w}}" for c, w in zip(row, widths, strict=True))
 
     lower = int(np.ceil(total / max_length))
     return "\n".join(
-        [header, "", line(titles), line(tuple("-" * w for w in widths)), *map(line, rows), "",
-         f"lower bound: {lower:,} rows"]
+        [
+            header,
+            "",
+            line(titles),
+            line(tuple("-" * w for w in widths)),
+            *map(line, rows),
+            "",
+            f"lower bound: {lower:,} rows",
+        ]
     )

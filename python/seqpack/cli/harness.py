@@ -86,32 +86,63 @@ class BenchResult:
 
         out = []
         for r in self.rows:
-            name = r.method if r.method != "packed" else f"{r.strategy}" + (
-                f" ≤{r.max_seqs_per_row}/row" if r.max_seqs_per_row else "")
-            out.append([
-                str(r.max_length), name, f"{r.rows:,}", f"{r.efficiency:.1%}", f"{r.pad_fraction:.1%}",
-                f"{r.truncated_fraction:.2%}", f"{r.dropped_samples:,}", seconds(r.plan_seconds),
-                seconds(r.materialize_seconds), f"{r.attention_cost:.3f}",
-                "-" if r.attention_vs_dense is None else f"{r.attention_vs_dense:.3f}",
-            ])
+            name = (
+                r.method
+                if r.method != "packed"
+                else f"{r.strategy}" + (f" ≤{r.max_seqs_per_row}/row" if r.max_seqs_per_row else "")
+            )
+            out.append(
+                [
+                    str(r.max_length),
+                    name,
+                    f"{r.rows:,}",
+                    f"{r.efficiency:.1%}",
+                    f"{r.pad_fraction:.1%}",
+                    f"{r.truncated_fraction:.2%}",
+                    f"{r.dropped_samples:,}",
+                    seconds(r.plan_seconds),
+                    seconds(r.materialize_seconds),
+                    f"{r.attention_cost:.3f}",
+                    "-" if r.attention_vs_dense is None else f"{r.attention_vs_dense:.3f}",
+                ]
+            )
         return out
 
     HEADERS: ClassVar[tuple[str, ...]] = (
-        "max_length", "method", "rows", "efficiency", "pad", "truncated", "dropped", "plan",
-        "materialize", "attention", "attn vs dense",
+        "max_length",
+        "method",
+        "rows",
+        "efficiency",
+        "pad",
+        "truncated",
+        "dropped",
+        "plan",
+        "materialize",
+        "attention",
+        "attn vs dense",
     )
 
     def to_markdown(self) -> str:
         rec = self.recommended
         limit = f", max_seqs_per_row={rec.max_seqs_per_row}" if rec.max_seqs_per_row else ""
-        recommended = (f"**Recommended:** max_length={rec.max_length}, strategy={rec.strategy}"
-                       f"{limit}. {self.reason}")
-        lines = [f"# seqpack bench: {self.source}", "", recommended, "",
-                 "| " + " | ".join(self.HEADERS) + " |", "|" + "---|" * len(self.HEADERS)]
+        recommended = (
+            f"**Recommended:** max_length={rec.max_length}, strategy={rec.strategy}"
+            f"{limit}. {self.reason}"
+        )
+        lines = [
+            f"# seqpack bench: {self.source}",
+            "",
+            recommended,
+            "",
+            "| " + " | ".join(self.HEADERS) + " |",
+            "|" + "---|" * len(self.HEADERS),
+        ]
         lines += ["| " + " | ".join(row) + " |" for row in self.table_rows()]
-        legend = ("attention: work relative to each whole conversation attending only to itself "
-                  "(lower is better; the same scale for every row); attn vs dense: block masks vs "
-                  "dense masks on the same packed rows.")
+        legend = (
+            "attention: work relative to each whole conversation attending only to itself "
+            "(lower is better; the same scale for every row); attn vs dense: block masks vs "
+            "dense masks on the same packed rows."
+        )
         lines += ["", legend]
         if self.gpu:
             lines += ["", "## GPU", "", "```", json.dumps(self.gpu, indent=2), "```"]
@@ -132,10 +163,16 @@ class BenchResult:
         bins = np.logspace(np.log10(max(lengths.min(), 1)), np.log10(lengths.max() + 1), 50)
         ax.hist(lengths, bins=bins.tolist(), color="#4c72b0", label="conversations")
         ax.set_xscale("log")
-        ax.axvline(self.recommended.max_length, color="#c44e52", linestyle="--",
-                   label=f"max_length = {self.recommended.max_length}")
+        ax.axvline(
+            self.recommended.max_length,
+            color="#c44e52",
+            linestyle="--",
+            label=f"max_length = {self.recommended.max_length}",
+        )
         over = float((lengths > self.recommended.max_length).mean())
-        ax.set_title(f"Tokens per conversation ({len(lengths):,}; {over:.1%} longer than max_length)")
+        ax.set_title(
+            f"Tokens per conversation ({len(lengths):,}; {over:.1%} longer than max_length)"
+        )
         ax.set_xlabel("tokens (log scale)")
         ax.set_ylabel("conversations")
         ax.legend()
@@ -146,17 +183,26 @@ class BenchResult:
         written.append(path)
 
         fig, ax = plt.subplots(figsize=(7, 5))
-        for method, strategy, style in (("packed", self.recommended.strategy, "-o"),
-                                         ("pad_to_longest", None, "--s"),
-                                         ("pad_to_max_length", None, ":^")):
-            points = sorted((r.max_length, r.efficiency) for r in self.rows
-                            if r.method == method and (strategy is None or r.strategy == strategy)
-                            and r.max_seqs_per_row == (self.recommended.max_seqs_per_row if method == "packed" else r.max_seqs_per_row))
+        for method, strategy, style in (
+            ("packed", self.recommended.strategy, "-o"),
+            ("pad_to_longest", None, "--s"),
+            ("pad_to_max_length", None, ":^"),
+        ):
+            points = sorted(
+                (r.max_length, r.efficiency)
+                for r in self.rows
+                if r.method == method
+                and (strategy is None or r.strategy == strategy)
+                and r.max_seqs_per_row
+                == (self.recommended.max_seqs_per_row if method == "packed" else r.max_seqs_per_row)
+            )
             if points:
                 label = f"{strategy} packing" if method == "packed" else method.replace("_", " ")
-                ax.plot(*zip(*points), style, label=f"efficiency: {label}")
-        truncated = sorted({(r.max_length, r.truncated_fraction) for r in self.rows if r.method == "packed"})
-        ax.plot(*zip(*truncated), "-x", color="#c44e52", label="tokens truncated")
+                ax.plot(*zip(*points, strict=True), style, label=f"efficiency: {label}")
+        truncated = sorted(
+            {(r.max_length, r.truncated_fraction) for r in self.rows if r.method == "packed"}
+        )
+        ax.plot(*zip(*truncated, strict=True), "-x", color="#c44e52", label="tokens truncated")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("max_length")
         ax.set_ylabel("fraction")
@@ -171,50 +217,95 @@ class BenchResult:
         return written
 
 
-def _padding_rows(max_length: int, lengths: np.ndarray, total: int, truncated: float,
-                  dropped: int, batch_size: int, reference: float) -> list[BenchRow]:
+def _padding_rows(
+    max_length: int,
+    lengths: np.ndarray,
+    total: int,
+    truncated: float,
+    dropped: int,
+    batch_size: int,
+    reference: float,
+) -> list[BenchRow]:
     samples = len(lengths)
-    rows = [BenchRow(
-        max_length, "pad_to_max_length", None, None, samples, samples,
-        float(lengths.sum() / (samples * max_length)) if samples else 0.0,
-        float(1 - lengths.sum() / (samples * max_length)) if samples else 0.0,
-        truncated, dropped, None, None, samples * float(max_length) ** 2 / reference, None,
-    )]
-    widths = [int(lengths[i:i + batch_size].max()) for i in range(0, samples, batch_size)]
-    counts = [len(lengths[i:i + batch_size]) for i in range(0, samples, batch_size)]
-    capacity = sum(w * c for w, c in zip(widths, counts))
-    attention = sum(c * w * w for w, c in zip(widths, counts))
-    rows.append(BenchRow(
-        max_length, "pad_to_longest", None, None, samples, samples,
-        float(lengths.sum() / capacity) if capacity else 0.0,
-        float(1 - lengths.sum() / capacity) if capacity else 0.0,
-        truncated, dropped, None, None, attention / reference, None,
-    ))
+    rows = [
+        BenchRow(
+            max_length,
+            "pad_to_max_length",
+            None,
+            None,
+            samples,
+            samples,
+            float(lengths.sum() / (samples * max_length)) if samples else 0.0,
+            float(1 - lengths.sum() / (samples * max_length)) if samples else 0.0,
+            truncated,
+            dropped,
+            None,
+            None,
+            samples * float(max_length) ** 2 / reference,
+            None,
+        )
+    ]
+    widths = [int(lengths[i : i + batch_size].max()) for i in range(0, samples, batch_size)]
+    counts = [len(lengths[i : i + batch_size]) for i in range(0, samples, batch_size)]
+    capacity = sum(w * c for w, c in zip(widths, counts, strict=True))
+    attention = sum(c * w * w for w, c in zip(widths, counts, strict=True))
+    rows.append(
+        BenchRow(
+            max_length,
+            "pad_to_longest",
+            None,
+            None,
+            samples,
+            samples,
+            float(lengths.sum() / capacity) if capacity else 0.0,
+            float(1 - lengths.sum() / capacity) if capacity else 0.0,
+            truncated,
+            dropped,
+            None,
+            None,
+            attention / reference,
+            None,
+        )
+    )
     return rows
 
 
 def _recommend(rows: list[BenchRow]) -> tuple[BenchRow, str]:
     packed = [r for r in rows if r.method == "packed"]
     # Waste = padding plus truncated tokens; ties go to less attention work, then shorter rows.
-    best = min(packed, key=lambda r: (round(r.pad_fraction + r.truncated_fraction, 4),
-                                      r.dropped_samples, r.attention_cost, r.max_length))
+    best = min(
+        packed,
+        key=lambda r: (
+            round(r.pad_fraction + r.truncated_fraction, 4),
+            r.dropped_samples,
+            r.attention_cost,
+            r.max_length,
+        ),
+    )
     same_length = [r for r in rows if r.max_length == best.max_length]
     pad_max = next(r for r in same_length if r.method == "pad_to_max_length")
     pad_longest = next(r for r in same_length if r.method == "pad_to_longest")
     longer = [r for r in packed if r.max_length > best.max_length and r.strategy == best.strategy]
     shorter = [r for r in packed if r.max_length < best.max_length and r.strategy == best.strategy]
     dropped = f"{best.dropped_samples} sample{'s' if best.dropped_samples != 1 else ''} dropped"
-    reason = (f"It wastes {best.pad_fraction:.1%} on padding and cuts {best.truncated_fraction:.2%} "
-              f"of tokens ({dropped}), against {pad_max.pad_fraction:.1%} "
-              f"padding when every sample is padded to {best.max_length} and "
-              f"{pad_longest.pad_fraction:.1%} when padding to the longest of each batch.")
+    reason = (
+        f"It wastes {best.pad_fraction:.1%} on padding and cuts {best.truncated_fraction:.2%} "
+        f"of tokens ({dropped}), against {pad_max.pad_fraction:.1%} "
+        f"padding when every sample is padded to {best.max_length} and "
+        f"{pad_longest.pad_fraction:.1%} when padding to the longest of each batch."
+    )
     if shorter:
         s = max(shorter, key=lambda r: r.max_length)
-        reason += (f" A shorter max_length={s.max_length} would cut {s.truncated_fraction:.2%} of tokens.")
+        reason += (
+            f" A shorter max_length={s.max_length} would cut {s.truncated_fraction:.2%} of tokens."
+        )
     if longer:
         g = min(longer, key=lambda r: r.max_length)
-        reason += (f" A longer max_length={g.max_length} cuts {g.truncated_fraction:.2%} and pads "
-                   f"{g.pad_fraction:.1%}, with {g.attention_cost / best.attention_cost:.2f}x the attention work.")
+        reason += (
+            f" A longer max_length={g.max_length} cuts {g.truncated_fraction:.2%} and pads "
+            f"{g.pad_fraction:.1%}, with {g.attention_cost / best.attention_cost:.2f}x the "
+            "attention work."
+        )
     return best, reason
 
 
@@ -247,20 +338,34 @@ def run(
     # With no length limit: what every conversation keeps (trailing messages after the last
     # answer go whatever the limit), the reference for what a max_length cuts.
     note("encoding with no length limit")
-    unlimited = encode(records, tokenizer=tokenizer, template=template, max_length=1 << 24,
-                       on_error=on_error, **encode_options)
+    unlimited = encode(
+        records,
+        tokenizer=tokenizer,
+        template=template,
+        max_length=1 << 24,
+        on_error=on_error,
+        **encode_options,
+    )
     kept_reports = [r for r in unlimited.report.records if r.status != "skipped"]
     whole_lengths = [r.tokens_after for r in kept_reports if r.tokens_after]
-    role_lengths = {role: [r.role_tokens[role] for r in kept_reports if r.role_tokens[role]]
-                    for role in ("system", "user", "assistant", "tool")}
+    role_lengths = {
+        role: [r.role_tokens[role] for r in kept_reports if r.role_tokens[role]]
+        for role in ("system", "user", "assistant", "tool")
+    }
     turns = [r.turns for r in kept_reports]
     reference_tokens = sum(r.tokens_after for r in kept_reports)
     attention_reference = max(attention_cost(np.diff(unlimited.offsets)), 1.0)
     reference_dropped = sum(r.status == "dropped" for r in kept_reports)
     for max_length in max_lengths:
         note(f"max_length={max_length}: encoding")
-        encoded = encode(records, tokenizer=tokenizer, template=template, max_length=max_length,
-                         on_error=on_error, **encode_options)
+        encoded = encode(
+            records,
+            tokenizer=tokenizer,
+            template=template,
+            max_length=max_length,
+            on_error=on_error,
+            **encode_options,
+        )
         reports = [r for r in encoded.report.records if r.status != "skipped"]
         total = reference_tokens
         kept = sum(r.tokens_after for r in reports)
@@ -274,19 +379,34 @@ def run(
             for limit in max_seqs_per_row:
                 note(f"max_length={max_length}: {strategy}" + (f", ≤{limit}/row" if limit else ""))
                 start = time.perf_counter()
-                planned = plan(lengths, max_length=max_length, strategy=strategy, max_seqs_per_row=limit)
+                planned = plan(
+                    lengths, max_length=max_length, strategy=strategy, max_seqs_per_row=limit
+                )
                 plan_seconds = time.perf_counter() - start
                 start = time.perf_counter()
-                batch = pack(encoded, max_length=max_length, strategy=strategy, max_seqs_per_row=limit)
+                batch = pack(
+                    encoded, max_length=max_length, strategy=strategy, max_seqs_per_row=limit
+                )
                 pack_seconds = time.perf_counter() - start
                 block = attention_cost(batch.seq_lens)
-                rows.append(BenchRow(
-                    max_length, "packed", strategy, limit, planned.num_rows, len(lengths),
-                    planned.stats.efficiency, 1 - planned.stats.efficiency, truncated, dropped,
-                    plan_seconds, max(pack_seconds - plan_seconds, 0.0),
-                    block / reference,
-                    block / (planned.num_rows * max_length * max_length),
-                ))
+                rows.append(
+                    BenchRow(
+                        max_length,
+                        "packed",
+                        strategy,
+                        limit,
+                        planned.num_rows,
+                        len(lengths),
+                        planned.stats.efficiency,
+                        1 - planned.stats.efficiency,
+                        truncated,
+                        dropped,
+                        plan_seconds,
+                        max(pack_seconds - plan_seconds, 0.0),
+                        block / reference,
+                        block / (planned.num_rows * max_length * max_length),
+                    )
+                )
                 del batch
         rows += _padding_rows(max_length, lengths, total, truncated, dropped, batch_size, reference)
     if not rows:
@@ -295,13 +415,25 @@ def run(
             "--max-lengths"
         )
     recommended, reason = _recommend(rows)
-    source = str(records) if isinstance(records, (str, os.PathLike)) else f"{len(whole_lengths):,} records"
+    source = (
+        str(records)
+        if isinstance(records, (str, os.PathLike))
+        else f"{len(whole_lengths):,} records"
+    )
     return BenchResult(source, rows, recommended, reason, whole_lengths, role_lengths, turns)
 
 
-def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.ndarray,
-                  max_length: int, *, steps: int = 5, batch_rows: int = 4,
-                  device: str | None = None, model_size: dict[str, int] | None = None) -> dict[str, Any]:
+def gpu_benchmark(
+    encoded_tokens: np.ndarray,
+    offsets: np.ndarray,
+    labels: np.ndarray,
+    max_length: int,
+    *,
+    steps: int = 5,
+    batch_rows: int = 4,
+    device: str | None = None,
+    model_size: dict[str, int] | None = None,
+) -> dict[str, Any]:
     """Time forward+backward steps of a small random-weight Llama on packed rows (4-D block
     mask, restarting positions) against batches padded to ``max_length``: trained tokens per
     second and peak memory of each. Runs on CUDA; without it, says so and skips (``device``
@@ -317,10 +449,20 @@ def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.nd
     target = torch.device(device)
     cuda = target.type == "cuda"
     torch.manual_seed(0)
-    size: dict[str, Any] = {"hidden_size": 512, "intermediate_size": 1408, "num_hidden_layers": 4,
-                            "num_attention_heads": 8, "num_key_value_heads": 8, **(model_size or {})}
-    config = LlamaConfig(vocab_size=int(encoded_tokens.max()) + 1, max_position_embeddings=max_length,
-                         attn_implementation="sdpa", **size)  # type: ignore[call-arg]  # kwargs passthrough
+    size: dict[str, Any] = {
+        "hidden_size": 512,
+        "intermediate_size": 1408,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 8,
+        **(model_size or {}),
+    }
+    config = LlamaConfig(
+        vocab_size=int(encoded_tokens.max()) + 1,
+        max_position_embeddings=max_length,
+        attn_implementation="sdpa",
+        **size,
+    )  # type: ignore[call-arg]  # kwargs passthrough
     dtype = torch.bfloat16 if cuda else torch.float32
     model = LlamaForCausalLM(config).to(device=target, dtype=dtype)  # type: ignore[call-arg]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -331,8 +473,10 @@ def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.nd
         rows = slice(step * batch_rows, (step + 1) * batch_rows)
         if rows.start >= batch.num_rows:
             return None
-        inputs = {k: torch.from_numpy(getattr(batch, k)[rows]).to(target)
-                  for k in ("input_ids", "labels", "position_ids")}
+        inputs = {
+            k: torch.from_numpy(getattr(batch, k)[rows]).to(target)
+            for k in ("input_ids", "labels", "position_ids")
+        }
         inputs["attention_mask"] = sdpa_mask(batch.segment_ids[rows], device=target)
         return inputs
 
@@ -349,10 +493,14 @@ def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.nd
             ids[j, : e - s] = encoded_tokens[s:e]
             lab[j, : e - s] = labels[s:e]
             att[j, : e - s] = 1
-        return {k: torch.from_numpy(v).to(target) for k, v in
-                (("input_ids", ids), ("labels", lab), ("attention_mask", att))}
+        return {
+            k: torch.from_numpy(v).to(target)
+            for k, v in (("input_ids", ids), ("labels", lab), ("attention_mask", att))
+        }
 
-    def timed(make: Callable[[int], dict[str, torch.Tensor] | None], available: int) -> dict[str, float | None]:
+    def timed(
+        make: Callable[[int], dict[str, torch.Tensor] | None], available: int
+    ) -> dict[str, float | None]:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
         tokens, start = 0, time.perf_counter()
@@ -373,17 +521,24 @@ def gpu_benchmark(encoded_tokens: np.ndarray, offsets: np.ndarray, labels: np.nd
         if cuda:
             torch.cuda.synchronize()
         seconds = max(time.perf_counter() - start, 1e-9)
-        return {"trained_tokens_per_s": tokens / seconds,
-                "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+        return {
+            "trained_tokens_per_s": tokens / seconds,
+            "peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        }
 
     name = torch.cuda.get_device_name(target) if cuda else str(target)
     packed_batches = max(1, -(-batch.num_rows // batch_rows))
     padded_batches = max(1, -(-len(lengths) // batch_rows))
-    result: dict[str, Any] = {"device": name, "max_length": max_length,
-                              "packed": timed(packed, packed_batches),
-                              "padded_to_max_length": timed(padded, padded_batches)}
+    result: dict[str, Any] = {
+        "device": name,
+        "max_length": max_length,
+        "packed": timed(packed, packed_batches),
+        "padded_to_max_length": timed(padded, padded_batches),
+    }
     padded_rate = result["padded_to_max_length"]["trained_tokens_per_s"]
-    result["speedup"] = result["packed"]["trained_tokens_per_s"] / padded_rate if padded_rate else None
+    result["speedup"] = (
+        result["packed"]["trained_tokens_per_s"] / padded_rate if padded_rate else None
+    )
     return result
 
 

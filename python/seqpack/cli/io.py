@@ -46,13 +46,17 @@ def _token_records(records: list[Any], path: Path) -> InputData:
         if not isinstance(record, dict) or "input_ids" not in record:
             raise InvalidFileError(f"{path}: record {index}: field 'input_ids' is missing")
         if not isinstance(record["input_ids"], list):
-            raise InvalidFileError(f"{path}: record {index}: field 'input_ids' must be a list of token ids")
+            raise InvalidFileError(
+                f"{path}: record {index}: field 'input_ids' must be a list of token ids"
+            )
         sequences.append(record["input_ids"])
         labels.append(record.get("labels"))
     has_labels = [label is not None for label in labels]
     if any(has_labels) and not all(has_labels):
         missing = has_labels.index(False)
-        raise InvalidFileError(f"{path}: record {missing}: field 'labels' is missing (others have it)")
+        raise InvalidFileError(
+            f"{path}: record {missing}: field 'labels' is missing (others have it)"
+        )
     all_labels = cast(list[list[int]], labels) if all(has_labels) else None
     return InputData("tokens", path, sequences=sequences, labels=all_labels)
 
@@ -71,7 +75,9 @@ def read_input(path: str | os.PathLike[str], *, kind: str = "auto") -> InputData
         try:
             import pyarrow.parquet as pq
         except ImportError as exc:  # pragma: no cover - the cli extra installs it
-            raise InvalidOptionError("reading Parquet needs pyarrow: pip install 'seqpack[cli]'") from exc
+            raise InvalidOptionError(
+                "reading Parquet needs pyarrow: pip install 'seqpack[cli]'"
+            ) from exc
         import pyarrow as pa
 
         try:
@@ -91,9 +97,13 @@ def read_input(path: str | os.PathLike[str], *, kind: str = "auto") -> InputData
             try:
                 loaded = json.loads(path.read_text(encoding="utf-8"))
             except json.JSONDecodeError as exc:
-                raise InvalidFileError(f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})") from None
+                raise InvalidFileError(
+                    f"{path}, line {exc.lineno}: not valid JSON ({exc.msg})"
+                ) from None
             if not isinstance(loaded, list):
-                raise InvalidFileError(f"{path}: expected a JSON array of records, got {type(loaded).__name__}")
+                raise InvalidFileError(
+                    f"{path}: expected a JSON array of records, got {type(loaded).__name__}"
+                )
         else:
             with open(path, encoding="utf-8") as handle:
                 for number, line in enumerate(handle, 1):
@@ -101,9 +111,13 @@ def read_input(path: str | os.PathLike[str], *, kind: str = "auto") -> InputData
                         try:
                             loaded.append(json.loads(line))
                         except json.JSONDecodeError as exc:
-                            raise InvalidFileError(f"{path}, line {number}: not valid JSON ({exc.msg})") from None
+                            raise InvalidFileError(
+                                f"{path}, line {number}: not valid JSON ({exc.msg})"
+                            ) from None
     except UnicodeDecodeError as exc:
-        raise InvalidFileError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise InvalidFileError(
+            f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
     return _token_records(loaded, path)
 
 
@@ -135,7 +149,9 @@ def write_parquet(batch: PackedBatch, output: Path) -> None:
         return pa.LargeListArray.from_arrays(offsets, pa.array(array.reshape(-1).astype(np.int32)))
 
     seq_offsets = batch.row_offsets
-    seq_lens = pa.LargeListArray.from_arrays(pa.array(seq_offsets), pa.array(batch.seq_lens.astype(np.int32)))
+    seq_lens = pa.LargeListArray.from_arrays(
+        pa.array(seq_offsets), pa.array(batch.seq_lens.astype(np.int32))
+    )
     columns = {
         "input_ids": column(batch.input_ids),
         "labels": column(batch.labels),
@@ -146,7 +162,9 @@ def write_parquet(batch: PackedBatch, output: Path) -> None:
     sources = batch.source_index
     if batch.sample_record is not None:
         sources = batch.sample_record[sources]
-    columns["source_index"] = pa.LargeListArray.from_arrays(pa.array(seq_offsets), pa.array(sources.astype(np.int64)))
+    columns["source_index"] = pa.LargeListArray.from_arrays(
+        pa.array(seq_offsets), pa.array(sources.astype(np.int64))
+    )
     table = pa.table(columns)
     staging = _atomic_target(output)
     try:
@@ -156,8 +174,16 @@ def write_parquet(batch: PackedBatch, output: Path) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-NPY_ARRAYS = ("input_ids", "labels", "position_ids", "segment_ids", "row_offsets",
-              "cu_seqlens", "seq_lens", "source_index")
+NPY_ARRAYS = (
+    "input_ids",
+    "labels",
+    "position_ids",
+    "segment_ids",
+    "row_offsets",
+    "cu_seqlens",
+    "seq_lens",
+    "source_index",
+)
 
 
 def write_npy(batch: PackedBatch, output: Path) -> None:
@@ -171,7 +197,8 @@ def write_npy(batch: PackedBatch, output: Path) -> None:
         if foreign:
             raise InvalidOptionError(
                 f"{output}: the folder holds other files ({', '.join(foreign[:3])}"
-                f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder for .npy output"
+                f"{', ...' if len(foreign) > 3 else ''}); give a new or empty folder for .npy "
+                "output"
             )
     arrays = {name: getattr(batch, name) for name in NPY_ARRAYS}
     if batch.sample_record is not None and batch.sample_window is not None:

@@ -25,8 +25,33 @@ SYSTEM_PROMPTS = [
     "You are a senior engineer reviewing code. Point out bugs first, then style.",
     "You are a tutor. Explain slowly, check understanding, and give one example.",
 ]
-_ONSETS = ["b", "c", "d", "f", "g", "h", "k", "l", "m", "n", "p", "r", "s", "t", "v", "w",
-           "st", "tr", "pl", "ch", "sh", "th", "gr", "br", ""]
+_ONSETS = [
+    "b",
+    "c",
+    "d",
+    "f",
+    "g",
+    "h",
+    "k",
+    "l",
+    "m",
+    "n",
+    "p",
+    "r",
+    "s",
+    "t",
+    "v",
+    "w",
+    "st",
+    "tr",
+    "pl",
+    "ch",
+    "sh",
+    "th",
+    "gr",
+    "br",
+    "",
+]
 _VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "io"]
 _CODAS = ["", "", "n", "r", "s", "t", "l", "m", "nd", "st", "ng"]
 
@@ -35,10 +60,14 @@ def _vocabulary(rng: np.random.Generator, size: int = 3000) -> list[str]:
     words: set[str] = set()
     while len(words) < size:
         syllables = rng.integers(1, 4)
-        words.add("".join(
-            _ONSETS[rng.integers(len(_ONSETS))] + _VOWELS[rng.integers(len(_VOWELS))]
-            + _CODAS[rng.integers(len(_CODAS))] for _ in range(syllables)
-        ))
+        words.add(
+            "".join(
+                _ONSETS[rng.integers(len(_ONSETS))]
+                + _VOWELS[rng.integers(len(_VOWELS))]
+                + _CODAS[rng.integers(len(_CODAS))]
+                for _ in range(syllables)
+            )
+        )
     return sorted(words)
 
 
@@ -58,7 +87,9 @@ class _Text:
         numbers = self.rng.integers(0, 10_000, size=count)
         out = []
         capital = True
-        for index, roll, number in zip(picks.tolist(), rolls.tolist(), numbers.tolist()):
+        for index, roll, number in zip(
+            picks.tolist(), rolls.tolist(), numbers.tolist(), strict=True
+        ):
             word = self.words[min(index, len(self.words) - 1)]
             if capital:
                 word = word.capitalize()
@@ -95,13 +126,19 @@ def conversations(count: int = 5000, *, seed: int = 0) -> list[dict[str, Any]]:
     for _ in range(count):
         messages = []
         if rng.random() < 0.7:
-            messages.append({"role": "system", "content": SYSTEM_PROMPTS[rng.integers(len(SYSTEM_PROMPTS))]})
+            messages.append(
+                {"role": "system", "content": SYSTEM_PROMPTS[rng.integers(len(SYSTEM_PROMPTS))]}
+            )
         turns = int(min(12, rng.geometric(0.55)))
         for _turn in range(turns):
             long_document = rng.random() < 0.02
-            user_words = text.length(600 if long_document else 20, 0.7 if long_document else 0.9, 4000)
+            user_words = text.length(
+                600 if long_document else 20, 0.7 if long_document else 0.9, 4000
+            )
             messages.append({"role": "user", "content": text.words_text(user_words)})
-            messages.append({"role": "assistant", "content": text.words_text(text.length(50, 0.9, 1500))})
+            messages.append(
+                {"role": "assistant", "content": text.words_text(text.length(50, 0.9, 1500))}
+            )
         out.append({"messages": messages})
     return out
 
@@ -119,10 +156,12 @@ def build_tokenizer(path: Path = TOKENIZER_PATH) -> None:
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=4096,

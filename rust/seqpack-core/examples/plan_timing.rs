@@ -1,5 +1,5 @@
 //! Time the planner alone, without Python: `cargo run --release --example plan_timing`.
-//! (The side-by-side benchmark is benches/bench_pack.py; this isolates the core.)
+//! (The side-by-side benchmark is `benches/bench_pack.py`; this isolates the core.)
 
 use seqpack_core::pack::{plan, PlanOptions, Strategy};
 use std::time::Instant;
@@ -19,11 +19,17 @@ fn main() {
             ((350f64.ln() + normal).exp().clamp(8.0, 4096.0)) as usize
         })
         .collect();
-    for strategy in [Strategy::BestFitDecreasing, Strategy::FirstFitDecreasing, Strategy::Sequential, Strategy::Wrapped] {
+    for strategy in [Strategy::BestFitDecreasing, Strategy::FirstFitDecreasing, Strategy::Sequential, Strategy::Wrapped]
+    {
         let mut options = PlanOptions::new(4096);
         options.strategy = strategy;
         let start = Instant::now();
         let planned = plan(&lengths, &options).unwrap();
-        println!("{:>10}: {:>6.1} ms, {} rows", strategy.name(), start.elapsed().as_secs_f64() * 1e3, planned.num_rows());
+        println!(
+            "{:>10}: {:>6.1} ms, {} rows",
+            strategy.name(),
+            start.elapsed().as_secs_f64() * 1e3,
+            planned.num_rows()
+        );
     }
 }

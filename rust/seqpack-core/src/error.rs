@@ -78,7 +78,9 @@ impl Error {
     /// Attach the record to an error raised while processing it (templates, tokenizer).
     pub fn for_record(self, record: usize, line: Option<usize>) -> Self {
         match self {
-            Error::Template { .. } | Error::Tokenizer { .. } => Error::InRecord { record, line, source: Box::new(self) },
+            Error::Template { .. } | Error::Tokenizer { .. } => {
+                Error::InRecord { record, line, source: Box::new(self) }
+            }
             other => other,
         }
     }

@@ -29,7 +29,9 @@ impl FromStr for Keep {
             "head" => Ok(Self::Head),
             "tail" => Ok(Self::Tail),
             "ends" => Ok(Self::Ends),
-            other => Err(invalid("truncate_keep", format!("unknown side '{other}'; expected 'head', 'tail' or 'ends'"))),
+            other => {
+                Err(invalid("truncate_keep", format!("unknown side '{other}'; expected 'head', 'tail' or 'ends'")))
+            }
         }
     }
 }
@@ -80,7 +82,8 @@ pub(crate) fn bounded(name: &'static str, value: i64, minimum: usize, maximum: u
 
 /// An integer option that must be at least `minimum`.
 pub(crate) fn at_least(name: &'static str, value: i64, minimum: usize) -> Result<usize> {
-    bounded(name, value, minimum, usize::MAX).map_err(|_| invalid(name, format!("must be at least {minimum}, got {value}")))
+    bounded(name, value, minimum, usize::MAX)
+        .map_err(|_| invalid(name, format!("must be at least {minimum}, got {value}")))
 }
 
 #[cfg(test)]
@@ -94,7 +97,10 @@ mod tests {
         let error = Overlong::parse("cut", "head").unwrap_err().to_string();
         assert_eq!(error, "option overlong: unknown policy 'cut'; expected 'error', 'drop', 'truncate' or 'split'");
         assert!(Overlong::parse("drop", "middle").unwrap_err().to_string().starts_with("option truncate_keep:"));
-        assert_eq!(bounded("max_length", 0, 1, 8).unwrap_err().to_string(), "option max_length: must be between 1 and 8, got 0");
+        assert_eq!(
+            bounded("max_length", 0, 1, 8).unwrap_err().to_string(),
+            "option max_length: must be between 1 and 8, got 0"
+        );
         assert_eq!(at_least("windows", -3, 1).unwrap_err().to_string(), "option windows: must be at least 1, got -3");
     }
 }

@@ -4,11 +4,15 @@ use seqpack_core::conversation::records::{parse_record, Format, Mapping, Origin,
 use seqpack_core::conversation::template::Template;
 use serde_json::json;
 
+#[allow(clippy::needless_pass_by_value, reason = "json! literals read best passed straight in")]
 fn parse(value: serde_json::Value) -> seqpack_core::conversation::records::Conversation {
     parse_record(&value, Format::Auto, &Mapping::default(), Origin { record: 0, line: None }).unwrap()
 }
 
-fn render(template: &Template, value: serde_json::Value) -> (String, Vec<seqpack_core::conversation::template::MessageSpan>) {
+fn render(
+    template: &Template,
+    value: serde_json::Value,
+) -> (String, Vec<seqpack_core::conversation::template::MessageSpan>) {
     let conversation = parse(value);
     let all: Vec<usize> = (0..conversation.messages.len()).collect();
     let rendered = template.render(&conversation, &all).unwrap();
@@ -45,8 +49,11 @@ fn sharegpt_function_calls_and_observations() {
 
 #[test]
 fn chatml_spans_cover_header_body_and_separator() {
-    let (text, spans) = render(&Template::Qwen25, json!({"messages": [
-        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}));
+    let (text, spans) = render(
+        &Template::Qwen25,
+        json!({"messages": [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]}),
+    );
     assert_eq!(
         text,
         "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
@@ -67,9 +74,12 @@ fn chatml_spans_cover_header_body_and_separator() {
 
 #[test]
 fn qwen3_thinks_only_after_the_last_query() {
-    let (text, _) = render(&Template::Qwen3, json!({"messages": [
+    let (text, _) = render(
+        &Template::Qwen3,
+        json!({"messages": [
         {"role": "user", "content": "1"}, {"role": "assistant", "content": "<think>r1</think>a1"},
-        {"role": "user", "content": "2"}, {"role": "assistant", "content": "a2"}]}));
+        {"role": "user", "content": "2"}, {"role": "assistant", "content": "a2"}]}),
+    );
     assert_eq!(
         text,
         "<|im_start|>user\n1<|im_end|>\n<|im_start|>assistant\na1<|im_end|>\n\

@@ -75,10 +75,15 @@ impl NativeTemplate {
         Ok(Self { inner: Arc::new(Template::Jinja(Box::new(template))) })
     }
 
-    /// Render one record: its text and every span as (message or None, start, body_start,
-    /// body_end, end) in characters.
+    /// Render one record: its text and every span as (message or None, start, `body_start`,
+    /// `body_end`, end) in characters.
     #[pyo3(signature = (record, *, format = "auto", mapping = None))]
-    fn render(&self, record: &Bound<'_, PyAny>, format: &str, mapping: Option<&Bound<'_, PyAny>>) -> Result<(String, Vec<CharSpan>)> {
+    fn render(
+        &self,
+        record: &Bound<'_, PyAny>,
+        format: &str,
+        mapping: Option<&Bound<'_, PyAny>>,
+    ) -> Result<(String, Vec<CharSpan>)> {
         let conversation = parse_one(record, format, mapping)?;
         let all: Vec<usize> = (0..conversation.messages.len()).collect();
         let rendered = self.inner.render(&conversation, &all)?;
@@ -86,7 +91,7 @@ impl NativeTemplate {
         Ok((rendered.text, spans))
     }
 
-    /// The record normalised, as OpenAI messages plus tools (what `apply_chat_template` takes).
+    /// The record normalised, as `OpenAI` messages plus tools (what `apply_chat_template` takes).
     #[staticmethod]
     #[pyo3(signature = (record, *, format = "auto", mapping = None))]
     fn normalise<'py>(

@@ -12,14 +12,34 @@ create_exception!(seqpack, SeqpackError, PyValueError, "Base class of every erro
 create_exception!(seqpack, InvalidOptionError, SeqpackError, "An option is out of range or not a known name.");
 create_exception!(seqpack, EmptyInputError, SeqpackError, "There is nothing to pack.");
 create_exception!(seqpack, EmptySequenceError, SeqpackError, "A sequence has no tokens.");
-create_exception!(seqpack, OverlongSequenceError, SeqpackError, "A sequence or record is longer than max_length and overlong='error'.");
+create_exception!(
+    seqpack,
+    OverlongSequenceError,
+    SeqpackError,
+    "A sequence or record is longer than max_length and overlong='error'."
+);
 create_exception!(seqpack, InvalidTokenError, SeqpackError, "A token id is negative or does not fit the output dtype.");
-create_exception!(seqpack, InvalidLabelsError, SeqpackError, "Labels do not line up with their tokens or hold a bad value.");
-create_exception!(seqpack, InvalidOffsetsError, SeqpackError, "Offsets do not describe sequences of the flat token array.");
+create_exception!(
+    seqpack,
+    InvalidLabelsError,
+    SeqpackError,
+    "Labels do not line up with their tokens or hold a bad value."
+);
+create_exception!(
+    seqpack,
+    InvalidOffsetsError,
+    SeqpackError,
+    "Offsets do not describe sequences of the flat token array."
+);
 create_exception!(seqpack, TooManyTokensError, SeqpackError, "The packed batch is too large for int32 cu_seqlens.");
 create_exception!(seqpack, InvalidRecordError, SeqpackError, "A chat record cannot be read as a conversation.");
 create_exception!(seqpack, InvalidFileError, SeqpackError, "A file of records cannot be read.");
-create_exception!(seqpack, TemplateError, SeqpackError, "A chat template does not compile, raises, or cannot be mapped to messages.");
+create_exception!(
+    seqpack,
+    TemplateError,
+    SeqpackError,
+    "A chat template does not compile, raises, or cannot be mapped to messages."
+);
 create_exception!(seqpack, TokenizerError, SeqpackError, "A tokenizer cannot be loaded or fails on a text.");
 
 /// Why a binding call failed.

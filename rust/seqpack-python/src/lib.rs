@@ -3,6 +3,8 @@
 //! Argument normalisation and documentation live in the Python package; option names and
 //! ranges live in the core.
 
+#![allow(clippy::needless_pass_by_value, reason = "#[pyfunction] arguments are extracted by value")]
+
 mod conversation;
 mod convert;
 mod errors;

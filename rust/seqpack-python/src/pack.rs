@@ -6,7 +6,9 @@ use numpy::{Element, IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use seqpack_core::pack::layout::{TokenIn, TokenOut};
-use seqpack_core::pack::{lengths_from, materialize, plan, IdDtype, LayoutOptions, Packed, Plan, PlanOptions, Sequences};
+use seqpack_core::pack::{
+    lengths_from, materialize, plan, IdDtype, LayoutOptions, Packed, Plan, PlanOptions, Sequences,
+};
 use seqpack_core::Error;
 
 /// Plan rows from lengths alone.

@@ -11,8 +11,8 @@ use crate::conversation::truncate::{keep_latest, turns, windows, Turn};
 use crate::error::{Error, Result};
 use crate::labels::IGNORE_INDEX;
 use crate::options::{at_least, bounded, invalid, Keep, Overlong, MAX_MAX_LENGTH};
-use serde::Deserialize;
 use rayon::prelude::*;
+use serde::Deserialize;
 
 /// What gets labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -211,6 +211,7 @@ impl Encoded {
 }
 
 /// Encode one conversation into zero or more samples.
+#[allow(clippy::too_many_lines, clippy::missing_panics_doc, reason = "split next")]
 pub fn encode_conversation(
     conversation: &Conversation,
     record: usize,
@@ -382,13 +383,8 @@ fn selection(system: &[usize], turns: &[Turn], group: &[usize]) -> Vec<usize> {
 }
 
 fn sample_from(encoded: &Encoded, trained: &[bool], record: usize, window: usize) -> Sample {
-    let labels = encoded
-        .tokens
-        .ids
-        .iter()
-        .zip(trained)
-        .map(|(&id, &t)| if t { id as i64 } else { IGNORE_INDEX })
-        .collect();
+    let labels =
+        encoded.tokens.ids.iter().zip(trained).map(|(&id, &t)| if t { i64::from(id) } else { IGNORE_INDEX }).collect();
     Sample { record, window, tokens: encoded.tokens.ids.clone(), labels }
 }
 
@@ -469,7 +465,7 @@ fn cut_to_fit(
     for (index, &id) in encoded.tokens.ids.iter().enumerate() {
         if !remove[index] {
             tokens.push(id);
-            labels.push(if trained[index] { id as i64 } else { IGNORE_INDEX });
+            labels.push(if trained[index] { i64::from(id) } else { IGNORE_INDEX });
         }
     }
     Some((Sample { record, window, tokens, labels }, cuts))
@@ -493,7 +489,9 @@ pub fn encode_all(
     let outcomes: Vec<Result<(Vec<Sample>, RecordReport)>> = records
         .par_iter()
         .map(|parsed| match &parsed.conversation {
-            Ok(conversation) => encode_conversation(conversation, parsed.record, parsed.line, template, tokenizer, options),
+            Ok(conversation) => {
+                encode_conversation(conversation, parsed.record, parsed.line, template, tokenizer, options)
+            }
             Err(error) => Err(error.clone()),
         })
         .collect();

@@ -34,7 +34,9 @@ pub fn encode_records(
         .map(|raw| Parsed {
             record: raw.origin.record,
             line: raw.origin.line,
-            conversation: raw.value.and_then(|value| parse_record(&value, options.format, &options.mapping, raw.origin)),
+            conversation: raw
+                .value
+                .and_then(|value| parse_record(&value, options.format, &options.mapping, raw.origin)),
         })
         .collect();
     let (samples, reports) = encode_all(&parsed, template, tokenizer, options)?;

@@ -1,4 +1,4 @@
-//! Chat records in: OpenAI messages, ShareGPT and Alpaca, normalised to one [`Conversation`].
+//! Chat records in: `OpenAI` messages, `ShareGPT` and Alpaca, normalised to one [`Conversation`].
 //! Everything about a record's shape is decided here; templates never see raw JSON.
 
 use crate::error::{Error, Result};
@@ -71,7 +71,7 @@ pub struct Conversation {
 /// Which record layout to expect.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// Decide per record: `messages` → OpenAI, `conversations` → ShareGPT, `instruction` →
+    /// Decide per record: `messages` → `OpenAI`, `conversations` → `ShareGPT`, `instruction` →
     /// Alpaca (after applying the field mapping).
     Auto,
     OpenAi,
@@ -90,15 +90,13 @@ impl std::str::FromStr for Format {
             "alpaca" => Ok(Self::Alpaca),
             other => Err(Error::InvalidOption {
                 name: "format",
-                message: format!(
-                    "unknown format '{other}'; expected 'auto', 'openai', 'sharegpt' or 'alpaca'"
-                ),
+                message: format!("unknown format '{other}'; expected 'auto', 'openai', 'sharegpt' or 'alpaca'"),
             }),
         }
     }
 }
 
-/// Field and role spellings. Defaults cover OpenAI, ShareGPT (LLaMA-Factory's spelling) and
+/// Field and role spellings. Defaults cover `OpenAI`, `ShareGPT` (LLaMA-Factory's spelling) and
 /// Alpaca; a user with other names overrides single entries (`{"messages": "chat", "roles":
 /// {"bot": "assistant"}}`).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
@@ -125,9 +123,9 @@ pub struct Mapping {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RoleAlias {
     Role(Role),
-    /// ShareGPT `function_call`: an assistant message whose value is `{"name", "arguments"}`.
+    /// `ShareGPT` `function_call`: an assistant message whose value is `{"name", "arguments"}`.
     FunctionCall,
-    /// ShareGPT `observation`: a tool result.
+    /// `ShareGPT` `observation`: a tool result.
     Observation,
 }
 
@@ -230,12 +228,7 @@ pub struct Origin {
 
 impl Origin {
     pub fn error(self, field: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::InvalidRecord {
-            record: self.record,
-            line: self.line,
-            field: field.into(),
-            message: message.into(),
-        }
+        Error::InvalidRecord { record: self.record, line: self.line, field: field.into(), message: message.into() }
     }
 }
 
@@ -340,26 +333,29 @@ fn parse_messages(
 ) -> Result<Conversation> {
     let list = match object.get(list_key) {
         Some(Value::Array(list)) => list,
-        Some(other) => return Err(origin.error(list_key, format!("must be a list of messages, got {}", describe(other)))),
+        Some(other) => {
+            return Err(origin.error(list_key, format!("must be a list of messages, got {}", describe(other))))
+        }
         None => return Err(origin.error(list_key, "is missing")),
     };
     let mut messages = Vec::with_capacity(list.len());
     for (index, raw) in list.iter().enumerate() {
         let field = |name: &str| format!("{list_key}[{index}].{name}");
         let Value::Object(message) = raw else {
-            return Err(origin.error(format!("{list_key}[{index}]"), format!("must be an object, got {}", describe(raw))));
+            return Err(
+                origin.error(format!("{list_key}[{index}]"), format!("must be an object, got {}", describe(raw)))
+            );
         };
         let role_name = match message.get(role_key) {
             Some(Value::String(name)) => name.as_str(),
-            Some(other) => return Err(origin.error(field(role_key), format!("must be a string, got {}", describe(other)))),
+            Some(other) => {
+                return Err(origin.error(field(role_key), format!("must be a string, got {}", describe(other))))
+            }
             None => return Err(origin.error(field(role_key), "is missing")),
         };
         let Some(alias) = role_of(role_name, mapping) else {
             let known: Vec<&str> = mapping.roles.iter().map(|(a, _)| a.as_str()).collect();
-            return Err(origin.error(
-                field(role_key),
-                format!("role '{role_name}' is not one of {}", known.join(", ")),
-            ));
+            return Err(origin.error(field(role_key), format!("role '{role_name}' is not one of {}", known.join(", "))));
         };
         let content_field = field(content_key);
         let mut parsed = match alias {
@@ -372,7 +368,9 @@ fn parse_messages(
                 let mut parsed = Message::new(Role::Assistant, String::new());
                 let text = match message.get(content_key) {
                     Some(Value::String(text)) => text,
-                    Some(other) => return Err(origin.error(content_field, format!("must be a string, got {}", describe(other)))),
+                    Some(other) => {
+                        return Err(origin.error(content_field, format!("must be a string, got {}", describe(other))))
+                    }
                     None => return Err(origin.error(content_field, "is missing")),
                 };
                 parsed.tool_calls = parse_tool_call_text(text, &content_field, origin)?;
@@ -391,7 +389,9 @@ fn parse_messages(
             match message.get(key) {
                 Some(Value::String(text)) => parsed.reasoning = Some(text.clone()),
                 Some(Value::Null) | None => {}
-                Some(other) => return Err(origin.error(field(key), format!("must be a string, got {}", describe(other)))),
+                Some(other) => {
+                    return Err(origin.error(field(key), format!("must be a string, got {}", describe(other))))
+                }
             }
         }
         messages.push(parsed);
@@ -403,7 +403,7 @@ fn parse_messages(
 /// `text`, `reasoning`, `tool_call` (with `text` or `value` holding the payload).
 fn read_content(value: Option<&Value>, field: &str, message: &mut Message, origin: Origin) -> Result<()> {
     match value {
-        Some(Value::String(text)) => message.content = text.clone(),
+        Some(Value::String(text)) => message.content.clone_from(text),
         Some(Value::Null) | None => {}
         Some(Value::Array(parts)) => {
             for (index, part) in parts.iter().enumerate() {
@@ -417,14 +417,14 @@ fn read_content(value: Option<&Value>, field: &str, message: &mut Message, origi
                 };
                 let payload = match part.get("text").or_else(|| part.get("value")) {
                     Some(Value::String(text)) => text,
-                    Some(other) => return Err(origin.error(part_field, format!("text must be a string, got {}", describe(other)))),
+                    Some(other) => {
+                        return Err(origin.error(part_field, format!("text must be a string, got {}", describe(other))))
+                    }
                     None => return Err(origin.error(part_field, "has no 'text' or 'value'")),
                 };
                 match kind {
                     "text" => message.content.push_str(payload),
-                    "reasoning" | "thinking" => {
-                        message.reasoning.get_or_insert_with(String::new).push_str(payload)
-                    }
+                    "reasoning" | "thinking" => message.reasoning.get_or_insert_with(String::new).push_str(payload),
                     "tool_call" => message.tool_calls.extend(parse_tool_call_text(payload, &part_field, origin)?),
                     other => {
                         return Err(origin.error(
@@ -444,8 +444,8 @@ fn read_content(value: Option<&Value>, field: &str, message: &mut Message, origi
 
 /// A tool call written as JSON text: `{"name": ..., "arguments": ...}` or a list of them.
 fn parse_tool_call_text(text: &str, field: &str, origin: Origin) -> Result<Vec<ToolCall>> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| origin.error(field, format!("tool call is not valid JSON ({e})")))?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| origin.error(field, format!("tool call is not valid JSON ({e})")))?;
     match &value {
         Value::Array(_) => parse_tool_calls(&value, field, origin),
         _ => Ok(vec![parse_one_call(&value, field, origin)?]),
@@ -464,14 +464,14 @@ fn parse_tool_calls(value: &Value, field: &str, origin: Origin) -> Result<Vec<To
     }
 }
 
-/// `{"name", "arguments"}`, or OpenAI's `{"type": "function", "function": {...}}`.
+/// `{"name", "arguments"}`, or `OpenAI`'s `{"type": "function", "function": {...}}`.
 fn parse_one_call(value: &Value, field: &str, origin: Origin) -> Result<ToolCall> {
     let call = value.get("function").unwrap_or(value);
     let name = match call.get("name") {
         Some(Value::String(name)) => name.clone(),
         _ => return Err(origin.error(field, "tool call has no string 'name'")),
     };
-    let arguments = call.get("arguments").cloned().unwrap_or(Value::Object(Default::default()));
+    let arguments = call.get("arguments").cloned().unwrap_or_else(|| Value::Object(serde_json::Map::default()));
     Ok(ToolCall { name, arguments })
 }
 
@@ -490,7 +490,7 @@ fn parse_alpaca(object: &serde_json::Map<String, Value>, mapping: &Mapping, orig
         Some(Value::Array(pairs)) => {
             for (index, pair) in pairs.iter().enumerate() {
                 let field = format!("{}[{index}]", mapping.history);
-                match pair.as_array().map(|p| p.as_slice()) {
+                match pair.as_array().map(std::vec::Vec::as_slice) {
                     Some([Value::String(user), Value::String(assistant)]) => {
                         messages.push(Message::new(Role::User, user.clone()));
                         messages.push(Message::new(Role::Assistant, assistant.clone()));
@@ -500,7 +500,9 @@ fn parse_alpaca(object: &serde_json::Map<String, Value>, mapping: &Mapping, orig
             }
         }
         Some(other) => {
-            return Err(origin.error(mapping.history.clone(), format!("must be a list of pairs, got {}", describe(other))))
+            return Err(
+                origin.error(mapping.history.clone(), format!("must be a list of pairs, got {}", describe(other)))
+            )
         }
     }
     let instruction = text(&mapping.instruction, true)?;
@@ -579,7 +581,7 @@ struct CountingReader<R> {
 impl<R: std::io::Read> std::io::Read for CountingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let read = self.inner.read(buf)?;
-        let found = buf[..read].iter().filter(|&&b| b == b'\n').count();
+        let found = memchr::memchr_iter(b'\n', &buf[..read]).count();
         self.newlines.set(self.newlines.get() + found);
         Ok(read)
     }
@@ -600,7 +602,7 @@ impl<'de> serde::de::Visitor<'de> for RecordsVisitor {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
         let mut raws: Vec<(Origin, Box<serde_json::value::RawValue>)> = Vec::new();
         while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
-            let inside = raw.get().bytes().filter(|&b| b == b'\n').count();
+            let inside = memchr::memchr_iter(b'\n', raw.get().as_bytes()).count();
             let line = self.newlines.get().saturating_sub(inside) + 1;
             raws.push((Origin { record: raws.len(), line: Some(line) }, raw));
         }

@@ -251,7 +251,7 @@ impl ReportSummary {
         summary
     }
 
-    /// "16 dropped: system_prompt_too_long 9, no_trainable_tokens 7"-style text of the
+    /// "16 dropped: `system_prompt_too_long` 9, `no_trainable_tokens` 7"-style text of the
     /// reasons, for error messages.
     pub fn reasons_text(&self) -> String {
         self.reasons.iter().map(|(r, n)| format!("{}: {n}", r.as_str())).collect::<Vec<_>>().join(", ")

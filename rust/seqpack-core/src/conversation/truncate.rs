@@ -22,12 +22,13 @@ pub fn turns(conversation: &Conversation, messages: &[usize], tokens_of: impl Fn
         if index == 0 && message.role == Role::System {
             continue;
         }
-        if message.role == Role::User || turns.is_empty() {
-            turns.push(Turn { messages: Vec::new(), tokens: 0 });
+        match turns.last_mut() {
+            Some(turn) if message.role != Role::User => {
+                turn.messages.push(index);
+                turn.tokens += tokens_of(index);
+            }
+            _ => turns.push(Turn { messages: vec![index], tokens: tokens_of(index) }),
         }
-        let turn = turns.last_mut().expect("pushed above");
-        turn.messages.push(index);
-        turn.tokens += tokens_of(index);
     }
     turns
 }
@@ -45,7 +46,7 @@ pub fn keep_latest(turns: &[Turn], budget: usize, keep_first_turn: bool) -> Vec<
         used += turns[0].tokens;
         first = Some(0);
     }
-    let floor = if first.is_some() { 1 } else { 0 };
+    let floor = usize::from(first.is_some());
     for index in (floor..last).rev() {
         if used + turns[index].tokens > budget {
             break;

@@ -1,6 +1,6 @@
 //! A set of small integers (row capacities `0..=max_length`) with a fast "smallest member at or
 //! above `n`" query: a hierarchical bitset, 64-way at every level, so each query touches at most
-//! log64(max_length) words (3 for a 128k context). This is what makes best-fit O(N log L).
+//! `log64(max_length)` words (3 for a 128k context). This is what makes best-fit O(N log L).
 
 #[derive(Debug, Clone)]
 pub struct CapacitySet {

@@ -45,10 +45,7 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
         }
         for (index, pair) in raw.windows(2).enumerate() {
             if pair[1] < pair[0] {
-                return bad(format!(
-                    "sequence {index}: offsets decrease ({} then {})",
-                    pair[0], pair[1]
-                ));
+                return bad(format!("sequence {index}: offsets decrease ({} then {})", pair[0], pair[1]));
             }
         }
         let last = raw[raw.len() - 1];
@@ -104,9 +101,7 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
                 let t: i64 = t.into();
                 t < 0 || O::try_from(t).is_err()
             });
-            let label_bad = self
-                .labels_of(source)
-                .is_some_and(|l| l.iter().any(|&v| v < 0 && v != IGNORE_INDEX));
+            let label_bad = self.labels_of(source).is_some_and(|l| l.iter().any(|&v| v < 0 && v != IGNORE_INDEX));
             token_bad || label_bad
         });
         let Some(index) = first_bad else { return Ok(()) };
@@ -193,9 +188,7 @@ pub fn materialize<I: TokenIn, O: TokenOut>(
     let mut segment_ids = vec![0i32; cells];
     let mut loss_weights = options.loss_weights.map(|_| vec![0f32; cells]);
 
-    let weight_of_source = options
-        .loss_weights
-        .map(|weighting| source_weights(sequences, plan, weighting));
+    let weight_of_source = options.loss_weights.map(|weighting| source_weights(sequences, plan, weighting));
     let pad_id = O::try_from(options.pad_id).unwrap_or_default();
 
     if width > 0 {
@@ -273,11 +266,7 @@ fn trained_in_piece<I: TokenIn>(sequences: &Sequences<'_, I>, piece: &Piece) -> 
 }
 
 /// The weight of one trained token of each source sequence.
-fn source_weights<I: TokenIn>(
-    sequences: &Sequences<'_, I>,
-    plan: &Plan,
-    weighting: LossWeighting,
-) -> Vec<f32> {
+fn source_weights<I: TokenIn>(sequences: &Sequences<'_, I>, plan: &Plan, weighting: LossWeighting) -> Vec<f32> {
     match weighting {
         LossWeighting::Token => vec![1.0; sequences.len()],
         LossWeighting::Sequence => {

@@ -113,10 +113,7 @@ impl TryFrom<RawPlanOptions> for PlanOptions {
         let options = Self {
             max_length: bounded("max_length", raw.max_length, 1, MAX_MAX_LENGTH)?,
             strategy: raw.strategy.parse()?,
-            max_seqs_per_row: raw
-                .max_seqs_per_row
-                .map(|n| at_least("max_seqs_per_row", n, 1))
-                .transpose()?,
+            max_seqs_per_row: raw.max_seqs_per_row.map(|n| at_least("max_seqs_per_row", n, 1)).transpose()?,
             overlong: Overlong::parse(&raw.overlong, &raw.truncate_keep)?,
             pad_rows_to_multiple_of: at_least("pad_rows_to_multiple_of", raw.pad_rows_to_multiple_of, 1)?,
             seed: raw.seed,
@@ -143,7 +140,10 @@ impl FromStr for LossWeighting {
         match name {
             "token" => Ok(Self::Token),
             "sequence" => Ok(Self::Sequence),
-            other => Err(invalid("loss_weights", format!("unknown weighting '{other}'; expected 'token', 'sequence' or None"))),
+            other => Err(invalid(
+                "loss_weights",
+                format!("unknown weighting '{other}'; expected 'token', 'sequence' or None"),
+            )),
         }
     }
 }
@@ -223,6 +223,9 @@ mod tests {
         let error = PlanOptions::try_from(raw(8, "truncate", "ends")).unwrap_err().to_string();
         assert!(error.starts_with("option truncate_keep: 'ends'"), "{error}");
         let error = "fast".parse::<Strategy>().unwrap_err().to_string();
-        assert_eq!(error, "option strategy: unknown strategy 'fast'; expected one of 'bfd', 'ffd', 'sequential', 'wrapped'");
+        assert_eq!(
+            error,
+            "option strategy: unknown strategy 'fast'; expected one of 'bfd', 'ffd', 'sequential', 'wrapped'"
+        );
     }
 }

@@ -2,13 +2,13 @@
 //! (pieces in row-major order plus row boundaries) so a sampler can use it without tokens, and
 //! `layout` can turn it into arrays without deciding anything.
 
-use crate::pack::capacity::CapacitySet;
 use crate::error::{Error, Result};
 use crate::options::{Keep, Overlong};
+use crate::pack::capacity::CapacitySet;
 use crate::pack::options::{PlanOptions, Strategy};
 use rand::seq::SliceRandom;
-use serde::Serialize;
 use rand::SeedableRng;
+use serde::Serialize;
 
 /// A contiguous run of one input sequence that becomes one packed segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +63,7 @@ pub struct Event {
     pub pieces: usize,
 }
 
+#[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's serialize_with passes a reference")]
 fn reason_code<S: serde::Serializer>(reason: &EventReason, serializer: S) -> std::result::Result<S::Ok, S::Error> {
     serializer.serialize_str(reason.as_str())
 }
@@ -202,9 +203,7 @@ pub fn plan(lengths: &[usize], options: &PlanOptions) -> Result<Plan> {
         let piece_lengths: Vec<usize> = pieces.iter().map(|p| p.seq_len).collect();
         let (placement, row_at, rows) = match options.strategy {
             Strategy::BestFitDecreasing => best_fit_decreasing(&piece_lengths, max_length, max_seqs),
-            Strategy::FirstFitDecreasing => {
-                first_fit_decreasing(&piece_lengths, max_length, max_seqs)
-            }
+            Strategy::FirstFitDecreasing => first_fit_decreasing(&piece_lengths, max_length, max_seqs),
             Strategy::Sequential | Strategy::Wrapped => next_fit(&piece_lengths, max_length, max_seqs),
         };
         let (ordered, offsets) = group_by_row(&pieces, &placement, &row_at, rows);
@@ -271,7 +270,12 @@ fn cut_overlong(lengths: &[usize], options: &PlanOptions) -> Result<(Vec<Piece>,
                 for chunk in 0..chunks {
                     let start = chunk * max_length;
                     let piece_length = max_length.min(length - start);
-                    pieces.push(Piece { source_index: source, chunk_index: chunk, source_start: start, seq_len: piece_length });
+                    pieces.push(Piece {
+                        source_index: source,
+                        chunk_index: chunk,
+                        source_start: start,
+                        seq_len: piece_length,
+                    });
                 }
                 events.push(Event {
                     source_index: source,
@@ -331,21 +335,18 @@ fn best_fit_decreasing(lengths: &[usize], max_length: usize, max_seqs: usize) ->
     let mut open = CapacitySet::new(max_length + 1);
 
     for &length in &sorted {
-        let row = match open.next_at_or_after(length) {
-            Some(capacity) => {
-                let row = head[capacity] - 1;
-                head[capacity] = below[row];
-                if head[capacity] == 0 {
-                    open.remove(capacity);
-                }
-                row
+        let row = if let Some(capacity) = open.next_at_or_after(length) {
+            let row = head[capacity] - 1;
+            head[capacity] = below[row];
+            if head[capacity] == 0 {
+                open.remove(capacity);
             }
-            None => {
-                room.push(max_length);
-                count.push(0);
-                below.push(0);
-                room.len() - 1
-            }
+            row
+        } else {
+            room.push(max_length);
+            count.push(0);
+            below.push(0);
+            room.len() - 1
         };
         row_at.push(row);
         room[row] -= length;
@@ -449,12 +450,7 @@ fn wrap(lengths: &[usize], max_length: usize, max_seqs: usize) -> (Vec<Piece>, V
 }
 
 /// Stable counting sort of pieces by row, keeping placement order inside a row.
-fn group_by_row(
-    pieces: &[Piece],
-    placement: &[usize],
-    row_at: &[usize],
-    rows: usize,
-) -> (Vec<Piece>, Vec<usize>) {
+fn group_by_row(pieces: &[Piece], placement: &[usize], row_at: &[usize], rows: usize) -> (Vec<Piece>, Vec<usize>) {
     let mut row_offsets = vec![0usize; rows + 1];
     for &row in row_at {
         row_offsets[row + 1] += 1;
@@ -471,7 +467,7 @@ fn group_by_row(
     (ordered, row_offsets)
 }
 
-/// Reorder whole rows with a seeded ChaCha8 generator, so the order is the same on every
+/// Reorder whole rows with a seeded `ChaCha8` generator, so the order is the same on every
 /// machine. Long rows otherwise come first under the decreasing strategies.
 fn shuffle_rows(pieces: &[Piece], row_offsets: &[usize], seed: u64) -> (Vec<Piece>, Vec<usize>) {
     let rows = row_offsets.len() - 1;

@@ -1,4 +1,4 @@
-//! The built-in templates, written out in Rust: ChatML as Qwen3 and Qwen2.5 write it,
+//! The built-in templates, written out in Rust: `ChatML` as Qwen3 and Qwen2.5 write it,
 //! Llama-3 and Mistral. Each records the span of every message as it writes.
 
 use super::spans::{Rendered, Writer};
@@ -51,6 +51,7 @@ fn split_thinking(message: &Message) -> (String, String) {
     (String::new(), content.clone())
 }
 
+#[allow(clippy::too_many_lines, reason = "split next")]
 pub(super) fn render_chatml(conversation: &Conversation, keep: &[usize], flavour: ChatMl) -> Rendered {
     let messages: Vec<(usize, &Message)> = keep.iter().map(|&i| (i, &conversation.messages[i])).collect();
     let tools = &conversation.tools;

@@ -63,11 +63,7 @@ impl JinjaTemplate {
                 message_json_with(message, contents.map_or(message.content.as_str(), |c| c[k].as_str()))
             })
             .collect();
-        let tools = if conversation.tools.is_empty() {
-            Value::Null
-        } else {
-            Value::Array(conversation.tools.clone())
-        };
+        let tools = if conversation.tools.is_empty() { Value::Null } else { Value::Array(conversation.tools.clone()) };
         let context = minijinja::context! {
             messages => minijinja::Value::from_serialize(&messages),
             tools => minijinja::Value::from_serialize(&tools),
@@ -86,6 +82,7 @@ impl JinjaTemplate {
     /// labels cannot follow); an assistant body starts after the template's generation prompt
     /// (the header it opens a turn with); a message's segment ends after the end-of-turn
     /// marker that follows its content.
+    #[allow(clippy::too_many_lines, reason = "split next")]
     pub fn render(&self, conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
         let env = self.environment()?;
         let text = self.render_text(&env, conversation, keep, None, false)?;
@@ -114,7 +111,9 @@ impl JinjaTemplate {
                     literals.push(&marked[at..*position]);
                     at = position + markers[k].len();
                 }
-                _ => return Err(unplaceable(keep[k], "the template does not render its content exactly once, in order")),
+                _ => {
+                    return Err(unplaceable(keep[k], "the template does not render its content exactly once, in order"))
+                }
             }
         }
         literals.push(&marked[at..]);
@@ -161,9 +160,8 @@ impl JinjaTemplate {
             (!eot.is_empty()).then(|| text[from..to].find(eot).map(|at| from + at + eot.len())).flatten()
         };
         // Where the next non-empty content starts (the limit for searching this one's end).
-        let next_content = |k: usize| -> usize {
-            (k + 1..keep.len()).find_map(|j| content_at[j].map(|c| c.0)).unwrap_or(text.len())
-        };
+        let next_content =
+            |k: usize| -> usize { (k + 1..keep.len()).find_map(|j| content_at[j].map(|c| c.0)).unwrap_or(text.len()) };
         let mut spans = Vec::with_capacity(keep.len() + 1);
         // Text before the first message's header (BOS, a tools block) is the template's own.
         let preamble = content_at[0].filter(|_| !eot.is_empty()).and_then(|(first, _)| {
@@ -174,7 +172,15 @@ impl JinjaTemplate {
         });
         let mut segment_start = 0;
         if let Some(cut) = preamble.filter(|&c| c > 0) {
-            spans.push(MessageSpan { message: None, start: 0, body_start: 0, content_start: 0, content_end: cut, body_end: cut, end: cut });
+            spans.push(MessageSpan {
+                message: None,
+                start: 0,
+                body_start: 0,
+                content_start: 0,
+                content_end: cut,
+                body_end: cut,
+                end: cut,
+            });
             segment_start = cut;
         }
         for (k, &index) in keep.iter().enumerate() {
@@ -188,7 +194,9 @@ impl JinjaTemplate {
                 match prompted.strip_prefix(before.as_str()) {
                     // No generation prompt: the turn's header is whatever precedes its content.
                     Some("") => None,
-                    Some(header) if text[segment_start..].starts_with(header) && segment_start + header.len() <= limit => {
+                    Some(header)
+                        if text[segment_start..].starts_with(header) && segment_start + header.len() <= limit =>
+                    {
                         Some(segment_start + header.len())
                     }
                     _ => return Err(unplaceable(index, "the template's generation prompt does not open this turn")),
@@ -196,16 +204,14 @@ impl JinjaTemplate {
             } else {
                 None
             };
-            let (content_start, content_end) = match content_at[k] {
-                Some(span) => span,
-                None => {
-                    // Empty content: right after the generation prompt for an assistant; just
-                    // before the next end-of-turn marker otherwise.
-                    let at = prompt_end.unwrap_or_else(|| {
-                        find_eot(segment_start, limit).map_or(segment_start, |end| end - eot.len())
-                    });
-                    (at, at)
-                }
+            let (content_start, content_end) = if let Some(span) = content_at[k] {
+                span
+            } else {
+                // Empty content: right after the generation prompt for an assistant; just
+                // before the next end-of-turn marker otherwise.
+                let at = prompt_end
+                    .unwrap_or_else(|| find_eot(segment_start, limit).map_or(segment_start, |end| end - eot.len()));
+                (at, at)
             };
             let body_start = prompt_end.unwrap_or(content_start);
             if body_start > content_start {
@@ -218,7 +224,15 @@ impl JinjaTemplate {
                 let rest = &text[body_end..limit];
                 body_end + (rest.len() - rest.trim_start().len())
             };
-            spans.push(MessageSpan { message: Some(index), start: segment_start, body_start, content_start, content_end, body_end, end });
+            spans.push(MessageSpan {
+                message: Some(index),
+                start: segment_start,
+                body_start,
+                content_start,
+                content_end,
+                body_end,
+                end,
+            });
             segment_start = end;
         }
         Ok(Rendered { text, spans })

@@ -1,5 +1,5 @@
 //! Rendering a conversation to text with the byte span of every message, so labels can be
-//! placed exactly. Built-in templates (ChatML as Qwen3 and Qwen2.5 write it, Llama-3,
+//! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3,
 //! Mistral) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by
 //! minijinja in a sandbox (no file system, no Python objects, bounded work).
 
@@ -17,10 +17,10 @@ use crate::error::{Error, Result};
 /// The chat templates seqpack renders.
 #[derive(Debug, Clone)]
 pub enum Template {
-    /// ChatML as Qwen3 writes it: no default system prompt, `<think>` blocks for the turns
+    /// `ChatML` as Qwen3 writes it: no default system prompt, `<think>` blocks for the turns
     /// after the last user query, `<tool_call>` / `<tool_response>` tags.
     Qwen3,
-    /// ChatML as Qwen2.5 writes it: a default system prompt, no `<think>` handling.
+    /// `ChatML` as Qwen2.5 writes it: a default system prompt, no `<think>` handling.
     Qwen25,
     /// Llama-3 (Instruct): `<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`.
     Llama3,

@@ -27,7 +27,7 @@ pub struct Rendered {
     pub spans: Vec<MessageSpan>,
 }
 
-/// A span in characters (not bytes): (message, start, body_start, body_end, end).
+/// A span in characters (not bytes): (message, start, `body_start`, `body_end`, end).
 pub type CharSpan = (Option<usize>, usize, usize, usize, usize);
 
 impl Rendered {
@@ -42,10 +42,7 @@ impl Rendered {
         }
         chars_before[self.text.len()] = count;
         let at = |byte: usize| chars_before[byte];
-        self.spans
-            .iter()
-            .map(|s| (s.message, at(s.start), at(s.body_start), at(s.body_end), at(s.end)))
-            .collect()
+        self.spans.iter().map(|s| (s.message, at(s.start), at(s.body_start), at(s.body_end), at(s.end))).collect()
     }
 }
 

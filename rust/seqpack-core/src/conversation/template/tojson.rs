@@ -35,13 +35,20 @@ impl Formatter for PythonFormatter {
 pub fn dumps(value: &Value) -> String {
     let mut out = Vec::new();
     let mut serializer = serde_json::Serializer::with_formatter(&mut out, PythonFormatter);
-    // Serialising a `Value` into memory cannot fail.
-    value.serialize(&mut serializer).expect("a JSON value always serialises");
-    String::from_utf8(out).expect("serde_json writes UTF-8")
+    // Serialising a `Value` into memory cannot fail, and serde_json writes UTF-8; were either
+    // ever to fail, the text would be empty, and a template refused rather than mis-rendered.
+    if value.serialize(&mut serializer).is_err() {
+        return String::new();
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// The `tojson` filter of Hugging Face chat templates.
-pub fn tojson_filter(value: minijinja::Value, kwargs: minijinja::value::Kwargs) -> std::result::Result<String, minijinja::Error> {
+#[allow(clippy::needless_pass_by_value, reason = "minijinja hands filter arguments over by value")]
+pub fn tojson_filter(
+    value: minijinja::Value,
+    kwargs: minijinja::value::Kwargs,
+) -> std::result::Result<String, minijinja::Error> {
     let indent: Option<usize> = kwargs.get("indent")?;
     kwargs.assert_all_used()?;
     let json: Value = serde_json::to_value(&value)

@@ -47,7 +47,7 @@ pub struct FastBpe {
 
 /// GPT-2's byte ↔ printable-character table, inverted: char → byte.
 fn unicode_to_byte() -> FxHashMap<char, u8> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).collect();
+    let mut printable: Vec<u32> = (u32::from(b'!')..=u32::from(b'~')).collect();
     printable.extend(0xA1..=0xAC);
     printable.extend(0xAE..=0xFF);
     let mut map = FxHashMap::default();
@@ -140,12 +140,12 @@ impl FastBpe {
             };
             let left_bytes = token_bytes(left, &table)?;
             let right_bytes = token_bytes(right, &table)?;
-            let mut joined = left_bytes.clone();
-            joined.extend_from_slice(&right_bytes);
+            let mut both = left_bytes.clone();
+            both.extend_from_slice(&right_bytes);
             let ids = (*by_bytes.get(&left_bytes[..])?, *by_bytes.get(&right_bytes[..])?);
-            let merged = *by_bytes.get(&joined[..])?;
+            let merged_id = *by_bytes.get(&both[..])?;
             // A repeated pair takes its last rank, as `tokenizers` (which collects into a map).
-            merges.insert(ids, (rank as u32, merged));
+            merges.insert(ids, (rank as u32, merged_id));
         }
         let mut patterns = Vec::new();
         let mut ids = Vec::new();
@@ -197,7 +197,14 @@ impl FastBpe {
         Some((ids, offsets))
     }
 
-    fn encode_plain(&self, text: &str, start: usize, end: usize, ids: &mut Vec<u32>, offsets: &mut Vec<(usize, usize)>) {
+    fn encode_plain(
+        &self,
+        text: &str,
+        start: usize,
+        end: usize,
+        ids: &mut Vec<u32>,
+        offsets: &mut Vec<(usize, usize)>,
+    ) {
         let piece = &text[start..end];
         let mut position = 0;
         while position < piece.len() {

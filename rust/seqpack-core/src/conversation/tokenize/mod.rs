@@ -21,7 +21,10 @@ pub struct Tokenizer {
 
 impl std::fmt::Debug for Tokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tokenizer").field("vocab_size", &self.inner.get_vocab_size(true)).finish()
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.inner.get_vocab_size(true))
+            .field("fast", &self.fast.is_some())
+            .finish_non_exhaustive()
     }
 }
 
@@ -30,14 +33,11 @@ impl Tokenizer {
     /// fast path is used when the tokenizer is one it reproduces; without, every text goes
     /// through the `tokenizers` library.
     pub fn from_json(json: &str, fast: bool) -> Result<Self> {
-        let mut inner: tokenizers::Tokenizer = json
-            .parse()
-            .map_err(|e| Error::Tokenizer { message: format!("cannot load tokenizer.json: {e}") })?;
+        let mut inner: tokenizers::Tokenizer =
+            json.parse().map_err(|e| Error::Tokenizer { message: format!("cannot load tokenizer.json: {e}") })?;
         // Chat samples are cut by seqpack, turn-aware; a tokenizer-level cut or pad would
         // shift labels.
-        inner
-            .with_truncation(None)
-            .map_err(|e| Error::Tokenizer { message: e.to_string() })?;
+        inner.with_truncation(None).map_err(|e| Error::Tokenizer { message: e.to_string() })?;
         inner.with_padding(None);
         let fast = fast
             .then(|| serde_json::from_str::<serde_json::Value>(json).ok())
@@ -54,10 +54,7 @@ impl Tokenizer {
 
     /// The same as [`Tokenizer::encode`], always through the `tokenizers` library.
     pub fn encode_reference(&self, text: &str) -> Result<TokensWithOffsets> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| Error::Tokenizer { message: e.to_string() })?;
+        let encoding = self.inner.encode(text, false).map_err(|e| Error::Tokenizer { message: e.to_string() })?;
         Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 

@@ -2,10 +2,15 @@
 //! (which differ only in how many digits make one pre-token), matched alternative by
 //! alternative as a backtracking regex engine would.
 
-use unicode_general_category::{get_general_category, GeneralCategory};
+use unicode_general_category::get_general_category;
+use unicode_general_category::GeneralCategory::{
+    DecimalNumber, LetterNumber, LowercaseLetter, ModifierLetter, OtherLetter, OtherNumber, TitlecaseLetter,
+    UppercaseLetter,
+};
 
 /// The Qwen2 pre-tokenizer pattern (Qwen2, Qwen2.5, Qwen3): single digits.
-pub const QWEN2_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+pub const QWEN2_PATTERN: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The Llama-3 pattern: digits in runs of up to three.
 pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
@@ -31,7 +36,6 @@ fn class(c: char) -> Class {
     if c.is_whitespace() {
         return Class::Space;
     }
-    use GeneralCategory::*;
     match get_general_category(c) {
         UppercaseLetter | LowercaseLetter | TitlecaseLetter | ModifierLetter | OtherLetter => Class::Letter,
         DecimalNumber | LetterNumber | OtherNumber => Class::Number,
@@ -49,7 +53,7 @@ pub fn next_pretoken(s: &str, max_digits: usize) -> usize {
     let mut chars = s.char_indices().peekable();
     let (_, first) = *chars.peek().expect("non-empty");
     let first_class = class(first);
-    let byte_after = |n: usize| s.char_indices().nth(n).map(|(i, _)| i).unwrap_or(s.len());
+    let byte_after = |n: usize| s.char_indices().nth(n).map_or(s.len(), |(i, _)| i);
 
     // 1. (?i:'s|'t|'re|'ve|'m|'ll|'d)
     if first == '\'' {
@@ -57,13 +61,13 @@ pub fn next_pretoken(s: &str, max_digits: usize) -> usize {
         let lower: Vec<char> = rest.iter().map(|c| fold(*c)).collect();
         match lower.as_slice() {
             ['s' | 't' | 'm' | 'd', ..] => return 1 + rest[0].len_utf8(),
-            ['r', 'e', ..] | ['v', 'e', ..] | ['l', 'l', ..] => return 1 + rest[0].len_utf8() + rest[1].len_utf8(),
+            ['r' | 'v', 'e', ..] | ['l', 'l', ..] => return 1 + rest[0].len_utf8() + rest[1].len_utf8(),
             _ => {}
         }
     }
     // 2. [^\r\n\p{L}\p{N}]?\p{L}+
     let letters_from = |start: usize| -> usize {
-        s[start..].char_indices().find(|&(_, c)| class(c) != Class::Letter).map(|(i, _)| start + i).unwrap_or(s.len())
+        s[start..].char_indices().find(|&(_, c)| class(c) != Class::Letter).map_or(s.len(), |(i, _)| start + i)
     };
     if first_class == Class::Letter {
         return letters_from(0);
@@ -81,7 +85,8 @@ pub fn next_pretoken(s: &str, max_digits: usize) -> usize {
     }
     // 4. ` ?[^\s\p{L}\p{N}]+[\r\n]*`
     let others_from = |start: usize| -> Option<usize> {
-        let end = s[start..].char_indices().find(|&(_, c)| class(c) != Class::Other).map(|(i, _)| start + i).unwrap_or(s.len());
+        let end =
+            s[start..].char_indices().find(|&(_, c)| class(c) != Class::Other).map_or(s.len(), |(i, _)| start + i);
         (end > start).then(|| {
             let newlines = s[end..].bytes().take_while(|&b| b == b'\r' || b == b'\n').count();
             end + newlines
@@ -97,7 +102,7 @@ pub fn next_pretoken(s: &str, max_digits: usize) -> usize {
         }
     }
     // 5-7. Whitespace runs.
-    let run_end = s.char_indices().find(|&(_, c)| !is_space(class(c))).map(|(i, _)| i).unwrap_or(s.len());
+    let run_end = s.char_indices().find(|&(_, c)| !is_space(class(c))).map_or(s.len(), |(i, _)| i);
     let run = &s[..run_end];
     // 5. \s*[\r\n]+ : up to and including the last newline of the run.
     if let Some(last_newline) = run.rfind(['\r', '\n']) {
@@ -107,7 +112,7 @@ pub fn next_pretoken(s: &str, max_digits: usize) -> usize {
     if run_end == s.len() {
         return run_end;
     }
-    let last_char = run.chars().next_back().map(char::len_utf8).unwrap_or(0);
+    let last_char = run.chars().next_back().map_or(0, char::len_utf8);
     if run_end - last_char > 0 {
         return run_end - last_char;
     }
@@ -122,4 +127,3 @@ fn fold(c: char) -> char {
         _ => c.to_ascii_lowercase(),
     }
 }
-
