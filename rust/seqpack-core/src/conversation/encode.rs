@@ -210,8 +210,9 @@ impl Encoded {
     }
 }
 
-/// Encode one conversation into zero or more samples.
-#[allow(clippy::too_many_lines, clippy::missing_panics_doc, reason = "split next")]
+/// Encode one conversation into zero or more samples, in three steps: measure the whole
+/// conversation, fit it to `max_length` (select whole turns, then cut a turn still too long
+/// alone), and label and report what was kept.
 pub fn encode_conversation(
     conversation: &Conversation,
     record: usize,
@@ -220,150 +221,222 @@ pub fn encode_conversation(
     tokenizer: &Tokenizer,
     options: &EncodeOptions,
 ) -> Result<(Vec<Sample>, RecordReport)> {
-    let mut report = RecordReport::new(record, line);
-    let messages = &conversation.messages;
-    let in_record = |e: Error| e.for_record(record, line);
-    let has_system = messages.first().map(|m| m.role) == Some(Role::System);
-    let first_user = messages.iter().position(|m| m.role == Role::User);
+    let job = Job { conversation, record, line, template, tokenizer, options };
+    let whole = job.measure()?;
+    let fitted = job.fit(&whole)?;
+    Ok(job.finish(&whole, fitted))
+}
 
-    // The kept conversation ends with an assistant turn: later messages train nothing.
-    let last_assistant = messages
-        .iter()
-        .rposition(|m| m.role == Role::Assistant)
-        .expect("records::validate guarantees an assistant turn");
-    let all: Vec<usize> = (0..=last_assistant).collect();
-    let full = Encoded::new(template, tokenizer, conversation, &all).map_err(in_record)?;
-    // Trailing messages were never rendered above; a render of everything counts them.
-    let everything = if last_assistant + 1 < messages.len() {
-        let whole: Vec<usize> = (0..messages.len()).collect();
-        Some(Encoded::new(template, tokenizer, conversation, &whole).map_err(in_record)?)
-    } else {
-        None
-    };
-    let reference = everything.as_ref().unwrap_or(&full);
-    report.tokens_before = reference.len();
-    for (span, range) in reference.rendered.spans.iter().zip(&reference.tokens.ranges) {
-        *report.role_tokens.get_mut(span.message.map(|m| messages[m].role)) += range.len();
-    }
-    report.turns = turns(conversation, &all, |_| 0).len();
-    let full_trained = full.trained(conversation, &options.train);
-    report.trained_before = full_trained.iter().filter(|&&t| t).count();
-    report.boundary_merges = full.tokens.boundary_merges;
+/// One conversation and everything it is encoded with.
+struct Job<'a> {
+    conversation: &'a Conversation,
+    record: usize,
+    line: Option<usize>,
+    template: &'a Template,
+    tokenizer: &'a Tokenizer,
+    options: &'a EncodeOptions,
+}
 
-    let budget = options.max_length;
-    // Each sample with the messages it holds, and the tokens cut from kept messages.
-    let mut samples: Vec<(Sample, Vec<usize>)> = Vec::new();
-    let mut cut_tokens: Vec<(usize, usize)> = Vec::new();
-    let mut too_long = false;
-    let overlong_dropped = full.len() > budget && options.overlong == Overlong::Drop;
-    if full.len() > budget && options.overlong == Overlong::Error {
-        return Err(Error::OverlongRecord { record, line, length: full.len(), max_length: budget });
+/// The conversation rendered whole, before anything is cut.
+struct Whole {
+    /// Up to and including the last assistant turn (later messages train nothing).
+    full: Encoded,
+    /// The messages of `full`.
+    all: Vec<usize>,
+    /// Every message, trailing ones included, when there are trailing ones.
+    everything: Option<Encoded>,
+    last_assistant: usize,
+}
+
+impl Whole {
+    /// What "before" means in the report: every message of the record.
+    fn reference(&self) -> &Encoded {
+        self.everything.as_ref().unwrap_or(&self.full)
     }
-    if overlong_dropped {
-        // Nothing of it is kept; the report says why.
-    } else if full.len() <= budget {
-        samples.push((sample_from(&full, &full_trained, record, 0), all.clone()));
-    } else if full.pinned_tokens(conversation) >= budget {
-        too_long = true;
-    } else {
-        let pinned = full.pinned_tokens(conversation);
-        let per_message = full.tokens_per_message(messages.len());
-        let turns = turns(conversation, &all, |m| per_message[m]);
-        let system: Vec<usize> = if has_system { vec![0] } else { Vec::new() };
-        let groups: Vec<Vec<usize>> = if options.split() {
+}
+
+/// The samples that fit, each with the messages it holds, and the tokens cut from kept
+/// messages; `nothing_fits` says why when a window (or the record) could not be kept.
+#[derive(Default)]
+struct Fitted {
+    samples: Vec<(Sample, Vec<usize>)>,
+    cut_tokens: Vec<(usize, usize)>,
+    nothing_fits: Option<Reason>,
+}
+
+impl Job<'_> {
+    fn encode(&self, keep: &[usize]) -> Result<Encoded> {
+        Encoded::new(self.template, self.tokenizer, self.conversation, keep)
+            .map_err(|e| e.for_record(self.record, self.line))
+    }
+
+    fn measure(&self) -> Result<Whole> {
+        let messages = &self.conversation.messages;
+        let Some(last_assistant) = messages.iter().rposition(|m| m.role == Role::Assistant) else {
+            // records::validate refuses such a record; say so rather than panic if one gets here.
+            return Err(Error::InvalidRecord {
+                record: self.record,
+                line: self.line,
+                field: String::new(),
+                message: "no assistant turn: nothing to train on".into(),
+            });
+        };
+        let all: Vec<usize> = (0..=last_assistant).collect();
+        let full = self.encode(&all)?;
+        // Trailing messages were never rendered above; a render of everything counts them.
+        let everything = if last_assistant + 1 < messages.len() {
+            Some(self.encode(&(0..messages.len()).collect::<Vec<_>>())?)
+        } else {
+            None
+        };
+        Ok(Whole { full, all, everything, last_assistant })
+    }
+
+    /// Apply the overlong policy: the whole conversation if it fits; otherwise an error, a
+    /// drop, windows of whole turns (split) or the latest turns that fit (truncate).
+    fn fit(&self, whole: &Whole) -> Result<Fitted> {
+        let budget = self.options.max_length;
+        let full = &whole.full;
+        if full.len() <= budget {
+            let trained = full.trained(self.conversation, &self.options.train);
+            let sample = sample_from(full, &trained, self.record, 0);
+            return Ok(Fitted { samples: vec![(sample, whole.all.clone())], ..Fitted::default() });
+        }
+        match self.options.overlong {
+            Overlong::Error => {
+                return Err(Error::OverlongRecord {
+                    record: self.record,
+                    line: self.line,
+                    length: full.len(),
+                    max_length: budget,
+                })
+            }
+            Overlong::Drop => return Ok(Fitted { nothing_fits: Some(Reason::OverlongDropped), ..Fitted::default() }),
+            Overlong::Truncate(_) | Overlong::Split => {}
+        }
+        let pinned = full.pinned_tokens(self.conversation);
+        if pinned >= budget {
+            return Ok(Fitted { nothing_fits: Some(Reason::SystemPromptTooLong), ..Fitted::default() });
+        }
+        let per_message = full.tokens_per_message(self.conversation.messages.len());
+        let turns = turns(self.conversation, &whole.all, |m| per_message[m]);
+        let groups: Vec<Vec<usize>> = if self.options.split() {
             windows(&turns, budget - pinned)
         } else {
-            vec![keep_latest(&turns, budget - pinned, options.keep_first_turn)]
+            vec![keep_latest(&turns, budget - pinned, self.options.keep_first_turn)]
         };
+        self.fit_groups(&turns, groups)
+    }
+
+    /// Encode each group of turns (after the system prompt); a group the template renders
+    /// longer than its parts gives up a turn (in split mode it opens the next window); a single
+    /// turn still too long is cut at token level.
+    fn fit_groups(&self, turns: &[Turn], groups: Vec<Vec<usize>>) -> Result<Fitted> {
+        let has_system = self.conversation.messages.first().map(|m| m.role) == Some(Role::System);
+        let system: Vec<usize> = if has_system { vec![0] } else { Vec::new() };
+        let mut fitted = Fitted::default();
         let mut window = 0;
         let mut queue: std::collections::VecDeque<Vec<usize>> = groups.into();
         while let Some(mut group) = queue.pop_front() {
             loop {
-                let keep = selection(&system, &turns, &group);
-                let encoded = Encoded::new(template, tokenizer, conversation, &keep).map_err(in_record)?;
-                if encoded.len() <= budget {
-                    let trained = encoded.trained(conversation, &options.train);
-                    samples.push((sample_from(&encoded, &trained, record, window), keep));
+                let keep = selection(&system, turns, &group);
+                let encoded = self.encode(&keep)?;
+                if encoded.len() <= self.options.max_length {
+                    let trained = encoded.trained(self.conversation, &self.options.train);
+                    fitted.samples.push((sample_from(&encoded, &trained, self.record, window), keep));
                     break;
                 }
                 if group.len() > 1 {
-                    // The template renders a subset longer than its parts (context-dependent
-                    // text): give up one more turn; in split mode it opens the next window.
-                    let moved = group.remove(if options.split() { group.len() - 1 } else { 0 });
-                    if options.split() {
+                    let moved = group.remove(if self.options.split() { group.len() - 1 } else { 0 });
+                    if self.options.split() {
                         queue.push_front(vec![moved]);
                     }
                     continue;
                 }
-                match cut_to_fit(&encoded, conversation, options, record, window) {
+                match cut_to_fit(&encoded, self.conversation, self.options, self.record, window) {
                     Some((sample, cuts)) => {
-                        cut_tokens.extend(cuts);
-                        samples.push((sample, keep));
+                        fitted.cut_tokens.extend(cuts);
+                        fitted.samples.push((sample, keep));
                     }
                     // Only the system prompt and the template's own text are left, and they
                     // do not fit: nothing of this window can be kept whole.
-                    None => too_long = true,
+                    None => fitted.nothing_fits = Some(Reason::SystemPromptTooLong),
                 }
                 break;
             }
             window += 1;
         }
+        Ok(fitted)
     }
 
-    // Supervision guarantee: a sample with too few trained tokens is dropped, never emitted.
-    let produced = samples.len();
-    let minimum = options.min_trainable_tokens.max(1);
-    samples.retain(|(s, _)| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count() >= minimum);
-    let untrainable = produced - samples.len();
+    /// Drop samples with too few trained tokens (never emitted all -100), then fill the
+    /// report: what was kept, dropped and cut, per role, and why.
+    fn finish(&self, whole: &Whole, fitted: Fitted) -> (Vec<Sample>, RecordReport) {
+        let messages = &self.conversation.messages;
+        let Fitted { mut samples, mut cut_tokens, nothing_fits } = fitted;
+        let produced = samples.len();
+        let minimum = self.options.min_trainable_tokens.max(1);
+        samples.retain(|(s, _)| trained_count(s) >= minimum);
+        let untrainable = produced - samples.len();
 
-    let mut kept_messages: Vec<usize> = samples.iter().flat_map(|(_, m)| m.iter().copied()).collect();
-    kept_messages.sort_unstable();
-    kept_messages.dedup();
-    report.dropped_messages = (0..messages.len()).filter(|m| kept_messages.binary_search(m).is_err()).collect();
-    cut_tokens.retain(|(m, _)| kept_messages.binary_search(m).is_ok());
-    report.cut_messages = cut_tokens.iter().map(|(m, _)| *m).collect();
-    report.cut_messages.sort_unstable();
-    report.cut_messages.dedup();
-    let reference_per_message = reference.tokens_per_message(messages.len());
-    for &m in &report.dropped_messages {
-        *report.tokens_removed.get_mut(Some(messages[m].role)) += reference_per_message[m] as i64;
-    }
-    for &(m, tokens) in &cut_tokens {
-        *report.tokens_removed.get_mut(Some(messages[m].role)) += tokens as i64;
-    }
-    report.windows = samples.len();
-    report.tokens_after = samples.iter().map(|(s, _)| s.tokens.len()).sum();
-    report.trained_after = samples.iter().map(|(s, _)| s.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()).sum();
-    report.system_kept = has_system.then(|| kept_messages.first() == Some(&0));
-    report.first_user_kept = first_user.map(|u| kept_messages.binary_search(&u).is_ok());
-    let trailing_only = report.dropped_messages.iter().all(|&m| m > last_assistant);
-    let (status, reason) = if samples.is_empty() {
-        let reason = if overlong_dropped {
-            Reason::OverlongDropped
-        } else if too_long {
-            Reason::SystemPromptTooLong
+        let mut report = RecordReport::new(self.record, self.line);
+        let reference = whole.reference();
+        report.tokens_before = reference.len();
+        for (span, range) in reference.rendered.spans.iter().zip(&reference.tokens.ranges) {
+            *report.role_tokens.get_mut(span.message.map(|m| messages[m].role)) += range.len();
+        }
+        report.turns = turns(self.conversation, &whole.all, |_| 0).len();
+        report.trained_before =
+            whole.full.trained(self.conversation, &self.options.train).iter().filter(|&&t| t).count();
+        report.boundary_merges = whole.full.tokens.boundary_merges;
+
+        let mut kept_messages: Vec<usize> = samples.iter().flat_map(|(_, m)| m.iter().copied()).collect();
+        kept_messages.sort_unstable();
+        kept_messages.dedup();
+        let kept = |m: &usize| kept_messages.binary_search(m).is_ok();
+        report.dropped_messages = (0..messages.len()).filter(|m| !kept(m)).collect();
+        cut_tokens.retain(|(m, _)| kept(m));
+        report.cut_messages = cut_tokens.iter().map(|(m, _)| *m).collect();
+        report.cut_messages.sort_unstable();
+        report.cut_messages.dedup();
+        let reference_per_message = reference.tokens_per_message(messages.len());
+        for &m in &report.dropped_messages {
+            *report.tokens_removed.get_mut(Some(messages[m].role)) += reference_per_message[m] as i64;
+        }
+        for &(m, tokens) in &cut_tokens {
+            *report.tokens_removed.get_mut(Some(messages[m].role)) += tokens as i64;
+        }
+        report.windows = samples.len();
+        report.tokens_after = samples.iter().map(|(s, _)| s.tokens.len()).sum();
+        report.trained_after = samples.iter().map(|(s, _)| trained_count(s)).sum();
+        let has_system = messages.first().map(|m| m.role) == Some(Role::System);
+        report.system_kept = has_system.then(|| kept_messages.first() == Some(&0));
+        report.first_user_kept = messages.iter().position(|m| m.role == Role::User).map(|u| kept(&u));
+        let trailing_only = report.dropped_messages.iter().all(|&m| m > whole.last_assistant);
+        (report.status, report.reason) = if samples.is_empty() {
+            (Status::Dropped, nothing_fits.unwrap_or(Reason::NoTrainableTokens))
+        } else if self.options.split() && samples.len() > 1 {
+            let reason = if untrainable > 0 { Reason::UntrainableWindowsDropped } else { Reason::SplitIntoWindows };
+            (Status::Split, reason)
+        } else if untrainable > 0 {
+            (Status::Truncated, Reason::UntrainableWindowsDropped)
+        } else if !report.cut_messages.is_empty() {
+            (Status::Truncated, Reason::TurnCut)
+        } else if !trailing_only {
+            (Status::Truncated, Reason::TurnsDropped)
+        } else if !report.dropped_messages.is_empty() {
+            (Status::Kept, Reason::TrailingMessagesDropped)
         } else {
-            Reason::NoTrainableTokens
+            (Status::Kept, Reason::Fits)
         };
-        (Status::Dropped, reason)
-    } else if options.split() && samples.len() > 1 {
-        let reason = if untrainable > 0 { Reason::UntrainableWindowsDropped } else { Reason::SplitIntoWindows };
-        (Status::Split, reason)
-    } else if untrainable > 0 {
-        (Status::Truncated, Reason::UntrainableWindowsDropped)
-    } else if !report.cut_messages.is_empty() {
-        (Status::Truncated, Reason::TurnCut)
-    } else if !trailing_only {
-        (Status::Truncated, Reason::TurnsDropped)
-    } else if !report.dropped_messages.is_empty() {
-        (Status::Kept, Reason::TrailingMessagesDropped)
-    } else {
-        (Status::Kept, Reason::Fits)
-    };
-    report.status = status;
-    report.reason = reason;
-    balance_template(&mut report);
-    Ok((samples.into_iter().map(|(s, _)| s).collect(), report))
+        balance_template(&mut report);
+        (samples.into_iter().map(|(s, _)| s).collect(), report)
+    }
+}
+
+/// Labelled tokens of a sample.
+fn trained_count(sample: &Sample) -> usize {
+    sample.labels.iter().filter(|&&l| l != IGNORE_INDEX).count()
 }
 
 /// The template bucket: whatever the role buckets do not explain.

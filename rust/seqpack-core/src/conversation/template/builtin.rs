@@ -51,15 +51,48 @@ fn split_thinking(message: &Message) -> (String, String) {
     (String::new(), content.clone())
 }
 
-#[allow(clippy::too_many_lines, reason = "split next")]
+/// `ChatML` as Qwen writes it: the system block (with the tools, if any), then one block per
+/// message.
 pub(super) fn render_chatml(conversation: &Conversation, keep: &[usize], flavour: ChatMl) -> Rendered {
     let messages: Vec<(usize, &Message)> = keep.iter().map(|&i| (i, &conversation.messages[i])).collect();
-    let tools = &conversation.tools;
     let mut out = Writer::default();
+    chatml_system(&mut out, &messages, &conversation.tools, flavour);
+    let last_query = last_user_query(&messages);
+    for (position, &(index, message)) in messages.iter().enumerate() {
+        match message.role {
+            Role::System if position == 0 => {}
+            Role::User | Role::System => chatml_plain(&mut out, index, message),
+            Role::Assistant => {
+                out.begin(Some(index));
+                out.push("<|im_start|>assistant");
+                match flavour {
+                    ChatMl::Qwen3 => {
+                        // Qwen3 shows reasoning only after the last real user query.
+                        let show_thinking = position > last_query;
+                        qwen3_assistant(&mut out, message, show_thinking, position + 1 == messages.len());
+                    }
+                    ChatMl::Qwen25 => qwen25_assistant(&mut out, message),
+                }
+                out.extend_content();
+                out.push("<|im_end|>");
+                out.mark_body_end();
+                out.push("\n");
+            }
+            Role::Tool => {
+                let previous_is_tool = position > 0 && messages[position - 1].1.role == Role::Tool;
+                let next_is_tool = messages.get(position + 1).is_some_and(|(_, m)| m.role == Role::Tool);
+                chatml_tool(&mut out, index, message, previous_is_tool, next_is_tool);
+            }
+        }
+    }
+    out.done()
+}
 
-    let leading_system = messages.first().filter(|(_, m)| m.role == Role::System);
+/// The system block: the system prompt (Qwen2.5's default when there is none) and the tools.
+fn chatml_system(out: &mut Writer, messages: &[(usize, &Message)], tools: &[Value], flavour: ChatMl) {
+    let leading_system = messages.first().copied().filter(|(_, m)| m.role == Role::System);
     let system_text = leading_system.map(|(_, m)| m.content.as_str());
-    let system_index = leading_system.map(|(i, _)| *i);
+    let system_index = leading_system.map(|(i, _)| i);
     if !tools.is_empty() {
         out.begin(system_index);
         out.push("<|im_start|>system\n");
@@ -79,14 +112,8 @@ pub(super) fn render_chatml(conversation: &Conversation, keep: &[usize], flavour
         out.push(&block[..block.len() - 1]);
         out.mark_body_end();
         out.push("\n");
-    } else if let Some(text) = system_text {
-        out.begin(system_index);
-        out.push("<|im_start|>system\n");
-        out.mark_body_start();
-        out.content(text);
-        out.push("<|im_end|>");
-        out.mark_body_end();
-        out.push("\n");
+    } else if let Some((index, system)) = leading_system {
+        chatml_plain(out, index, system);
     } else if flavour == ChatMl::Qwen25 {
         out.begin(None);
         out.push("<|im_start|>system\n");
@@ -96,110 +123,97 @@ pub(super) fn render_chatml(conversation: &Conversation, keep: &[usize], flavour
         out.mark_body_end();
         out.push("\n");
     }
+}
 
-    // Qwen3: the index of the last real user query (not a wrapped tool response).
-    let mut last_query = messages.len().saturating_sub(1);
-    for (position, (_, message)) in messages.iter().enumerate().rev() {
-        if message.role == Role::User && !is_tool_response(&message.content) {
-            last_query = position;
-            break;
-        }
-    }
+/// Position of the last real user query (not a wrapped tool response); the last message's
+/// position when there is none.
+fn last_user_query(messages: &[(usize, &Message)]) -> usize {
+    messages
+        .iter()
+        .rposition(|(_, m)| m.role == Role::User && !is_tool_response(&m.content))
+        .unwrap_or(messages.len().saturating_sub(1))
+}
 
-    let count = messages.len();
-    for (position, &(index, message)) in messages.iter().enumerate() {
-        let is_last = position + 1 == count;
-        match message.role {
-            Role::System if position == 0 => {}
-            Role::User | Role::System => {
-                out.begin(Some(index));
-                out.push("<|im_start|>");
-                out.push(message.role.name());
-                out.push("\n");
-                out.mark_body_start();
-                out.content(&message.content);
-                out.push("<|im_end|>");
-                out.mark_body_end();
-                out.push("\n");
-            }
-            Role::Assistant => {
-                out.begin(Some(index));
-                out.push("<|im_start|>assistant");
-                match flavour {
-                    ChatMl::Qwen3 => {
-                        out.push("\n");
-                        out.mark_body_start();
-                        let (reasoning, content) = split_thinking(message);
-                        if position > last_query && (is_last || !reasoning.is_empty()) {
-                            out.push("<think>\n");
-                            out.push(reasoning.trim_matches('\n'));
-                            out.push("\n</think>\n\n");
-                            out.content(content.trim_start_matches('\n'));
-                        } else {
-                            out.content(&content);
-                        }
-                        for (call_index, call) in message.tool_calls.iter().enumerate() {
-                            if call_index > 0 || !content.is_empty() {
-                                out.push("\n");
-                            }
-                            out.push("<tool_call>\n{\"name\": \"");
-                            out.push(&call.name);
-                            out.push("\", \"arguments\": ");
-                            match &call.arguments {
-                                Value::String(text) => out.push(text),
-                                other => out.push(&tojson::dumps(other)),
-                            }
-                            out.push("}\n</tool_call>");
-                        }
-                    }
-                    ChatMl::Qwen25 => {
-                        if message.tool_calls.is_empty() {
-                            out.push("\n");
-                            out.mark_body_start();
-                            out.content(&message.content);
-                        } else {
-                            out.mark_body_start();
-                            if !message.content.is_empty() {
-                                out.push("\n");
-                                out.content(&message.content);
-                            }
-                            for call in &message.tool_calls {
-                                out.push("\n<tool_call>\n{\"name\": \"");
-                                out.push(&call.name);
-                                out.push("\", \"arguments\": ");
-                                out.push(&tojson::dumps(&call.arguments));
-                                out.push("}\n</tool_call>");
-                            }
-                        }
-                    }
-                }
-                out.extend_content();
-                out.push("<|im_end|>");
-                out.mark_body_end();
-                out.push("\n");
-            }
-            Role::Tool => {
-                out.begin(Some(index));
-                let previous_is_tool = position > 0 && messages[position - 1].1.role == Role::Tool;
-                if !previous_is_tool {
-                    out.push("<|im_start|>user");
-                }
-                out.push("\n<tool_response>\n");
-                out.mark_body_start();
-                out.content(&message.content);
-                out.push("\n</tool_response>");
-                let next_is_tool = !is_last && messages[position + 1].1.role == Role::Tool;
-                if !next_is_tool {
-                    out.push("<|im_end|>");
-                }
-                out.mark_body_end();
-                if !next_is_tool {
-                    out.push("\n");
-                }
-            }
-        }
+/// `<|im_start|>role\ncontent<|im_end|>\n`.
+fn chatml_plain(out: &mut Writer, index: usize, message: &Message) {
+    out.begin(Some(index));
+    out.push("<|im_start|>");
+    out.push(message.role.name());
+    out.push("\n");
+    out.mark_body_start();
+    out.content(&message.content);
+    out.push("<|im_end|>");
+    out.mark_body_end();
+    out.push("\n");
+}
+
+/// A Qwen3 assistant body: `<think>` block after the last query, content, tool calls.
+fn qwen3_assistant(out: &mut Writer, message: &Message, show_thinking: bool, is_last: bool) {
+    out.push("\n");
+    out.mark_body_start();
+    let (reasoning, content) = split_thinking(message);
+    if show_thinking && (is_last || !reasoning.is_empty()) {
+        out.push("<think>\n");
+        out.push(reasoning.trim_matches('\n'));
+        out.push("\n</think>\n\n");
+        out.content(content.trim_start_matches('\n'));
+    } else {
+        out.content(&content);
     }
-    out.done()
+    for (call_index, call) in message.tool_calls.iter().enumerate() {
+        if call_index > 0 || !content.is_empty() {
+            out.push("\n");
+        }
+        out.push("<tool_call>\n{\"name\": \"");
+        out.push(&call.name);
+        out.push("\", \"arguments\": ");
+        match &call.arguments {
+            Value::String(text) => out.push(text),
+            other => out.push(&tojson::dumps(other)),
+        }
+        out.push("}\n</tool_call>");
+    }
+}
+
+/// A Qwen2.5 assistant body: content, then tool calls.
+fn qwen25_assistant(out: &mut Writer, message: &Message) {
+    if message.tool_calls.is_empty() {
+        out.push("\n");
+        out.mark_body_start();
+        out.content(&message.content);
+        return;
+    }
+    out.mark_body_start();
+    if !message.content.is_empty() {
+        out.push("\n");
+        out.content(&message.content);
+    }
+    for call in &message.tool_calls {
+        out.push("\n<tool_call>\n{\"name\": \"");
+        out.push(&call.name);
+        out.push("\", \"arguments\": ");
+        out.push(&tojson::dumps(&call.arguments));
+        out.push("}\n</tool_call>");
+    }
+}
+
+/// A tool result: consecutive results share one user block.
+fn chatml_tool(out: &mut Writer, index: usize, message: &Message, previous_is_tool: bool, next_is_tool: bool) {
+    out.begin(Some(index));
+    if !previous_is_tool {
+        out.push("<|im_start|>user");
+    }
+    out.push("\n<tool_response>\n");
+    out.mark_body_start();
+    out.content(&message.content);
+    out.push("\n</tool_response>");
+    if !next_is_tool {
+        out.push("<|im_end|>");
+    }
+    out.mark_body_end();
+    if !next_is_tool {
+        out.push("\n");
+    }
 }
 
 fn no_tools(conversation: &Conversation, keep: &[usize], template: &str) -> Result<()> {

@@ -8,10 +8,11 @@ use crate::conversation::records::{Conversation, Message, Role};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
-/// A Hugging Face `chat_template`, compiled once.
+/// A Hugging Face `chat_template`, compiled once: the environment holds the parsed template
+/// and every render reuses it.
 #[derive(Debug, Clone)]
 pub struct JinjaTemplate {
-    source: String,
+    env: minijinja::Environment<'static>,
     /// The text that ends a turn (`<|im_end|>`, `<|eot_id|>`, `</s>`): an assistant's trained
     /// span runs from its content to the end of this marker.
     end_of_turn: String,
@@ -23,33 +24,29 @@ pub struct JinjaTemplate {
 /// template that loops forever.
 const JINJA_FUEL: u64 = 50_000_000;
 
-impl JinjaTemplate {
-    pub fn new(source: &str, end_of_turn: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
-        let template = Self {
-            source: source.to_string(),
-            end_of_turn: end_of_turn.to_string(),
-            bos_token: bos_token.to_string(),
-            eos_token: eos_token.to_string(),
-        };
-        // Compile once now so a syntax error surfaces at construction.
-        template.environment()?;
-        Ok(template)
-    }
+/// Where each kept message's content lies in the rendered text (`None`: empty content).
+type ContentPositions = Vec<Option<(usize, usize)>>;
 
-    fn environment(&self) -> Result<minijinja::Environment<'static>> {
+impl JinjaTemplate {
+    /// Compile `source`; a syntax error surfaces here, not at the first record.
+    pub fn new(source: &str, end_of_turn: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = minijinja::Environment::new();
         env.set_fuel(Some(JINJA_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson::tojson_filter);
         env.add_function("raise_exception", raise_exception);
-        env.add_template_owned("chat", self.source.clone())
+        env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::Template { message: format!("the chat template does not compile: {e:#}") })?;
-        Ok(env)
+        Ok(Self {
+            env,
+            end_of_turn: end_of_turn.to_string(),
+            bos_token: bos_token.to_string(),
+            eos_token: eos_token.to_string(),
+        })
     }
 
     fn render_text(
         &self,
-        env: &minijinja::Environment<'static>,
         conversation: &Conversation,
         keep: &[usize],
         contents: Option<&[String]>,
@@ -71,7 +68,8 @@ impl JinjaTemplate {
             bos_token => self.bos_token.clone(),
             eos_token => self.eos_token.clone(),
         };
-        env.get_template("chat")
+        self.env
+            .get_template("chat")
             .and_then(|template| template.render(context))
             .map_err(|e| Error::Template { message: format!("the chat template raised: {e:#}") })
     }
@@ -82,96 +80,46 @@ impl JinjaTemplate {
     /// labels cannot follow); an assistant body starts after the template's generation prompt
     /// (the header it opens a turn with); a message's segment ends after the end-of-turn
     /// marker that follows its content.
-    #[allow(clippy::too_many_lines, reason = "split next")]
     pub fn render(&self, conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
-        let env = self.environment()?;
-        let text = self.render_text(&env, conversation, keep, None, false)?;
-        let content_of = |k: usize| conversation.messages[keep[k]].content.as_str();
+        let text = self.render_text(conversation, keep, None, false)?;
         // Empty contents stay empty (templates test them, e.g. before a tool call).
-        let markers: Vec<String> = (0..keep.len())
-            .map(|k| if content_of(k).is_empty() { String::new() } else { format!("\u{E000}{k}\u{E001}") })
+        let markers: Vec<String> = keep
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                if conversation.messages[i].content.is_empty() {
+                    String::new()
+                } else {
+                    format!("\u{E000}{k}\u{E001}")
+                }
+            })
             .collect();
-        let marked = self.render_text(&env, conversation, keep, Some(&markers), false)?;
-        let unplaceable = |index: usize, why: &str| Error::Template {
-            message: format!(
-                "message {index} ({}): {why}, so its tokens cannot be located exactly; use a \
-                 built-in template",
-                conversation.messages[index].role.name()
-            ),
-        };
-        let placed: Vec<usize> = (0..keep.len()).filter(|&k| !markers[k].is_empty()).collect();
+        let marked = self.render_text(conversation, keep, Some(&markers), false)?;
+        let literals = template_literals(&marked, &markers, conversation, keep)?;
+        let contents = content_positions(&text, &literals, &markers, conversation, keep)?;
+        let spans = self.message_spans(&text, &contents, conversation, keep)?;
+        Ok(Rendered { text, spans })
+    }
 
-        // The template's own text around each non-empty content.
-        let mut literals: Vec<&str> = Vec::with_capacity(placed.len() + 1);
-        let mut at = 0;
-        for &k in &placed {
-            let found: Vec<usize> = marked.match_indices(markers[k].as_str()).map(|(i, _)| i).collect();
-            match found.as_slice() {
-                [position] if *position >= at => {
-                    literals.push(&marked[at..*position]);
-                    at = position + markers[k].len();
-                }
-                _ => {
-                    return Err(unplaceable(keep[k], "the template does not render its content exactly once, in order"))
-                }
-            }
-        }
-        literals.push(&marked[at..]);
-
-        // Walk the real text: literal, content, literal, content, ...
-        let mut content_at: Vec<Option<(usize, usize)>> = vec![None; keep.len()];
-        let mut position = 0;
-        for (j, &k) in placed.iter().enumerate() {
-            let index = keep[k];
-            if !text[position..].starts_with(literals[j]) {
-                return Err(unplaceable(index, "the template's text around it changes with the content"));
-            }
-            position += literals[j].len();
-            let content = content_of(k);
-            let next = literals[j + 1];
-            let exact = text[position..].starts_with(content) && text[position + content.len()..].starts_with(next);
-            let end = if exact {
-                position + content.len()
-            } else if j + 1 == placed.len() {
-                text.len()
-                    .checked_sub(next.len())
-                    .filter(|&e| e >= position && text.ends_with(next))
-                    .ok_or_else(|| unplaceable(index, "the template's text after it changes with the content"))?
-            } else if next.is_empty() {
-                return Err(unplaceable(index, "the template rewrites its content"));
-            } else {
-                // The template transforms the content (e.g. trims it): it ends where the
-                // template's own text resumes.
-                text[position..]
-                    .find(next)
-                    .map(|at| position + at)
-                    .ok_or_else(|| unplaceable(index, "the template's text after it changes with the content"))?
-            };
-            content_at[k] = Some((position, end));
-            position = end;
-        }
-        if !text[position..].starts_with(literals[placed.len()]) {
-            let last = keep.last().copied().unwrap_or(0);
-            return Err(unplaceable(last, "the template's text at the end changes with the content"));
-        }
-
+    /// The spans of every kept message (and of the template's preamble, if any), given where
+    /// their contents lie.
+    fn message_spans(
+        &self,
+        text: &str,
+        contents: &ContentPositions,
+        conversation: &Conversation,
+        keep: &[usize],
+    ) -> Result<Vec<MessageSpan>> {
         let eot = self.end_of_turn.as_str();
         let find_eot = |from: usize, to: usize| -> Option<usize> {
             (!eot.is_empty()).then(|| text[from..to].find(eot).map(|at| from + at + eot.len())).flatten()
         };
         // Where the next non-empty content starts (the limit for searching this one's end).
         let next_content =
-            |k: usize| -> usize { (k + 1..keep.len()).find_map(|j| content_at[j].map(|c| c.0)).unwrap_or(text.len()) };
+            |k: usize| -> usize { (k + 1..keep.len()).find_map(|j| contents[j].map(|c| c.0)).unwrap_or(text.len()) };
         let mut spans = Vec::with_capacity(keep.len() + 1);
-        // Text before the first message's header (BOS, a tools block) is the template's own.
-        let preamble = content_at[0].filter(|_| !eot.is_empty()).and_then(|(first, _)| {
-            text[..first].rfind(eot).map(|at| {
-                let after = at + eot.len();
-                after + (text[after..first].len() - text[after..first].trim_start().len())
-            })
-        });
         let mut segment_start = 0;
-        if let Some(cut) = preamble.filter(|&c| c > 0) {
+        if let Some(cut) = self.preamble_end(text, contents) {
             spans.push(MessageSpan {
                 message: None,
                 start: 0,
@@ -185,37 +133,21 @@ impl JinjaTemplate {
         }
         for (k, &index) in keep.iter().enumerate() {
             let limit = next_content(k);
-            let is_assistant = conversation.messages[index].role == Role::Assistant;
-            let prompt_end = if is_assistant {
-                // The template's generation prompt (what add_generation_prompt appends to the
-                // conversation so far) is this turn's header: the model writes after it.
-                let before = self.render_text(&env, conversation, &keep[..k], None, false)?;
-                let prompted = self.render_text(&env, conversation, &keep[..k], None, true)?;
-                match prompted.strip_prefix(before.as_str()) {
-                    // No generation prompt: the turn's header is whatever precedes its content.
-                    Some("") => None,
-                    Some(header)
-                        if text[segment_start..].starts_with(header) && segment_start + header.len() <= limit =>
-                    {
-                        Some(segment_start + header.len())
-                    }
-                    _ => return Err(unplaceable(index, "the template's generation prompt does not open this turn")),
-                }
+            let prompt_end = if conversation.messages[index].role == Role::Assistant {
+                self.generation_prompt_end(text, conversation, keep, k, segment_start, limit)?
             } else {
                 None
             };
-            let (content_start, content_end) = if let Some(span) = content_at[k] {
-                span
-            } else {
+            let (content_start, content_end) = contents[k].unwrap_or_else(|| {
                 // Empty content: right after the generation prompt for an assistant; just
                 // before the next end-of-turn marker otherwise.
                 let at = prompt_end
                     .unwrap_or_else(|| find_eot(segment_start, limit).map_or(segment_start, |end| end - eot.len()));
                 (at, at)
-            };
+            });
             let body_start = prompt_end.unwrap_or(content_start);
             if body_start > content_start {
-                return Err(unplaceable(index, "the template's generation prompt runs past the content"));
+                return Err(unplaceable(conversation, index, "the template's generation prompt runs past the content"));
             }
             let body_end = find_eot(content_end, limit).unwrap_or(content_end);
             let end = if k + 1 == keep.len() {
@@ -235,8 +167,131 @@ impl JinjaTemplate {
             });
             segment_start = end;
         }
-        Ok(Rendered { text, spans })
+        Ok(spans)
     }
+
+    /// Text before the first message's header (a BOS token, a tools block) is the template's
+    /// own: it ends after the last end-of-turn marker before the first content.
+    fn preamble_end(&self, text: &str, contents: &ContentPositions) -> Option<usize> {
+        let eot = self.end_of_turn.as_str();
+        let (first, _) = contents.first().copied().flatten().filter(|_| !eot.is_empty())?;
+        let at = text[..first].rfind(eot)?;
+        let after = at + eot.len();
+        let cut = after + (text[after..first].len() - text[after..first].trim_start().len());
+        (cut > 0).then_some(cut)
+    }
+
+    /// Where the header of assistant message `keep[k]` ends: the template's generation prompt
+    /// (what `add_generation_prompt` appends to the conversation so far) opens the turn, and
+    /// the model writes after it. `None` when the template has no generation prompt (the
+    /// header is then whatever precedes the content).
+    fn generation_prompt_end(
+        &self,
+        text: &str,
+        conversation: &Conversation,
+        keep: &[usize],
+        k: usize,
+        segment_start: usize,
+        limit: usize,
+    ) -> Result<Option<usize>> {
+        let before = self.render_text(conversation, &keep[..k], None, false)?;
+        let prompted = self.render_text(conversation, &keep[..k], None, true)?;
+        match prompted.strip_prefix(before.as_str()) {
+            Some("") => Ok(None),
+            Some(header) if text[segment_start..].starts_with(header) && segment_start + header.len() <= limit => {
+                Ok(Some(segment_start + header.len()))
+            }
+            _ => Err(unplaceable(conversation, keep[k], "the template's generation prompt does not open this turn")),
+        }
+    }
+}
+
+/// The error for a message whose tokens cannot be located exactly.
+fn unplaceable(conversation: &Conversation, index: usize, why: &str) -> Error {
+    Error::Template {
+        message: format!(
+            "message {index} ({}): {why}, so its tokens cannot be located exactly; use a built-in template",
+            conversation.messages[index].role.name()
+        ),
+    }
+}
+
+/// The template's own text around each non-empty content, from the render with markers: the
+/// text before the first marker, between markers, and after the last.
+fn template_literals<'a>(
+    marked: &'a str,
+    markers: &[String],
+    conversation: &Conversation,
+    keep: &[usize],
+) -> Result<Vec<&'a str>> {
+    let mut literals = Vec::with_capacity(keep.len() + 1);
+    let mut at = 0;
+    for (k, marker) in markers.iter().enumerate().filter(|(_, m)| !m.is_empty()) {
+        let found: Vec<usize> = marked.match_indices(marker.as_str()).map(|(i, _)| i).collect();
+        match found.as_slice() {
+            [position] if *position >= at => {
+                literals.push(&marked[at..*position]);
+                at = position + marker.len();
+            }
+            _ => {
+                return Err(unplaceable(
+                    conversation,
+                    keep[k],
+                    "the template does not render its content exactly once, in order",
+                ))
+            }
+        }
+    }
+    literals.push(&marked[at..]);
+    Ok(literals)
+}
+
+/// Walk the real text — literal, content, literal, content, ... — and find where each
+/// non-empty content lies. The literals must match exactly; a content the template
+/// transforms (e.g. trims) ends where the template's own text resumes.
+fn content_positions(
+    text: &str,
+    literals: &[&str],
+    markers: &[String],
+    conversation: &Conversation,
+    keep: &[usize],
+) -> Result<ContentPositions> {
+    let placed: Vec<usize> = (0..keep.len()).filter(|&k| !markers[k].is_empty()).collect();
+    let mut positions: ContentPositions = vec![None; keep.len()];
+    let mut position = 0;
+    for (j, &k) in placed.iter().enumerate() {
+        let index = keep[k];
+        let changes = |why: &str| unplaceable(conversation, index, why);
+        if !text[position..].starts_with(literals[j]) {
+            return Err(changes("the template's text around it changes with the content"));
+        }
+        position += literals[j].len();
+        let content = conversation.messages[index].content.as_str();
+        let next = literals[j + 1];
+        let exact = text[position..].starts_with(content) && text[position + content.len()..].starts_with(next);
+        let end = if exact {
+            position + content.len()
+        } else if j + 1 == placed.len() {
+            text.len()
+                .checked_sub(next.len())
+                .filter(|&e| e >= position && text.ends_with(next))
+                .ok_or_else(|| changes("the template's text after it changes with the content"))?
+        } else if next.is_empty() {
+            return Err(changes("the template rewrites its content"));
+        } else {
+            text[position..]
+                .find(next)
+                .map(|at| position + at)
+                .ok_or_else(|| changes("the template's text after it changes with the content"))?
+        };
+        positions[k] = Some((position, end));
+        position = end;
+    }
+    if !text[position..].starts_with(literals[placed.len()]) {
+        let last = keep.last().copied().unwrap_or(0);
+        return Err(unplaceable(conversation, last, "the template's text at the end changes with the content"));
+    }
+    Ok(positions)
 }
 
 fn message_json(message: &Message) -> Value {
