@@ -9,6 +9,8 @@ meant for ``model(**...)`` keeps packed sequences apart on its own (see :meth:`t
 
 from __future__ import annotations
 
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
@@ -213,6 +215,7 @@ class PackedBatch:
         """
         import torch
 
+        _warn_if_transformers_cannot_find_sequences()
         index = self._row_index(rows)
         labels = self.labels[index]
         arrays: dict[str, Any] = {
@@ -266,6 +269,7 @@ class PackedBatch:
         """
         import torch
 
+        _warn_if_transformers_cannot_find_sequences()
         index = self._row_index(rows)
         segments = self._segments(index)
         seq_lens = self.seq_lens[segments].astype(np.int64)
@@ -327,6 +331,29 @@ class PackedBatch:
         count = (index.stop - index.start) if isinstance(index, slice) else len(index)
         _check_mask_size("flex_block_mask", count, self.max_length)
         return flex_block_mask(self.segment_ids[index], device=device)
+
+
+_OLD_TRANSFORMERS_WARNED = False
+
+
+def _warn_if_transformers_cannot_find_sequences() -> None:
+    """The model inputs rely on transformers finding packed sequences from ``position_ids``
+    (added in 4.54); an older transformers would let them attend to each other, so say so."""
+    global _OLD_TRANSFORMERS_WARNED
+    module = sys.modules.get("transformers")
+    if module is None or _OLD_TRANSFORMERS_WARNED:
+        return
+    parts = str(getattr(module, "__version__", "0")).split(".")[:2]
+    version = tuple(int(p) if p.isdigit() else 0 for p in parts)
+    if version < (4, 54):
+        _OLD_TRANSFORMERS_WARNED = True
+        warnings.warn(
+            f"transformers {module.__version__} does not find packed sequences from "
+            "position_ids (that needs >= 4.54): give it sdpa_mask(rows) as attention_mask "
+            "(SDPA) or padding_free(rows) with FlashAttention-2, or upgrade",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_mask_size(name: str, rows: int, length: int) -> None:

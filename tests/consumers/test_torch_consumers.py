@@ -247,3 +247,16 @@ def test_whole_dataset_views_refuse_sizes_that_cannot_fit():
     with pytest.raises(seqpack.TooLargeError, match=r"GiB; pass rows="):
         big.sdpa_mask()
     assert big.sdpa_mask(rows=slice(0, 2)).shape == (2, 1, 4096, 4096)
+
+
+def test_an_old_transformers_is_warned_about(monkeypatch):
+    import sys
+    import types
+
+    from seqpack import batch as batch_module
+
+    monkeypatch.setattr(batch_module, "_OLD_TRANSFORMERS_WARNED", False)
+    monkeypatch.setitem(sys.modules, "transformers", types.SimpleNamespace(__version__="4.46.3"))
+    batch = seqpack.pack(random_sequences([5, 9]), max_length=16)
+    with pytest.warns(UserWarning, match=r"transformers 4\.46\.3 does not find packed sequences"):
+        batch.to_torch()
