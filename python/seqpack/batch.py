@@ -316,7 +316,15 @@ class PackedBatch:
     ) -> torch.Tensor:
         """The ``[rows, 1, L, L]`` boolean block-causal mask (True = may attend) of the
         selected rows; see :func:`seqpack.sdpa_mask`. Refuses
-        (:class:`~seqpack.TooLargeError`) a mask over 2 GiB: pass ``rows=`` a minibatch."""
+        (:class:`~seqpack.TooLargeError`) a mask over 2 GiB: pass ``rows=`` a minibatch.
+
+        Parameters
+        ----------
+        rows
+            A slice or range of rows (default: all), or integer row indices.
+        device
+            Where to build the mask.
+        """
         index = self._row_index(rows)
         count = (index.stop - index.start) if isinstance(index, slice) else len(index)
         _check_mask_size("sdpa_mask", count, self.max_length)
@@ -326,7 +334,15 @@ class PackedBatch:
         self, rows: Rows = None, *, device: str | torch.device | None = None
     ) -> BlockMask:
         """A FlexAttention ``BlockMask`` for the selected rows; see
-        :func:`seqpack.flex_block_mask`. The same size limit as :meth:`sdpa_mask`."""
+        :func:`seqpack.flex_block_mask`. The same size limit as :meth:`sdpa_mask`.
+
+        Parameters
+        ----------
+        rows
+            A slice or range of rows (default: all), or integer row indices.
+        device
+            Where to build the mask.
+        """
         index = self._row_index(rows)
         count = (index.stop - index.start) if isinstance(index, slice) else len(index)
         _check_mask_size("flex_block_mask", count, self.max_length)

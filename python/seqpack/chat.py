@@ -61,7 +61,13 @@ class EncodedConversations:
         return np.diff(self.offsets)
 
     def sample(self, index: int) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int64]]:
-        """Tokens and labels of one sample."""
+        """Tokens and labels of one sample.
+
+        Parameters
+        ----------
+        index
+            The sample (``0 <= index < len(self)``).
+        """
         span = slice(self.offsets[index], self.offsets[index + 1])
         return self.tokens[span], self.labels[span]
 

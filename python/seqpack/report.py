@@ -144,6 +144,12 @@ class ConversationReport:
         return dict(self.summary().tokens_removed)
 
     def write_jsonl(self, path: str | os.PathLike[str]) -> None:
-        """One JSON object per record."""
+        """One JSON object per record (the fields of :class:`RecordReport`).
+
+        Parameters
+        ----------
+        path
+            The file to write (replaced if it exists).
+        """
         with open(path, "w", encoding="utf-8") as out:
             out.writelines(json.dumps(asdict(r), ensure_ascii=False) + "\n" for r in self.records)
