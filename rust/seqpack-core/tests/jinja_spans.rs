@@ -1,0 +1,453 @@
+//! Jinja chat templates: every message located exactly in the rendered text, or the template
+//! refused; and the official Qwen3, Qwen2.5 and Llama-3 templates against the built-in ones.
+
+mod common;
+
+use common::{assistant, calling, conversation, shared_template, system, thinking, tool, user};
+use seqpack_core::conversation::records::{Conversation, Message, Role, ToolCall};
+use seqpack_core::conversation::template::{JinjaTemplate, MessageSpan, Rendered, Template};
+use seqpack_core::Error;
+use serde_json::json;
+
+fn jinja(source: &str, end_of_turn: &str, bos_token: &str, eos_token: &str) -> Template {
+    Template::Jinja(Box::new(JinjaTemplate::new(source, end_of_turn, bos_token, eos_token).expect("compiles")))
+}
+
+fn everything(conv: &Conversation) -> Vec<usize> {
+    (0..conv.messages.len()).collect()
+}
+
+fn span_of(rendered: &Rendered, message: usize) -> MessageSpan {
+    *rendered.spans.iter().find(|s| s.message == Some(message)).unwrap_or_else(|| panic!("no span for {message}"))
+}
+
+/// Spans in text order, covering the text without gaps, each one's parts in order.
+fn assert_tiles(rendered: &Rendered) {
+    let mut at = 0;
+    for span in &rendered.spans {
+        assert_eq!(span.start, at, "a gap or an overlap before {span:?}");
+        let parts = [span.start, span.body_start, span.content_start, span.content_end, span.body_end, span.end];
+        assert!(parts.windows(2).all(|p| p[0] <= p[1]), "parts out of order: {span:?}");
+        at = span.end;
+    }
+    assert_eq!(at, rendered.text.len(), "the spans stop before the end of the text");
+}
+
+/// The template's refusal: `Error::Template`, never a guess.
+fn assert_refused(result: Result<Rendered, Error>, why: &str) {
+    match result {
+        Err(Error::Template { message }) => assert!(message.contains(why), "{message}"),
+        Err(other) => panic!("expected a template error, got {other}"),
+        Ok(rendered) => panic!("expected a refusal, got {:?}", rendered.text),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small inline templates.
+
+/// A `ChatML`-like template with a BOS token and `</s>` ending every turn.
+const TAGGED: &str = "{{ bos_token }}{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}</s>\n{% endfor %}\
+                      {% if add_generation_prompt %}<|assistant|>\n{% endif %}";
+
+#[test]
+fn inline_spans_tile_the_text_and_find_every_content() {
+    let conv = conversation(vec![
+        system("Be kind."),
+        user("Grüße! 1 < 2 & \"quotes\""),
+        assistant("Hello ✓ — done."),
+        user("Again?"),
+        assistant(""),
+        user("Last."),
+        assistant("Bye.\n"),
+    ]);
+    let template = jinja(TAGGED, "</s>", "<s>", "</s>");
+    let rendered = template.render(&conv, &everything(&conv)).unwrap();
+    assert_tiles(&rendered);
+
+    // The text and every span, written out by hand.
+    let mut text = String::from("<s>");
+    let mut expected = Vec::new();
+    for (index, message) in conv.messages.iter().enumerate() {
+        let start = if index == 0 { 0 } else { text.len() };
+        text.push_str("<|");
+        text.push_str(message.role.name());
+        text.push_str("|>\n");
+        let content_start = text.len();
+        text.push_str(&message.content);
+        let content_end = text.len();
+        text.push_str("</s>");
+        let body_end = text.len();
+        text.push('\n');
+        let span = MessageSpan {
+            message: Some(index),
+            start,
+            body_start: content_start,
+            content_start,
+            content_end,
+            body_end,
+            end: text.len(),
+        };
+        expected.push(span);
+    }
+    assert_eq!(rendered.text, text);
+    assert_eq!(rendered.spans, expected);
+    for (index, message) in conv.messages.iter().enumerate() {
+        let span = span_of(&rendered, index);
+        assert_eq!(&text[span.content_start..span.content_end], message.content);
+    }
+
+    // A subset is located the same way, the BOS token in the first kept message's header.
+    let rendered = template.render(&conv, &[0, 5, 6]).unwrap();
+    assert_tiles(&rendered);
+    assert_eq!(rendered.text, "<s><|system|>\nBe kind.</s>\n<|user|>\nLast.</s>\n<|assistant|>\nBye.\n</s>\n");
+    let answer = span_of(&rendered, 6);
+    assert_eq!(&rendered.text[answer.start..answer.body_start], "<|assistant|>\n");
+    assert_eq!(&rendered.text[answer.body_start..answer.body_end], "Bye.\n</s>");
+    assert_eq!(&rendered.text[span_of(&rendered, 0).start..span_of(&rendered, 0).body_start], "<s><|system|>\n");
+}
+
+/// Assistant turns open with a header longer than the user's and end with the EOS token.
+const HASHES: &str = "{% for m in messages %}{% if m.role == 'user' %}### User:\n{{ m.content }}\n\n\
+                      {% else %}### Assistant:\n{{ m.content }}{{ eos_token }}\n\n{% endif %}{% endfor %}\
+                      {% if add_generation_prompt %}### Assistant:\n{% endif %}";
+
+#[test]
+fn an_assistant_body_starts_after_the_generation_prompt() {
+    let conv = conversation(vec![user("Hi"), assistant("Hello"), user("More?"), assistant("Yes\n\nmore.")]);
+    let rendered = jinja(HASHES, "<|end|>", "", "<|end|>").render(&conv, &everything(&conv)).unwrap();
+    assert_tiles(&rendered);
+    let text = &rendered.text;
+    assert_eq!(
+        text,
+        "### User:\nHi\n\n### Assistant:\nHello<|end|>\n\n### User:\nMore?\n\n### Assistant:\nYes\n\nmore.<|end|>\n\n"
+    );
+    for (index, body) in [(1, "Hello<|end|>"), (3, "Yes\n\nmore.<|end|>")] {
+        let span = span_of(&rendered, index);
+        assert_eq!(&text[span.start..span.body_start], "### Assistant:\n", "message {index}");
+        assert_eq!(&text[span.body_start..span.body_end], body, "message {index}");
+        assert_eq!(&text[span.content_start..span.content_end], conv.messages[index].content);
+        assert_eq!(&text[span.body_end..span.end], "\n\n");
+    }
+    // A user message has no end-of-turn marker here: its body is its content.
+    for (index, content) in [(0, "Hi"), (2, "More?")] {
+        let span = span_of(&rendered, index);
+        assert_eq!(&text[span.start..span.body_start], "### User:\n");
+        assert_eq!(&text[span.body_start..span.body_end], content);
+        assert_eq!(&text[span.body_end..span.end], "\n\n");
+    }
+}
+
+#[test]
+#[ignore = "bug: an empty answer after a message with no end-of-turn marker is refused; that message's end search runs into the answer's marker"]
+fn an_empty_answer_lies_right_after_the_generation_prompt() {
+    let conv = conversation(vec![user("Hi"), assistant("")]);
+    let rendered = jinja(HASHES, "<|end|>", "", "<|end|>").render(&conv, &[0, 1]).unwrap();
+    assert_tiles(&rendered);
+    assert_eq!(rendered.text, "### User:\nHi\n\n### Assistant:\n<|end|>\n\n");
+    let answer = span_of(&rendered, 1);
+    assert_eq!(&rendered.text[answer.start..answer.body_start], "### Assistant:\n");
+    assert_eq!((answer.content_start, answer.content_end), (answer.body_start, answer.body_start));
+    assert_eq!(&rendered.text[answer.body_start..answer.body_end], "<|end|>");
+    assert_eq!(&rendered.text[span_of(&rendered, 0).body_start..span_of(&rendered, 0).body_end], "Hi");
+}
+
+#[test]
+fn a_generation_prompt_that_does_not_open_the_turn_is_refused() {
+    let source =
+        HASHES.replace("{% if add_generation_prompt %}### Assistant:\n", "{% if add_generation_prompt %}ASSISTANT: ");
+    let conv = conversation(vec![user("Hi"), assistant("Hello")]);
+    assert_refused(jinja(&source, "<|end|>", "", "<|end|>").render(&conv, &[0, 1]), "generation prompt");
+}
+
+#[test]
+fn a_content_rendered_twice_or_out_of_order_is_refused() {
+    let conv = conversation(vec![user("Hi"), assistant("Hello")]);
+    let twice = "{% for m in messages %}<{{ m.role }}>{{ m.content }}|{{ m.content }}</s>{% endfor %}";
+    assert_refused(jinja(twice, "</s>", "", "</s>").render(&conv, &[0, 1]), "exactly once");
+    let reversed = "{% for m in messages|reverse %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}";
+    assert_refused(jinja(reversed, "</s>", "", "</s>").render(&conv, &[0, 1]), "exactly once");
+    // Only the user's content twice: still refused, naming that message.
+    let user_twice = "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% if m.role == 'user' %} ({{ m.content }})\
+                      {% endif %}</s>{% endfor %}";
+    assert_refused(jinja(user_twice, "</s>", "", "</s>").render(&conv, &[0, 1]), "message 0 (user)");
+}
+
+#[test]
+fn a_transformed_content_is_located_or_refused_never_guessed() {
+    let conv = conversation(vec![user("  padded question  "), assistant("Answer")]);
+    // Trimmed: the template's own text resumes right after, so the content is found.
+    let trimmed = "{% for m in messages %}<{{ m.role }}>{{ m.content | trim }}</s>{% endfor %}";
+    let rendered = jinja(trimmed, "</s>", "", "</s>").render(&conv, &[0, 1]).unwrap();
+    assert_tiles(&rendered);
+    assert_eq!(rendered.text, "<user>padded question</s><assistant>Answer</s>");
+    let question = span_of(&rendered, 0);
+    assert_eq!(&rendered.text[question.content_start..question.content_end], "padded question");
+
+    // Reversed or measured: the content is nowhere in the text.
+    for filter in ["reverse", "length", "upper | reverse"] {
+        let source =
+            format!("{{% for m in messages %}}<{{{{ m.role }}}}>{{{{ m.content | {filter} }}}}</s>{{% endfor %}}");
+        assert_refused(jinja(&source, "</s>", "", "</s>").render(&conv, &[0, 1]), "");
+    }
+    // Rewritten with nothing of the template's own between two contents: where one ends and
+    // the next begins cannot be told.
+    let glued = "{% for m in messages %}{{ m.content | upper }}{% endfor %}";
+    assert_refused(jinja(glued, "</s>", "", "</s>").render(&conv, &[0, 1]), "rewrites its content");
+}
+
+#[test]
+fn text_around_a_message_that_depends_on_its_content_is_refused() {
+    let conv = conversation(vec![user("This is urgent"), assistant("On it")]);
+    let calm = conversation(vec![user("Hi"), assistant("Ok")]);
+    let sources = [
+        // In the message's header.
+        "{% for m in messages %}{% if 'urgent' in m.content %}[!] {% endif %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}",
+        // Between one message and the next.
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% if 'urgent' in m.content %}\n\n{% endif %}{% endfor %}",
+        // After the last message.
+        "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}\
+         {% if messages[-1].content | length > 3 %}(long){% else %}(short){% endif %}",
+    ];
+    for source in sources {
+        let template = jinja(source, "</s>", "", "</s>");
+        assert_refused(template.render(&conv, &[0, 1]), "changes with the content");
+        // With content that does not trigger it, the same template is fine.
+        let rendered = template.render(&calm, &[0, 1]).unwrap();
+        assert!(rendered.text.starts_with("<user>Hi</s><assistant>Ok</s>"), "{}", rendered.text);
+        assert_tiles(&rendered);
+    }
+}
+
+#[test]
+#[ignore = "bug: template text after the last message is checked as a prefix, so extra content-dependent text there is accepted"]
+fn text_appended_after_the_last_message_that_depends_on_it_is_refused() {
+    let conv = conversation(vec![user("This is urgent"), assistant("On it")]);
+    let trailer = "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}\
+                   {% if messages[-1].content | length > 3 %}(long){% endif %}";
+    // Rendered "…<assistant>On it</s>(long)" while the marker render ends at "</s>".
+    assert_refused(jinja(trailer, "</s>", "", "</s>").render(&conv, &[0, 1]), "changes with the content");
+}
+
+#[test]
+#[ignore = "bug: content-dependent template text right next to a content is taken into its content span instead of refused"]
+fn text_next_to_a_content_that_depends_on_it_is_refused() {
+    let conv = conversation(vec![user("This is urgent"), assistant("On it")]);
+    let flagged = "{% for m in messages %}<{{ m.role }}>{% if 'urgent' in m.content %}[!] {% endif %}\
+                   {{ m.content }}</s>{% endfor %}";
+    // Rendered "<user>[!] This is urgent</s>…": "[!] " is the template's, not the user's.
+    assert_refused(jinja(flagged, "</s>", "", "</s>").render(&conv, &[0, 1]), "changes with the content");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Official templates against the built-in ones.
+
+fn weather_tools() -> Vec<serde_json::Value> {
+    vec![json!({"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}})]
+}
+
+fn with_tools(messages: Vec<Message>) -> Conversation {
+    Conversation { messages, tools: weather_tools() }
+}
+
+/// Conversations every `ChatML` template renders: with and without a system prompt,
+/// multi-turn, tool calls and their results, reasoning in earlier and later turns.
+fn chatml_conversations() -> Vec<Conversation> {
+    vec![
+        conversation(vec![system("You are terse."), user("Hi"), assistant("Hello.")]),
+        conversation(vec![
+            user("First?"),
+            assistant("One."),
+            user("Second?"),
+            assistant("Two.\nWith a second line."),
+            user("Third?"),
+            assistant("Three."),
+        ]),
+        // Reasoning in an earlier turn: neither template shows it.
+        conversation(vec![
+            system("Think first."),
+            user("2+2?"),
+            thinking("Two and two.", "4"),
+            user("3+3?"),
+            assistant("<think>\nthree and three\n</think>\n\n6 is earlier than the last query"),
+            user("And 4+4?"),
+            assistant("8"),
+        ]),
+        // A tool call without content, its result, then an answer that reasons.
+        with_tools(vec![
+            user("Weather in Paris?"),
+            calling("", "get_weather", json!({"city": "Paris"})),
+            tool("{\"sky\": \"sunny\", \"c\": 21}"),
+            thinking("Sunny, so say so.", "It is sunny, 21 C."),
+        ]),
+        // A system prompt with tools, a call after some content, string arguments, and a
+        // second round of tools after the last user query with reasoning in between.
+        with_tools(vec![
+            system("You check the weather."),
+            user("Oslo, then Rome?"),
+            calling("Checking Oslo.", "get_weather", json!({"city": "Oslo"})),
+            tool("cloudy"),
+            Message {
+                reasoning: Some("Now Rome.".into()),
+                ..calling("", "get_weather", json!("{\"city\": \"Rome\"}"))
+            },
+            tool("rain"),
+            assistant("Oslo is cloudy; Rome has rain."),
+        ]),
+    ]
+}
+
+/// Both renders give the same text, and every message the same segment, body and (unless it
+/// calls tools, whose calls the built-ins count as content) content; the template's own text
+/// spans the same ranges.
+fn assert_same_spans(conv: &Conversation, keep: &[usize], builtin: &Rendered, official: &Rendered) {
+    assert_eq!(official.text, builtin.text, "keep {keep:?}");
+    assert_tiles(builtin);
+    assert_tiles(official);
+    for &index in keep {
+        let (b, o) = (span_of(builtin, index), span_of(official, index));
+        assert_eq!(
+            (o.start, o.body_start, o.body_end, o.end),
+            (b.start, b.body_start, b.body_end, b.end),
+            "message {index}"
+        );
+        if conv.messages[index].tool_calls.is_empty() {
+            assert_eq!((o.content_start, o.content_end), (b.content_start, b.content_end), "message {index}");
+        }
+    }
+    let own = |r: &Rendered| -> Vec<(usize, usize)> {
+        r.spans.iter().filter(|s| s.message.is_none()).map(|s| (s.start, s.end)).collect()
+    };
+    assert_eq!(own(official), own(builtin), "keep {keep:?}");
+}
+
+/// Whole conversations, and the selections truncation renders: the system prompt with the
+/// last turn, and the last two messages.
+fn selections(conv: &Conversation) -> Vec<Vec<usize>> {
+    let n = conv.messages.len();
+    let last_user = conv.messages.iter().rposition(|m| m.role == Role::User).unwrap();
+    let has_system = conv.messages[0].role == Role::System;
+    let mut last_turn: Vec<usize> = if has_system { vec![0] } else { Vec::new() };
+    last_turn.extend(last_user..n);
+    vec![everything(conv), last_turn]
+}
+
+fn compare_chatml(file: &str, builtin: &Template, conversations: &[Conversation]) {
+    let Some(source) = shared_template(file) else { return };
+    let official = jinja(&source, "<|im_end|>", "", "<|im_end|>");
+    for conv in conversations {
+        for keep in selections(conv) {
+            let b = builtin.render(conv, &keep).unwrap();
+            let o = official.render(conv, &keep).unwrap_or_else(|e| panic!("{file} refuses {keep:?}: {e}"));
+            assert_same_spans(conv, &keep, &b, &o);
+        }
+    }
+}
+
+#[test]
+fn official_qwen3_matches_the_builtin() {
+    compare_chatml("qwen3.jinja", &Template::Qwen3, &chatml_conversations());
+}
+
+#[test]
+fn official_qwen25_matches_the_builtin_without_tool_calls() {
+    let conversations: Vec<Conversation> = chatml_conversations()
+        .into_iter()
+        .filter(|c| c.messages.iter().all(|m| m.tool_calls.is_empty()))
+        .chain([with_tools(vec![system("With tools but no call."), user("Hi"), assistant("Hello.")])])
+        .collect();
+    assert_eq!(conversations.len(), 4);
+    compare_chatml("qwen2.5.jinja", &Template::Qwen25, &conversations);
+}
+
+#[test]
+fn official_qwen25_renders_tool_calls_as_the_builtin_does() {
+    // Same text; the bodies of the tool-calling answers are compared in the ignored test below.
+    let Some(source) = shared_template("qwen2.5.jinja") else { return };
+    let official = jinja(&source, "<|im_end|>", "", "<|im_end|>");
+    for conv in chatml_conversations() {
+        let keep = everything(&conv);
+        let text = official.render(&conv, &keep).unwrap().text;
+        assert_eq!(text, Template::Qwen25.render(&conv, &keep).unwrap().text);
+    }
+}
+
+#[test]
+#[ignore = "bug: built-in Qwen2.5 starts a tool-calling answer's body before the generation prompt's \\n"]
+fn official_qwen25_tool_calling_bodies_match_the_builtin() {
+    // The generation prompt is "<|im_start|>assistant\n": the model never writes that "\n", so
+    // it is header, not body, as for every other answer of the built-in itself.
+    let conv = &chatml_conversations()[3];
+    let rendered = Template::Qwen25.render(conv, &everything(conv)).unwrap();
+    let call = span_of(&rendered, 1);
+    assert_eq!(&rendered.text[call.start..call.body_start], "<|im_start|>assistant\n");
+    compare_chatml("qwen2.5.jinja", &Template::Qwen25, &chatml_conversations());
+}
+
+#[test]
+#[ignore = "bug: Jinja spans end a tool result followed by another at its content, dropping </tool_response> from its body"]
+fn official_qwen3_parallel_tool_results_match_the_builtin() {
+    let conv = with_tools(vec![
+        user("Weather in Oslo and Rome?"),
+        Message {
+            tool_calls: vec![
+                ToolCall { name: "get_weather".into(), arguments: json!({"city": "Oslo"}) },
+                ToolCall { name: "get_weather".into(), arguments: json!({"city": "Rome"}) },
+            ],
+            ..assistant("")
+        },
+        tool("cloudy"),
+        tool("rain"),
+        assistant("Oslo is cloudy, Rome rainy."),
+    ]);
+    compare_chatml("qwen3.jinja", &Template::Qwen3, &[conv]);
+}
+
+#[test]
+fn official_qwen3_refuses_inline_reasoning_in_the_last_answer() {
+    // The template splits <think>…</think> out of the content it renders, so the content's
+    // place cannot be checked against a marker render: refused, not guessed. (The built-in
+    // renders it.)
+    let Some(source) = shared_template("qwen3.jinja") else { return };
+    let conv = conversation(vec![user("2+2?"), assistant("<think>\nadd\n</think>\n\n4")]);
+    let official = jinja(&source, "<|im_end|>", "", "<|im_end|>");
+    assert_refused(official.render(&conv, &[0, 1]), "changes with the content");
+    let builtin = Template::Qwen3.render(&conv, &[0, 1]).unwrap();
+    assert!(builtin.text.ends_with("<|im_start|>assistant\n<think>\nadd\n</think>\n\n4<|im_end|>\n"));
+}
+
+#[test]
+fn official_llama3_renders_the_builtin_text() {
+    let Some(source) = shared_template("llama3.jinja") else { return };
+    let official = jinja(&source, "<|eot_id|>", "<|begin_of_text|>", "<|eot_id|>");
+    let conversations = vec![
+        conversation(vec![system("You are terse."), user("  Hi  "), assistant("Hello.\n")]),
+        conversation(vec![user("First?"), assistant("One."), user("Second?"), assistant(" Two. ")]),
+        conversation(vec![system("S"), user("Q1"), assistant("A1"), user("Q2"), assistant("A2")]),
+    ];
+    for conv in &conversations {
+        for keep in selections(conv) {
+            let b = Template::Llama3.render(conv, &keep).unwrap();
+            let o = official.render(conv, &keep).unwrap();
+            assert_eq!(o.text, b.text, "keep {keep:?}");
+            assert!(o.text.starts_with("<|begin_of_text|><|start_header_id|>"));
+            assert_tiles(&b);
+            assert_tiles(&o);
+            for &index in &keep {
+                let (bs, os) = (span_of(&b, index), span_of(&o, index));
+                assert_eq!(
+                    (os.body_start, os.content_start, os.content_end, os.body_end),
+                    (bs.body_start, bs.content_start, bs.content_end, bs.body_end)
+                );
+                assert_eq!(&o.text[os.content_start..os.content_end], conv.messages[index].content.trim());
+                assert_eq!(os.end, bs.end);
+            }
+            // Known divergence, asserted as it is: the built-in gives the BOS token a span of its
+            // own (the template's text); the Jinja spans put it in the first message's header.
+            // Both label nothing there.
+            assert_eq!((b.spans[0].message, b.spans[0].start, b.spans[0].end), (None, 0, "<|begin_of_text|>".len()));
+            assert_eq!((o.spans[0].message, o.spans[0].start), (Some(keep[0]), 0));
+            assert!(o.spans.iter().all(|s| s.message.is_some()));
+        }
+    }
+}
