@@ -25,7 +25,8 @@ class RecordReport:
     reason: str
     """``fits``, ``trailing_messages_dropped``, ``turns_dropped``, ``turn_cut``,
     ``split_into_windows``, ``untrainable_windows_dropped`` (some samples had fewer than
-    ``min_trainable_tokens`` labels), ``overlong_dropped`` (``overlong="drop"``),
+    ``min_trainable_tokens`` labels), ``windows_too_long_dropped`` (split windows whose own
+    template text does not fit), ``overlong_dropped`` (``overlong="drop"``),
     ``system_prompt_too_long``, ``no_trainable_tokens``; for skipped records
     ``invalid_record``, ``invalid_json``, ``template_error`` or ``tokenizer_error``."""
     message: str | None

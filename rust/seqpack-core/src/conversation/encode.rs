@@ -256,12 +256,14 @@ impl Whole {
 }
 
 /// The samples that fit, each with the messages it holds, and the tokens cut from kept
-/// messages; `nothing_fits` says why when a window (or the record) could not be kept.
+/// messages; `nothing_fits` says why when a window (or the record) could not be kept, and
+/// `lost_windows` counts the windows that could not.
 #[derive(Default)]
 struct Fitted {
     samples: Vec<(Sample, Vec<usize>)>,
     cut_tokens: Vec<(usize, usize)>,
     nothing_fits: Option<Reason>,
+    lost_windows: usize,
 }
 
 impl Job<'_> {
@@ -353,14 +355,15 @@ impl Job<'_> {
                     }
                     continue;
                 }
-                match cut_to_fit(&encoded, self.conversation, self.options, self.record, window) {
-                    Some((sample, cuts)) => {
-                        fitted.cut_tokens.extend(cuts);
-                        fitted.samples.push((sample, keep));
-                    }
+                if let Some((sample, cuts)) = cut_to_fit(&encoded, self.conversation, self.options, self.record, window)
+                {
+                    fitted.cut_tokens.extend(cuts);
+                    fitted.samples.push((sample, keep));
+                } else {
                     // Only the system prompt and the template's own text are left, and they
                     // do not fit: nothing of this window can be kept whole.
-                    None => fitted.nothing_fits = Some(Reason::SystemPromptTooLong),
+                    fitted.nothing_fits = Some(Reason::SystemPromptTooLong);
+                    fitted.lost_windows += 1;
                 }
                 break;
             }
@@ -373,7 +376,7 @@ impl Job<'_> {
     /// report: what was kept, dropped and cut, per role, and why.
     fn finish(&self, whole: &Whole, fitted: Fitted) -> (Vec<Sample>, RecordReport) {
         let messages = &self.conversation.messages;
-        let Fitted { mut samples, mut cut_tokens, nothing_fits } = fitted;
+        let Fitted { mut samples, mut cut_tokens, nothing_fits, lost_windows } = fitted;
         let produced = samples.len();
         let minimum = self.options.min_trainable_tokens.max(1);
         samples.retain(|(s, _)| trained_count(s) >= minimum);
@@ -416,8 +419,16 @@ impl Job<'_> {
         (report.status, report.reason) = if samples.is_empty() {
             (Status::Dropped, nothing_fits.unwrap_or(Reason::NoTrainableTokens))
         } else if self.options.split() && samples.len() > 1 {
-            let reason = if untrainable > 0 { Reason::UntrainableWindowsDropped } else { Reason::SplitIntoWindows };
+            let reason = if lost_windows > 0 {
+                Reason::WindowsTooLongDropped
+            } else if untrainable > 0 {
+                Reason::UntrainableWindowsDropped
+            } else {
+                Reason::SplitIntoWindows
+            };
             (Status::Split, reason)
+        } else if lost_windows > 0 {
+            (Status::Truncated, Reason::WindowsTooLongDropped)
         } else if untrainable > 0 {
             (Status::Truncated, Reason::UntrainableWindowsDropped)
         } else if !report.cut_messages.is_empty() {

@@ -47,6 +47,9 @@ pub enum Reason {
     SplitIntoWindows,
     /// Some samples had fewer than `min_trainable_tokens` labels and were dropped.
     UntrainableWindowsDropped,
+    /// Some windows (`overlong="split"`) could not be kept: their own template text (headers,
+    /// tool-call wrappers) with the system prompt exceeds `max_length`, and no cut shortens it.
+    WindowsTooLongDropped,
     /// Longer than `max_length` with `overlong="drop"`.
     OverlongDropped,
     /// The system prompt and the template's own text alone exceed `max_length`.
@@ -64,13 +67,14 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Self::Fits,
         Self::TrailingMessagesDropped,
         Self::TurnsDropped,
         Self::TurnCut,
         Self::SplitIntoWindows,
         Self::UntrainableWindowsDropped,
+        Self::WindowsTooLongDropped,
         Self::OverlongDropped,
         Self::SystemPromptTooLong,
         Self::NoTrainableTokens,
@@ -88,6 +92,7 @@ impl Reason {
             Self::TurnCut => "turn_cut",
             Self::SplitIntoWindows => "split_into_windows",
             Self::UntrainableWindowsDropped => "untrainable_windows_dropped",
+            Self::WindowsTooLongDropped => "windows_too_long_dropped",
             Self::OverlongDropped => "overlong_dropped",
             Self::SystemPromptTooLong => "system_prompt_too_long",
             Self::NoTrainableTokens => "no_trainable_tokens",

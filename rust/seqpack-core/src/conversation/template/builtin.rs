@@ -183,13 +183,16 @@ fn qwen25_assistant(out: &mut Writer, message: &Message) {
         out.content(&message.content);
         return;
     }
+    // The generation prompt is "<|im_start|>assistant\n": the model writes after that "\n",
+    // which the template emits before the content or the first tool call.
+    out.push("\n");
     out.mark_body_start();
-    if !message.content.is_empty() {
-        out.push("\n");
-        out.content(&message.content);
-    }
-    for call in &message.tool_calls {
-        out.push("\n<tool_call>\n{\"name\": \"");
+    out.content(&message.content);
+    for (call_index, call) in message.tool_calls.iter().enumerate() {
+        if call_index > 0 || !message.content.is_empty() {
+            out.push("\n");
+        }
+        out.push("<tool_call>\n{\"name\": \"");
         out.push(&call.name);
         out.push("\", \"arguments\": ");
         out.push(&tojson::dumps(&call.arguments));

@@ -284,10 +284,17 @@ fn content_positions(
                 .map(|at| position + at)
                 .ok_or_else(|| changes("the template's text after it changes with the content"))?
         };
+        // A template may show part of a content (trimmed, or the answer after a reasoning
+        // block), never text of its own inside it: that text would be labelled as the
+        // speaker's.
+        if !content.contains(&text[position..end]) {
+            return Err(changes("the template's text around it changes with the content"));
+        }
         positions[k] = Some((position, end));
         position = end;
     }
-    if !text[position..].starts_with(literals[placed.len()]) {
+    // The text after the last content is the template's trailing literal, all of it.
+    if text[position..] != *literals[placed.len()] {
         let last = keep.last().copied().unwrap_or(0);
         return Err(unplaceable(conversation, last, "the template's text at the end changes with the content"));
     }
