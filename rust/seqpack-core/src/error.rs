@@ -61,6 +61,15 @@ pub enum Error {
     #[error("{path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
     InvalidFile { path: String, line: Option<usize>, message: String },
 
+    /// A token store that cannot be opened: missing files, sizes that do not match the
+    /// manifest, a layout version this code does not read.
+    #[error("token store {path}: {message}")]
+    InvalidStore { path: String, message: String },
+
+    /// A file or folder that cannot be written.
+    #[error("{path}: {message}")]
+    Io { path: String, message: String },
+
     /// A chat template that does not compile, raises, or cannot be mapped back to messages.
     #[error("chat template: {message}")]
     Template { message: String },

@@ -11,6 +11,7 @@
 //!   row) → [`pack::layout`] (the arrays).
 //!
 //! The conversation half ends where the packing half starts: flat tokens, labels, offsets.
+//! Between them, [`store`] keeps encoded samples on disk for training at any dataset size.
 //!
 //! ```
 //! use seqpack_core::pack::{materialize, plan, LayoutOptions, PlanOptions, Sequences};
@@ -30,6 +31,7 @@ pub mod error;
 pub mod labels;
 pub mod options;
 pub mod pack;
+pub mod store;
 
 pub use error::{Error, Result};
 pub use labels::IGNORE_INDEX;

@@ -41,6 +41,12 @@ create_exception!(
     "A chat template does not compile, raises, or cannot be mapped to messages."
 );
 create_exception!(seqpack, TokenizerError, SeqpackError, "A tokenizer cannot be loaded or fails on a text.");
+create_exception!(
+    seqpack,
+    InvalidStoreError,
+    SeqpackError,
+    "A token store is truncated, corrupted, or of another layout version."
+);
 
 /// Why a binding call failed.
 pub enum Failure {
@@ -93,6 +99,9 @@ fn core_error(error: &Error) -> PyErr {
         Error::InvalidFile { .. } => (InvalidFileError::new_err(message), None),
         Error::Template { .. } => (TemplateError::new_err(message), None),
         Error::Tokenizer { .. } => (TokenizerError::new_err(message), None),
+        Error::InvalidStore { .. } => (InvalidStoreError::new_err(message), None),
+        // Not a ValueError: the input was fine, the disk said no.
+        Error::Io { .. } => return pyo3::exceptions::PyOSError::new_err(message),
         Error::InRecord { record, source, .. } => match source.as_ref() {
             Error::Tokenizer { .. } => (TokenizerError::new_err(message), Some(*record)),
             _ => (TemplateError::new_err(message), Some(*record)),
@@ -122,5 +131,6 @@ pub fn register(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("InvalidFileError", py.get_type::<InvalidFileError>())?;
     module.add("TemplateError", py.get_type::<TemplateError>())?;
     module.add("TokenizerError", py.get_type::<TokenizerError>())?;
+    module.add("InvalidStoreError", py.get_type::<InvalidStoreError>())?;
     Ok(())
 }

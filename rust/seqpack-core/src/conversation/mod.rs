@@ -6,6 +6,7 @@
 pub mod encode;
 pub mod flatten;
 pub mod pipeline;
+pub mod reader;
 pub mod records;
 pub mod report;
 pub mod template;
@@ -15,7 +16,8 @@ pub mod truncate;
 pub use encode::{encode_all, EncodeOptions, OnError, Parsed, Sample, Train};
 pub use flatten::{flatten, Flat};
 pub use pipeline::{encode_records, Encoded};
-pub use records::{read_records, Conversation, Format, Mapping, Message, Origin, RawRecord, Role};
+pub use reader::{read_record_chunks, read_records};
+pub use records::{Conversation, Format, Mapping, Message, Origin, RawRecord, Role};
 pub use report::{Reason, RecordReport, ReportSummary, RoleCounts, Status};
 pub use template::Template;
 pub use tokenize::Tokenizer;

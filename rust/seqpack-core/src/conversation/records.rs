@@ -2,7 +2,6 @@
 //! Everything about a record's shape is decided here; templates never see raw JSON.
 
 use crate::error::{Error, Result};
-use rayon::prelude::*;
 use serde_json::Value;
 
 /// Who speaks a message.
@@ -528,92 +527,4 @@ fn validate(conversation: &Conversation, list_key: &str, origin: Origin) -> Resu
 pub struct RawRecord {
     pub origin: Origin,
     pub value: Result<Value>,
-}
-
-/// Read records from a `.jsonl` file (one JSON object per line, streamed; a bad line is an
-/// error for that record alone) or a `.json` file (one array of objects; a truncated or
-/// malformed file is an error for the whole file, naming the line).
-pub fn read_records(path: &std::path::Path) -> Result<Vec<RawRecord>> {
-    use std::io::BufRead;
-    let name = path.display().to_string();
-    let file_error = |line: Option<usize>, message: String| Error::InvalidFile { path: name.clone(), line, message };
-    let file = std::fs::File::open(path).map_err(|e| file_error(None, format!("cannot open: {e}")))?;
-    let is_jsonl = path.extension().is_some_and(|e| e == "jsonl" || e == "ndjson");
-    if is_jsonl {
-        let mut lines: Vec<(Origin, String)> = Vec::new();
-        for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line_number = number + 1;
-            let line = line.map_err(|e| file_error(Some(line_number), format!("cannot read: {e}")))?;
-            if line.trim().is_empty() {
-                continue;
-            }
-            lines.push((Origin { record: lines.len(), line: Some(line_number) }, line));
-        }
-        // Parsing each line is independent: do it in parallel.
-        return Ok(lines
-            .into_par_iter()
-            .map(|(origin, line)| RawRecord {
-                origin,
-                value: serde_json::from_str::<Value>(&line)
-                    .map_err(|e| origin.error("", format!("not valid JSON: {e}"))),
-            })
-            .collect());
-    }
-    // A .json array is streamed too: elements are read one at a time from the file (never
-    // the whole text in memory), each kept as its raw text until it is parsed. A reader that
-    // counts newlines gives every record its line: records are objects, so when one has been
-    // read the reader stands right after its closing brace.
-    let newlines = std::rc::Rc::new(std::cell::Cell::new(0usize));
-    let reader = CountingReader { inner: std::io::BufReader::new(file), newlines: newlines.clone() };
-    let mut deserializer = serde_json::Deserializer::from_reader(reader);
-    let records = serde::Deserializer::deserialize_seq(&mut deserializer, RecordsVisitor { newlines })
-        .and_then(|records| deserializer.end().map(|()| records))
-        .map_err(|e| file_error(Some(e.line()), format!("not a JSON array of records: {e}")))?;
-    Ok(records)
-}
-
-/// Counts the newlines of what passes through.
-struct CountingReader<R> {
-    inner: R,
-    newlines: std::rc::Rc<std::cell::Cell<usize>>,
-}
-
-impl<R: std::io::Read> std::io::Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let read = self.inner.read(buf)?;
-        let found = memchr::memchr_iter(b'\n', &buf[..read]).count();
-        self.newlines.set(self.newlines.get() + found);
-        Ok(read)
-    }
-}
-
-/// Visits the top-level array, turning each element into a record with its line.
-struct RecordsVisitor {
-    newlines: std::rc::Rc<std::cell::Cell<usize>>,
-}
-
-impl<'de> serde::de::Visitor<'de> for RecordsVisitor {
-    type Value = Vec<RawRecord>;
-
-    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
-        formatter.write_str("a JSON array of records")
-    }
-
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
-        let mut raws: Vec<(Origin, Box<serde_json::value::RawValue>)> = Vec::new();
-        while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
-            let inside = memchr::memchr_iter(b'\n', raw.get().as_bytes()).count();
-            let line = self.newlines.get().saturating_sub(inside) + 1;
-            raws.push((Origin { record: raws.len(), line: Some(line) }, raw));
-        }
-        // Parsing each record's text is independent: do it in parallel.
-        Ok(raws
-            .into_par_iter()
-            .map(|(origin, raw)| RawRecord {
-                origin,
-                value: serde_json::from_str::<Value>(raw.get())
-                    .map_err(|e| origin.error("", format!("not valid JSON: {e}"))),
-            })
-            .collect())
-    }
 }

@@ -1,0 +1,189 @@
+//! Records from files, streamed: a `.jsonl` file line by line, a `.json` array element by
+//! element (never the whole text in memory), delivered in chunks so a caller can encode and
+//! write each chunk before the next is read. Every record keeps its index and its line, and
+//! is parsed in parallel within its chunk.
+
+use crate::conversation::records::{Origin, RawRecord};
+use crate::error::{Error, Result};
+use rayon::prelude::*;
+use serde_json::Value;
+use std::cell::{Cell, RefCell};
+use std::io::BufRead;
+use std::path::Path;
+use std::rc::Rc;
+
+/// Read every record of a `.jsonl` / `.json` file at once.
+pub fn read_records(path: &Path) -> Result<Vec<RawRecord>> {
+    let mut all = Vec::new();
+    read_record_chunks(path, usize::MAX, 0, &mut |chunk| {
+        all.extend(chunk);
+        Ok(())
+    })?;
+    Ok(all)
+}
+
+/// Read the records of `path` in chunks of at most `chunk_size`, numbering them from
+/// `first_record`, and hand each chunk to `sink` before reading the next. A `.jsonl` file
+/// (one JSON object per line): a bad line is an error for that record alone. A `.json` file
+/// (one array of objects): a truncated or malformed file is an error for the whole file,
+/// naming the line. Returns the number of records read.
+pub fn read_record_chunks(
+    path: &Path,
+    chunk_size: usize,
+    first_record: usize,
+    sink: &mut dyn FnMut(Vec<RawRecord>) -> Result<()>,
+) -> Result<usize> {
+    let name = path.display().to_string();
+    let file_error = |line: Option<usize>, message: String| Error::InvalidFile { path: name.clone(), line, message };
+    let file = std::fs::File::open(path).map_err(|e| file_error(None, format!("cannot open: {e}")))?;
+    let chunk_size = chunk_size.max(1);
+    if path.extension().is_some_and(|e| e == "jsonl" || e == "ndjson") {
+        let mut pending: Vec<(Origin, String)> = Vec::new();
+        let mut count = 0;
+        for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(|e| file_error(Some(number + 1), format!("cannot read: {e}")))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            pending.push((Origin { record: first_record + count, line: Some(number + 1) }, line));
+            count += 1;
+            if pending.len() == chunk_size {
+                sink(parse_all(std::mem::take(&mut pending)))?;
+            }
+        }
+        if !pending.is_empty() {
+            sink(parse_all(pending))?;
+        }
+        return Ok(count);
+    }
+    // A reader that counts newlines gives every record its line: records are objects, so when
+    // one has been read the reader stands right after its closing brace.
+    let newlines = Rc::new(Cell::new(0usize));
+    let reader = CountingReader { inner: std::io::BufReader::new(file), newlines: newlines.clone() };
+    let mut deserializer = serde_json::Deserializer::from_reader(reader);
+    // An error of the sink travels out of serde as a marker; the real error waits here.
+    let sink_error: RefCell<Option<Error>> = RefCell::new(None);
+    let visitor = ChunkVisitor { newlines, chunk_size, first_record, sink, sink_error: &sink_error };
+    let result = serde::Deserializer::deserialize_seq(&mut deserializer, visitor)
+        .and_then(|count| deserializer.end().map(|()| count));
+    if let Some(error) = sink_error.into_inner() {
+        return Err(error);
+    }
+    result.map_err(|e| file_error(Some(e.line()), format!("not a JSON array of records: {e}")))
+}
+
+/// Parse each record's text, in parallel (each is independent).
+fn parse_all(texts: Vec<(Origin, String)>) -> Vec<RawRecord> {
+    texts
+        .into_par_iter()
+        .map(|(origin, text)| RawRecord {
+            origin,
+            value: serde_json::from_str::<Value>(&text).map_err(|e| origin.error("", format!("not valid JSON: {e}"))),
+        })
+        .collect()
+}
+
+/// Counts the newlines of what passes through.
+struct CountingReader<R> {
+    inner: R,
+    newlines: Rc<Cell<usize>>,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buf)?;
+        let found = memchr::memchr_iter(b'\n', &buf[..read]).count();
+        self.newlines.set(self.newlines.get() + found);
+        Ok(read)
+    }
+}
+
+/// Visits the top-level array, turning elements into records with their lines, a chunk at a
+/// time.
+struct ChunkVisitor<'a> {
+    newlines: Rc<Cell<usize>>,
+    chunk_size: usize,
+    first_record: usize,
+    sink: &'a mut dyn FnMut(Vec<RawRecord>) -> Result<()>,
+    sink_error: &'a RefCell<Option<Error>>,
+}
+
+impl ChunkVisitor<'_> {
+    fn deliver<E: serde::de::Error>(&mut self, pending: &mut Vec<(Origin, String)>) -> std::result::Result<(), E> {
+        let chunk = parse_all(std::mem::take(pending));
+        (self.sink)(chunk).map_err(|error| {
+            *self.sink_error.borrow_mut() = Some(error);
+            E::custom("stopped by the caller")
+        })
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for ChunkVisitor<'_> {
+    type Value = usize;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+        formatter.write_str("a JSON array of records")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> std::result::Result<usize, A::Error> {
+        let mut pending: Vec<(Origin, String)> = Vec::new();
+        let mut count = 0;
+        while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
+            let inside = memchr::memchr_iter(b'\n', raw.get().as_bytes()).count();
+            let line = self.newlines.get().saturating_sub(inside) + 1;
+            pending.push((Origin { record: self.first_record + count, line: Some(line) }, raw.get().to_string()));
+            count += 1;
+            if pending.len() == self.chunk_size {
+                self.deliver(&mut pending)?;
+            }
+        }
+        if !pending.is_empty() {
+            self.deliver(&mut pending)?;
+        }
+        Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn chunks_keep_indices_and_lines_in_both_formats() {
+        let dir = std::env::temp_dir().join(format!("seqpack-reader-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jsonl = write(&dir, "a.jsonl", "{\"x\": 1}\n\n{\"x\": 2}\n{bad\n{\"x\": 4}\n");
+        let json = write(&dir, "a.json", "[\n  {\"x\": 1},\n  {\"x\": 2},\n\n  {\"x\":\n 3}\n]\n");
+        for (path, lines) in [(&jsonl, [1, 3, 4, 5]), (&json, [2, 3, 5, 0])] {
+            let mut chunks = Vec::new();
+            let count = read_record_chunks(path, 2, 10, &mut |chunk| {
+                chunks
+                    .push(chunk.iter().map(|r| (r.origin.record, r.origin.line, r.value.is_ok())).collect::<Vec<_>>());
+                Ok(())
+            })
+            .unwrap();
+            let flat: Vec<_> = chunks.concat();
+            assert_eq!(count, flat.len());
+            assert!(chunks.iter().all(|c| c.len() <= 2));
+            for (k, (record, line, _)) in flat.iter().enumerate() {
+                assert_eq!(*record, 10 + k);
+                assert_eq!(*line, Some(lines[k]));
+            }
+        }
+        // The bad line is that record's error, not the file's.
+        let all = read_records(&jsonl).unwrap();
+        assert!(all[2].value.is_err() && all[3].value.is_ok());
+        // A sink error stops the read and is returned as it is.
+        let error = read_record_chunks(&json, 1, 0, &mut |_| Err(Error::EmptyInput)).unwrap_err();
+        assert_eq!(error, Error::EmptyInput);
+        let truncated = write(&dir, "t.json", "[{\"x\": 1},\n{\"x\": 2");
+        assert!(matches!(read_records(&truncated), Err(Error::InvalidFile { line: Some(2), .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
