@@ -2,8 +2,9 @@
 
 Data flows one way: chat records → :func:`encode` (labelled samples and a report per record)
 → :func:`pack` (rows of ``max_length`` with the metadata that keeps samples apart) →
-:class:`PackedBatch` views for a model. Token sequences go straight to :func:`pack`;
-:func:`plan` decides rows from lengths alone.
+:class:`PackedBatch` views for a model. For datasets of any size, :func:`store.write` keeps
+the encoded samples on disk and :func:`store.open` maps them back. Token sequences go
+straight to :func:`pack`; :func:`plan` decides rows from lengths alone.
 
 >>> import seqpack
 >>> seqpack.pack([[1, 2, 3], [4, 5]], max_length=8).stats.efficiency
@@ -12,6 +13,7 @@ Data flows one way: chat records → :func:`encode` (labelled samples and a repo
 
 from importlib.metadata import PackageNotFoundError, version
 
+from seqpack import store
 from seqpack.batch import PackedBatch, flex_block_mask, sdpa_mask
 from seqpack.chat import EncodedConversations, encode
 from seqpack.errors import (
@@ -22,6 +24,7 @@ from seqpack.errors import (
     InvalidOffsetsError,
     InvalidOptionError,
     InvalidRecordError,
+    InvalidStoreError,
     InvalidTokenError,
     OverlongSequenceError,
     SeqpackError,
@@ -51,6 +54,7 @@ __all__ = [
     "InvalidOffsetsError",
     "InvalidOptionError",
     "InvalidRecordError",
+    "InvalidStoreError",
     "InvalidTokenError",
     "OverlongSequenceError",
     "PackStats",
@@ -69,4 +73,5 @@ __all__ = [
     "pack",
     "plan",
     "sdpa_mask",
+    "store",
 ]

@@ -1,5 +1,6 @@
 """Stubs for the private native module. Use the ``seqpack`` package instead."""
 
+from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import numpy as np
@@ -20,11 +21,14 @@ class InvalidRecordError(SeqpackError): ...
 class InvalidFileError(SeqpackError): ...
 class TemplateError(SeqpackError): ...
 class TokenizerError(SeqpackError): ...
+class InvalidStoreError(SeqpackError): ...
 
 Span: TypeAlias = tuple[int | None, int, int, int, int]
 
 class NativeTokenizer:
     def __init__(self, json: str, *, fast: bool = True) -> None: ...
+    @property
+    def fingerprint(self) -> str: ...
     @property
     def vocab_size(self) -> int: ...
     @property
@@ -34,6 +38,8 @@ class NativeTokenizer:
     def encode_reference(self, text: str) -> tuple[list[int], list[tuple[int, int]]]: ...
 
 class NativeTemplate:
+    @property
+    def fingerprint(self) -> str: ...
     @staticmethod
     def builtin(name: str) -> NativeTemplate: ...
     @staticmethod
@@ -68,3 +74,39 @@ def pack_flat(
     plan_options: dict[str, Any],
     layout_options: dict[str, Any],
 ) -> dict[str, Any]: ...
+
+class NativeStoreWriter:
+    def __init__(self, path: str, kind: str, overwrite: bool) -> None: ...
+    def append_tokens(
+        self,
+        tokens: npt.NDArray[np.int32] | npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.int64] | None,
+        sample_record: npt.NDArray[np.int64],
+        sample_window: npt.NDArray[np.int64],
+    ) -> int: ...
+    def encode_objects(
+        self,
+        records: list[Any],
+        first_record: int,
+        tokenizer: NativeTokenizer,
+        template: NativeTemplate,
+        encode_options: dict[str, Any],
+    ) -> tuple[int, int]: ...
+    def encode_file(
+        self,
+        path: str,
+        first_record: int,
+        chunk_size: int,
+        tokenizer: NativeTokenizer,
+        template: NativeTemplate,
+        encode_options: dict[str, Any],
+        progress: Callable[[int], None] | None = None,
+    ) -> tuple[int, int]: ...
+    def finish(self, source: str) -> dict[str, Any]: ...
+    def abort(self) -> None: ...
+
+def store_check(path: str, manifest_text: str, sizes: dict[str, int]) -> dict[str, Any]: ...
+def store_check_offsets(
+    path: str, offsets: npt.NDArray[np.int64], lengths: npt.NDArray[np.uint32], tokens: int
+) -> None: ...

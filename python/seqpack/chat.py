@@ -72,15 +72,26 @@ class EncodedConversations:
         return self.tokens[span], self.labels[span]
 
 
+_EXPECTED = "expected a list of chat records (dicts) or a .json/.jsonl path"
+
+
 def records_source(records: Records) -> tuple[list[Any] | None, str | None]:
     """(list of objects, None) or (None, file path); anything else is refused, saying what
     was passed and what is expected."""
-    expected = "expected a list of chat records (dicts) or a .json/.jsonl path"
     if isinstance(records, (str, os.PathLike)):
         path = Path(records)
         if not path.is_file():
             raise InvalidFileError(f"{path}: no such file")
         return None, str(path)
+    check_records_container(records)
+    objects = list(records)
+    check_record_items(objects[:1])
+    return objects, None
+
+
+def check_records_container(records: Any) -> None:
+    """Refuse what is not an iterable of records (without reading it), saying what it is."""
+    expected = _EXPECTED
     kind = type(records).__name__
     module = type(records).__module__.split(".")[0]
     if module == "pandas" and hasattr(records, "to_dict"):
@@ -89,9 +100,13 @@ def records_source(records: Records) -> tuple[list[Any] | None, str | None]:
         raise InvalidOptionError(f"{expected}, got a datasets {kind}; pass list(dataset)")
     if isinstance(records, Mapping):
         raise InvalidOptionError(f"{expected}, got a single record (a dict); wrap it in a list")
-    if not isinstance(records, Iterable) or isinstance(records, (bytes, bytearray)):
+    if not isinstance(records, Iterable) or isinstance(records, (str, bytes, bytearray)):
         raise InvalidOptionError(f"{expected}, got {kind}")
-    objects = list(records)
+
+
+def check_record_items(objects: list[Any]) -> None:
+    """Refuse a list whose items are not records (paths, token sequences), saying so."""
+    expected = _EXPECTED
     if objects and isinstance(objects[0], (str, os.PathLike)):
         raise InvalidOptionError(
             f"{expected}, got a list whose first item is {type(objects[0]).__name__} "
@@ -102,7 +117,6 @@ def records_source(records: Records) -> tuple[list[Any] | None, str | None]:
             f"{expected}, got a list of {type(objects[0]).__name__}s (token sequences?); pack "
             "token ids with seqpack.pack(sequences, max_length=...) and no tokenizer="
         )
-    return objects, None
 
 
 def encode_options(

@@ -341,3 +341,20 @@ def test_help_shows_defaults_and_template_follows_the_tokenizer(tmp_path, qwen_d
     assert ids[0][: len(expected)].tolist() == expected.tolist()
     qwen3 = seqpack.encode([good], tokenizer=folder, template="qwen3", max_length=64).tokens
     assert qwen3.tolist() != expected.tolist()
+
+
+def test_store_command_writes_what_the_api_writes(tmp_path, qwen_dir):
+    files = {p.name: p for p in require_chat_data()}
+    source = files["alpaca_en_demo.json"]
+    done = run(
+        "store", source, "-o", tmp_path / "store", "--tokenizer", qwen_dir, "--max-length", 512,
+        "--chunk-size", 100,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and "records:" in done.stdout
+    api = seqpack.store.write(tmp_path / "api", source, tokenizer=qwen_dir, max_length=512)
+    assert seqpack.store.open(tmp_path / "store").fingerprint == api.fingerprint
+    again = run("store", source, "-o", tmp_path / "store", "--tokenizer", qwen_dir)
+    assert (
+        again.returncode == 2 and "--overwrite" in again.stderr and "Traceback" not in again.stderr
+    )

@@ -1,6 +1,7 @@
 """The ``seqpack`` command line: ``bench`` (which max_length and strategy waste least),
 ``stats`` (what the data looks like, and what a max_length would cut), ``pack`` (pack a
-file to Parquet or .npy), and ``demo``.
+file to Parquet or .npy), ``store`` (encode a dataset of any size into a token store), and
+``demo``.
 
 Errors print one line naming the file, line and field, and exit with status 2.
 """
@@ -421,6 +422,44 @@ def _gpu(records: Any, tokenizer: Any, template: str | None, max_length: int) ->
     return gpu_benchmark(encoded.tokens, encoded.offsets, encoded.labels, max_length)
 
 
+def command_store(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from seqpack import store
+
+    options: dict[str, Any] = {}
+    if args.tokenizer:
+        options = {
+            "tokenizer": args.tokenizer,
+            "template": _template(args),
+            "max_length": args.max_length,
+            "on_error": args.on_error,
+            **_chat_options(args),
+        }
+    start = time.perf_counter()
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
+    with Progress(*columns, transient=True, console=_console(stderr=True)) as bar:
+        task = bar.add_task("encoding", total=None)
+
+        def progress(records: int) -> None:
+            bar.update(task, description=f"{records:,} records written")
+
+        written = store.write(
+            args.output, args.inputs if len(args.inputs) > 1 else args.inputs[0],
+            chunk_size=args.chunk_size, overwrite=args.overwrite, progress=progress, **options,
+        )  # fmt: skip
+    seconds = time.perf_counter() - start
+    m = written.manifest
+    console = _console()
+    console.print(
+        f"wrote {written.path}: {m['samples']:,} samples, {m['tokens']:,} tokens "
+        f"({m['trained_tokens']:,} trained) from {m['records']:,} records in {seconds:.1f} s"
+    )
+    if m["kind"] == "conversations":
+        console.print(written.report.summary().text())
+    return 0
+
+
 def command_demo(args: argparse.Namespace) -> int:
     from seqpack.cli.demo import run
 
@@ -490,6 +529,23 @@ def build_parser() -> argparse.ArgumentParser:
     pack.add_argument("--seed", type=int, default=None, help="shuffle rows reproducibly")
     pack.add_argument("--pad-id", type=int, default=0)
     pack.set_defaults(run=command_pack)
+
+    store = commands.add_parser(
+        "store", help="encode records (or token sequences) into a token store, in chunks"
+    )
+    store.add_argument("inputs", nargs="+", help=".json/.jsonl/.parquet files or globs")
+    store.add_argument("-o", "--output", required=True, help="the store's folder (must be new)")
+    _add_chat_options(store)
+    store.add_argument(
+        "--max-length", type=_positive, default=4096,
+        help="tokens per sample, for chat records (default: %(default)s)",
+    )  # fmt: skip
+    store.add_argument(
+        "--chunk-size", type=_positive, default=4096,
+        help="records per chunk; memory follows it (default: %(default)s)",
+    )  # fmt: skip
+    store.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    store.set_defaults(run=command_store)
 
     demo = commands.add_parser("demo", help="pack a synthetic token set with every strategy")
     demo.add_argument("--sequences", type=int, default=100_000)

@@ -30,6 +30,12 @@ impl NativeTokenizer {
         Ok(Self { inner: Arc::new(inner) })
     }
 
+    /// blake3 of the `tokenizer.json` text.
+    #[getter]
+    fn fingerprint(&self) -> &str {
+        self.inner.fingerprint()
+    }
+
     #[getter]
     fn vocab_size(&self) -> usize {
         self.inner.vocab_size()
@@ -62,8 +68,26 @@ pub struct NativeTemplate {
     inner: Arc<Template>,
 }
 
+impl NativeTokenizer {
+    pub(crate) fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+}
+
+impl NativeTemplate {
+    pub(crate) fn inner(&self) -> &Template {
+        &self.inner
+    }
+}
+
 #[pymethods]
 impl NativeTemplate {
+    /// The built-in's name, or `jinja:` and the blake3 of the template.
+    #[getter]
+    fn fingerprint(&self) -> String {
+        self.inner.fingerprint()
+    }
+
     #[staticmethod]
     fn builtin(name: &str) -> Result<Self> {
         Ok(Self { inner: Arc::new(Template::from_name(name)?) })
@@ -117,7 +141,7 @@ fn parse_one(
 }
 
 /// One Python object as a record's JSON, or why it is not JSON-like data.
-fn raw_record(record: usize, object: &Bound<'_, PyAny>) -> RawRecord {
+pub(crate) fn raw_record(record: usize, object: &Bound<'_, PyAny>) -> RawRecord {
     let origin = Origin { record, line: None };
     let value = pythonize::depythonize::<serde_json::Value>(object)
         .map_err(|e| origin.error("", format!("is not JSON-like data ({e})")));

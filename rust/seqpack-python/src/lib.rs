@@ -9,6 +9,7 @@ mod conversation;
 mod convert;
 mod errors;
 mod pack;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -21,5 +22,8 @@ fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<conversation::NativeTokenizer>()?;
     module.add_class::<conversation::NativeTemplate>()?;
     module.add_class::<conversation::NativeReports>()?;
+    module.add_class::<store::NativeStoreWriter>()?;
+    module.add_function(wrap_pyfunction!(store::store_check, module)?)?;
+    module.add_function(wrap_pyfunction!(store::store_check_offsets, module)?)?;
     Ok(())
 }

@@ -82,7 +82,8 @@ impl StoreWriter {
         if target.exists() && !overwrite {
             return Err(Error::Io {
                 path: target.display().to_string(),
-                message: "already exists; pass overwrite=True to replace it, or choose a new folder".into(),
+                message: "already exists; replace it explicitly (overwrite=True, --overwrite) or choose a new folder"
+                    .into(),
             });
         }
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

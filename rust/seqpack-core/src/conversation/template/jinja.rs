@@ -13,6 +13,8 @@ use serde_json::Value;
 #[derive(Debug, Clone)]
 pub struct JinjaTemplate {
     env: minijinja::Environment<'static>,
+    /// blake3 of the template source and its special tokens.
+    fingerprint: String,
     /// The text that ends a turn (`<|im_end|>`, `<|eot_id|>`, `</s>`): an assistant's trained
     /// span runs from its content to the end of this marker.
     end_of_turn: String,
@@ -37,12 +39,23 @@ impl JinjaTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.to_string())
             .map_err(|e| Error::Template { message: format!("the chat template does not compile: {e:#}") })?;
+        let mut hasher = blake3::Hasher::new();
+        for part in [source, end_of_turn, bos_token, eos_token] {
+            hasher.update(&(part.len() as u64).to_le_bytes());
+            hasher.update(part.as_bytes());
+        }
         Ok(Self {
             env,
+            fingerprint: hasher.finalize().to_hex().to_string(),
             end_of_turn: end_of_turn.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
         })
+    }
+
+    /// blake3 of the source and the end-of-turn, BOS and EOS texts.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     fn render_text(

@@ -48,6 +48,18 @@ impl Template {
         }
     }
 
+    /// What identifies this template in a store's manifest: the built-in's name, or
+    /// `jinja:` and the blake3 of a Jinja template with its special tokens.
+    pub fn fingerprint(&self) -> String {
+        match self {
+            Self::Qwen3 => "builtin:qwen3".into(),
+            Self::Qwen25 => "builtin:qwen2.5".into(),
+            Self::Llama3 => "builtin:llama3".into(),
+            Self::Mistral => "builtin:mistral".into(),
+            Self::Jinja(template) => format!("jinja:{}", template.fingerprint()),
+        }
+    }
+
     /// Render the given messages (a subset of the conversation, in order) with its tools.
     pub fn render(&self, conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
         match self {

@@ -17,6 +17,8 @@ pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
     /// The exact fast path for byte-level BPE, when this tokenizer is one it reproduces.
     fast: Option<std::sync::Arc<FastBpe>>,
+    /// blake3 of the `tokenizer.json` text: what a token store records it was made with.
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -44,7 +46,13 @@ impl Tokenizer {
             .flatten()
             .and_then(|config| FastBpe::from_json(&config))
             .map(std::sync::Arc::new);
-        Ok(Self { inner, fast })
+        let fingerprint = blake3::hash(json.as_bytes()).to_hex().to_string();
+        Ok(Self { inner, fast, fingerprint })
+    }
+
+    /// blake3 of the `tokenizer.json` text this tokenizer was loaded from.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// Whether the byte-level BPE fast path is in use.

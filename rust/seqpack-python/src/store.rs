@@ -1,0 +1,216 @@
+//! Bindings for the token store: a writer that takes token chunks, record chunks (Python
+//! objects) or whole files (read and encoded in Rust, chunk by chunk), and the checks a
+//! store passes before it is opened.
+
+use crate::conversation::{raw_record, NativeTemplate, NativeTokenizer};
+use crate::convert::{options, to_python};
+use crate::errors::{Failure, Result};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use seqpack_core::conversation::{encode_records, read_record_chunks, EncodeOptions, RawRecord};
+use seqpack_core::pack::layout::TokenIn;
+use seqpack_core::store::format::{check, check_offsets};
+use seqpack_core::store::writer::{Chunk, StoreWriter};
+use seqpack_core::Error;
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+/// A store being written. The writer lives behind a mutex so the handle can be shared (and
+/// finished once); a handle dropped unfinished removes its staging folder.
+#[pyclass(frozen, module = "seqpack._seqpack")]
+pub struct NativeStoreWriter {
+    inner: Mutex<Option<StoreWriter>>,
+}
+
+/// Counts of what one call appended.
+type Appended = (usize, usize);
+
+impl NativeStoreWriter {
+    fn with<T>(&self, run: impl FnOnce(&mut StoreWriter) -> seqpack_core::Result<T>) -> Result<T> {
+        let mut guard = self.inner.lock().map_err(|_| Failure::Core(closed()))?;
+        let writer = guard.as_mut().ok_or_else(|| Failure::Core(closed()))?;
+        Ok(run(writer)?)
+    }
+}
+
+fn closed() -> Error {
+    Error::Io { path: "token store".into(), message: "the writer is already finished or aborted".into() }
+}
+
+/// Append a chunk of token sequences (each its own record).
+fn append_chunk<T: TokenIn>(writer: &NativeStoreWriter, py: Python<'_>, chunk: &Chunk<'_, T>) -> Result<usize> {
+    py.detach(|| writer.with(|w| w.append(chunk)))?;
+    writer.with(|w| {
+        w.add_records(chunk.sample_record.len() as u64);
+        Ok(chunk.sample_record.len())
+    })
+}
+
+/// Encode a chunk of records and append its samples and reports.
+fn encode_and_append(
+    writer: &mut StoreWriter,
+    records: Vec<RawRecord>,
+    tokenizer: &NativeTokenizer,
+    template: &NativeTemplate,
+    encode_options: &EncodeOptions,
+) -> seqpack_core::Result<Appended> {
+    let count = records.len();
+    let encoded = encode_records(records, template.inner(), tokenizer.inner(), encode_options)?;
+    let flat = &encoded.flat;
+    writer.append(&Chunk {
+        tokens: &flat.tokens,
+        offsets: &flat.offsets,
+        labels: Some(&flat.labels),
+        sample_record: &flat.sample_record,
+        sample_window: &flat.sample_window,
+    })?;
+    writer.append_reports(&encoded.reports)?;
+    writer.add_records(count as u64);
+    Ok((count, flat.sample_record.len()))
+}
+
+#[pymethods]
+impl NativeStoreWriter {
+    #[new]
+    fn new(path: &str, kind: &str, overwrite: bool) -> Result<Self> {
+        Ok(Self { inner: Mutex::new(Some(StoreWriter::create(std::path::Path::new(path), kind, overwrite)?)) })
+    }
+
+    /// Append token sequences: a flat int32/int64 array, local offsets, optional labels.
+    #[pyo3(signature = (tokens, offsets, labels, sample_record, sample_window))]
+    fn append_tokens(
+        &self,
+        py: Python<'_>,
+        tokens: &Bound<'_, PyAny>,
+        offsets: PyReadonlyArray1<'_, i64>,
+        labels: Option<PyReadonlyArray1<'_, i64>>,
+        sample_record: PyReadonlyArray1<'_, i64>,
+        sample_window: PyReadonlyArray1<'_, i64>,
+    ) -> Result<usize> {
+        let offsets = offsets.as_slice().map_err(PyErr::from)?;
+        let labels = labels.as_ref().map(PyReadonlyArray1::as_slice).transpose().map_err(PyErr::from)?;
+        let sample_record = sample_record.as_slice().map_err(PyErr::from)?;
+        let sample_window = sample_window.as_slice().map_err(PyErr::from)?;
+        if let Ok(array) = tokens.cast::<PyArray1<i64>>() {
+            let readonly = array.readonly();
+            let tokens = readonly.as_slice().map_err(PyErr::from)?;
+            append_chunk(self, py, &Chunk { tokens, offsets, labels, sample_record, sample_window })
+        } else if let Ok(array) = tokens.cast::<PyArray1<i32>>() {
+            let readonly = array.readonly();
+            let tokens = readonly.as_slice().map_err(PyErr::from)?;
+            append_chunk(self, py, &Chunk { tokens, offsets, labels, sample_record, sample_window })
+        } else {
+            Err(Failure::Core(Error::InvalidOption {
+                name: "tokens",
+                message: "the flat token array must be a 1-D int32 or int64 numpy array".into(),
+            }))
+        }
+    }
+
+    /// Encode chat records (Python objects, numbered from `first_record`) and append them.
+    /// Returns (records, samples) appended.
+    #[pyo3(signature = (records, first_record, tokenizer, template, encode_options))]
+    fn encode_objects(
+        &self,
+        py: Python<'_>,
+        records: &Bound<'_, PyList>,
+        first_record: usize,
+        tokenizer: &NativeTokenizer,
+        template: &NativeTemplate,
+        encode_options: &Bound<'_, PyAny>,
+    ) -> Result<Appended> {
+        let encode_options: EncodeOptions = options(encode_options)?;
+        let raw: Vec<RawRecord> =
+            records.iter().enumerate().map(|(k, object)| raw_record(first_record + k, &object)).collect();
+        py.detach(|| self.with(|w| encode_and_append(w, raw, tokenizer, template, &encode_options)))
+    }
+
+    /// Read a `.json` / `.jsonl` file in chunks of `chunk_size` records, encode and append each
+    /// before reading the next (memory bounded by the chunk). `progress(records_so_far)` is
+    /// called after each chunk (and may raise, e.g. on Ctrl-C, to stop). Returns (records,
+    /// samples) appended.
+    #[pyo3(signature = (path, first_record, chunk_size, tokenizer, template, encode_options, progress = None))]
+    #[allow(clippy::too_many_arguments, reason = "one binding call carries the whole file's work")]
+    fn encode_file(
+        &self,
+        py: Python<'_>,
+        path: &str,
+        first_record: usize,
+        chunk_size: usize,
+        tokenizer: &NativeTokenizer,
+        template: &NativeTemplate,
+        encode_options: &Bound<'_, PyAny>,
+        progress: Option<Py<PyAny>>,
+    ) -> Result<Appended> {
+        let encode_options: EncodeOptions = options(encode_options)?;
+        let mut python_error: Option<PyErr> = None;
+        let outcome = py.detach(|| {
+            self.with(|writer| {
+                let mut totals = (0, 0);
+                read_record_chunks(std::path::Path::new(path), chunk_size, first_record, &mut |chunk| {
+                    let (records, samples) = encode_and_append(writer, chunk, tokenizer, template, &encode_options)?;
+                    totals = (totals.0 + records, totals.1 + samples);
+                    if let Some(callback) = &progress {
+                        let called = Python::attach(|py| {
+                            py.check_signals()?;
+                            callback.call1(py, (first_record + totals.0,)).map(drop)
+                        });
+                        if let Err(error) = called {
+                            python_error = Some(error);
+                            return Err(Error::Io { path: path.into(), message: "stopped".into() });
+                        }
+                    }
+                    Ok(())
+                })?;
+                Ok(totals)
+            })
+        });
+        match (outcome, python_error) {
+            (_, Some(error)) => Err(Failure::Python(error)),
+            (outcome, None) => outcome,
+        }
+    }
+
+    /// Write the manifest (with `source`, a JSON text saying what produced the data) and move
+    /// the store into place; returns the manifest as a dict.
+    fn finish<'py>(&self, py: Python<'py>, source: &str) -> Result<Bound<'py, PyAny>> {
+        let writer = self.inner.lock().map_err(|_| Failure::Core(closed()))?.take().ok_or(Failure::Core(closed()))?;
+        let source: serde_json::Value = serde_json::from_str(source)
+            .map_err(|e| Error::InvalidOption { name: "source", message: format!("not JSON ({e})") })?;
+        let manifest = py.detach(|| writer.finish(source))?;
+        to_python(py, &manifest)
+    }
+
+    /// Stop without a store: the staging folder is removed.
+    fn abort(&self) -> Result<()> {
+        drop(self.inner.lock().map_err(|_| Failure::Core(closed()))?.take());
+        Ok(())
+    }
+}
+
+/// Check a store's manifest against its files' sizes; returns the manifest as a dict.
+#[pyfunction]
+pub fn store_check<'py>(
+    py: Python<'py>,
+    path: &str,
+    manifest_text: &str,
+    sizes: BTreeMap<String, u64>,
+) -> Result<Bound<'py, PyDict>> {
+    let manifest = check(path, manifest_text, &sizes)?;
+    Ok(to_python(py, &manifest)?.cast_into::<PyDict>().map_err(PyErr::from)?)
+}
+
+/// Check a store's offsets against its lengths and token count.
+#[pyfunction]
+pub fn store_check_offsets(
+    py: Python<'_>,
+    path: &str,
+    offsets: PyReadonlyArray1<'_, i64>,
+    lengths: PyReadonlyArray1<'_, u32>,
+    tokens: u64,
+) -> Result<()> {
+    let offsets = offsets.as_slice().map_err(PyErr::from)?;
+    let lengths = lengths.as_slice().map_err(PyErr::from)?;
+    Ok(py.detach(|| check_offsets(path, offsets, lengths, tokens))?)
+}
