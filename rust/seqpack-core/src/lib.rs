@@ -11,14 +11,16 @@
 //!   row) → [`pack::layout`] (the arrays).
 //!
 //! The conversation half ends where the packing half starts: flat tokens, labels, offsets.
-//! Between them, [`store`] keeps encoded samples on disk for training at any dataset size.
+//! Between them, [`store`] keeps encoded samples on disk for training at any dataset size;
+//! after them, [`schedule`] cuts a whole-dataset plan into equal per-rank micro-batches, epoch
+//! by epoch.
 //!
 //! ```
-//! use seqpack_core::pack::{materialize, plan, LayoutOptions, PlanOptions, Sequences};
+//! use seqpack_core::pack::{materialize, plan, Labels, LayoutOptions, PlanOptions, Sequences};
 //!
 //! let tokens: Vec<i64> = vec![5, 6, 7, 8, 9, 4];
 //! let offsets = [0, 3, 5, 6];
-//! let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: None };
+//! let sequences = Sequences::new(&tokens, &offsets, Labels::Tokens).unwrap();
 //! let plan = plan(&sequences.lengths(), &PlanOptions::new(4)).unwrap();
 //! assert_eq!(plan.num_rows(), 2);
 //! let packed = materialize::<i64, i64>(&sequences, &plan, &LayoutOptions::default()).unwrap();
@@ -31,6 +33,7 @@ pub mod error;
 pub mod labels;
 pub mod options;
 pub mod pack;
+pub mod schedule;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -3,7 +3,7 @@
 use proptest::prelude::*;
 use seqpack_core::pack::Strategy as PackStrategy;
 use seqpack_core::pack::{
-    materialize, plan, Keep, LayoutOptions, LossWeighting, Overlong, Packed, Piece, PlanOptions, Sequences,
+    materialize, plan, Keep, Labels, LayoutOptions, LossWeighting, Overlong, Packed, Piece, PlanOptions, Sequences,
 };
 use seqpack_core::{Error, IGNORE_INDEX};
 
@@ -127,9 +127,9 @@ proptest! {
         let total: usize = lengths.iter().sum();
         let tokens: Vec<i64> = (0..total as i64).map(|t| t * 7 + 3).collect();
         let labels: Vec<i64> = tokens.iter().map(|&t| if t % 3 == 0 { IGNORE_INDEX } else { t }).collect();
-        let mut offsets = vec![0usize];
-        for &n in &lengths { offsets.push(offsets.last().unwrap() + n); }
-        let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: with_labels.then_some(&labels[..]) };
+        let mut offsets = vec![0i64];
+        for &n in &lengths { offsets.push(offsets.last().unwrap() + n as i64); }
+        let sequences = Sequences::new(&tokens, &offsets, if with_labels { Labels::Given(&labels) } else { Labels::Tokens }).unwrap();
         let plan = plan(&lengths, &options).unwrap();
         let layout = LayoutOptions { pad_id: 5, loss_weights: weighting, ..LayoutOptions::default() };
         let packed: Packed<i64> = materialize(&sequences, &plan, &layout).unwrap();
@@ -141,7 +141,7 @@ proptest! {
             prop_assert_eq!(packed.row_offsets[row + 1] - packed.row_offsets[row], plan.row(row).len() as i64);
             let mut at = row * width;
             for (slot, piece) in plan.row(row).iter().enumerate() {
-                let begin = offsets[piece.source_index] + piece.source_start;
+                let begin = offsets[piece.source_index] as usize + piece.source_start;
                 for k in 0..piece.seq_len {
                     prop_assert_eq!(packed.input_ids[at + k], tokens[begin + k]);
                     prop_assert_eq!(packed.position_ids[at + k], k as i64);
@@ -183,9 +183,9 @@ proptest! {
     fn same_bytes_for_any_thread_count(lengths in prop::collection::vec(1usize..300, 1..200), seed in any::<u64>()) {
         let total: usize = lengths.iter().sum();
         let tokens: Vec<i32> = (0..total as i32).collect();
-        let mut offsets = vec![0usize];
-        for &n in &lengths { offsets.push(offsets.last().unwrap() + n); }
-        let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: None };
+        let mut offsets = vec![0i64];
+        for &n in &lengths { offsets.push(offsets.last().unwrap() + n as i64); }
+        let sequences = Sequences::new(&tokens, &offsets, Labels::Tokens).unwrap();
         let mut options = PlanOptions::new(512);
         options.seed = Some(seed);
         let layout = LayoutOptions { loss_weights: Some(LossWeighting::Sequence), ..LayoutOptions::default() };
@@ -228,24 +228,24 @@ fn errors_name_the_sequence() {
     assert!(matches!("best".parse::<PackStrategy>(), Err(Error::InvalidOption { name: "strategy", .. })));
 
     let tokens = [1i64, 2, -4];
-    let offsets = [0usize, 2, 3];
-    let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: None };
+    let offsets = [0i64, 2, 3];
+    let sequences = Sequences::new(&tokens, &offsets, Labels::Tokens).unwrap();
     let plan = plan(&[2, 1], &options).unwrap();
     let layout = LayoutOptions::default();
     let error = materialize::<i64, i64>(&sequences, &plan, &layout).unwrap_err();
     assert_eq!(error, Error::InvalidToken { index: 1, position: 0, value: -4, problem: "negative" });
 
     let big = [1i64, 2, 1 << 40];
-    let sequences = Sequences { tokens: &big, offsets: &offsets, labels: None };
+    let sequences = Sequences::new(&big, &offsets, Labels::Tokens).unwrap();
     assert!(matches!(materialize::<i64, i32>(&sequences, &plan, &layout), Err(Error::InvalidToken { index: 1, .. })));
 
     let tokens = [1i64, 2, 3];
     let labels = [1i64, -7, 3];
-    let sequences = Sequences { tokens: &tokens, offsets: &offsets, labels: Some(&labels) };
+    let sequences = Sequences::new(&tokens, &offsets, Labels::Given(&labels)).unwrap();
     let error = materialize::<i64, i64>(&sequences, &plan, &layout).unwrap_err();
     assert!(error.to_string().contains("sequence 0: label -7 at position 1"), "{error}");
 
-    assert!(Sequences::<i64>::offsets_from(&[0, 3, 2], 2).unwrap_err().to_string().contains("sequence 1"));
+    assert!(Sequences::new(&[1i64, 2], &[0, 3, 2], Labels::Tokens).unwrap_err().to_string().contains("sequence 1"));
 }
 
 #[test]

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use seqpack_core::pack::layout::{TokenIn, TokenOut};
 use seqpack_core::pack::{
-    lengths_from, materialize, plan, IdDtype, LayoutOptions, Packed, Plan, PlanOptions, Sequences,
+    lengths_from, materialize, plan, IdDtype, Labels, LayoutOptions, Packed, Plan, PlanOptions, Sequences,
 };
 use seqpack_core::Error;
 
@@ -102,8 +102,8 @@ impl Input<'_> {
     }
 
     fn run<I: TokenIn, O: TokenOut>(&self, tokens: &[I]) -> seqpack_core::Result<(Plan, Packed<O>)> {
-        let offsets = Sequences::<I>::offsets_from(self.offsets, tokens.len())?;
-        let sequences = Sequences { tokens, offsets: &offsets, labels: self.labels };
+        let labels = self.labels.map_or(Labels::Tokens, Labels::Given);
+        let sequences = Sequences::new(tokens, self.offsets, labels)?;
         let plan = plan(&sequences.lengths(), self.plan_options)?;
         let packed = materialize(&sequences, &plan, self.layout)?;
         Ok((plan, packed))

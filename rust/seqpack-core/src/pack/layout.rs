@@ -8,10 +8,11 @@ use crate::pack::options::{LayoutOptions, LossWeighting};
 use crate::pack::plan::{Piece, Plan};
 use rayon::prelude::*;
 
-/// Token ids as they come in (int32 or int64).
+/// Token ids as they come in (int32 or int64 arrays, a store's uint32).
 pub trait TokenIn: Copy + Send + Sync + Into<i64> {}
 impl TokenIn for i32 {}
 impl TokenIn for i64 {}
+impl TokenIn for u32 {}
 
 /// Token ids as they go out (int64 by default, int32 on request).
 pub trait TokenOut: Copy + Send + Sync + Default + TryFrom<i64> {
@@ -24,35 +25,85 @@ impl TokenOut for i64 {
     const NAME: &'static str = "int64";
 }
 
+/// Where the labels come from, aligned with the flat tokens.
+#[derive(Debug, Clone, Copy)]
+pub enum Labels<'a> {
+    /// Every token is its own label.
+    Tokens,
+    /// Given per token (`IGNORE_INDEX` = not trained).
+    Given(&'a [i64]),
+    /// Given per token as int32 (a token store's `labels.i32`).
+    Given32(&'a [i32]),
+    /// The token itself where the bit is set, `IGNORE_INDEX` elsewhere (a token store's
+    /// trained mask: bit `t % 8` of byte `t / 8`).
+    Trained(&'a [u8]),
+}
+
+impl Labels<'_> {
+    /// The label of flat token `at`, whose id is `token`.
+    fn at(&self, at: usize, token: i64) -> i64 {
+        match self {
+            Self::Tokens => token,
+            Self::Given(labels) => labels[at],
+            Self::Given32(labels) => i64::from(labels[at]),
+            Self::Trained(bits) => {
+                if bits[at / 8] >> (at % 8) & 1 == 1 {
+                    token
+                } else {
+                    IGNORE_INDEX
+                }
+            }
+        }
+    }
+
+    /// How many labels there are, when given per token.
+    fn given_len(&self) -> Option<usize> {
+        match self {
+            Self::Tokens => None,
+            Self::Given(labels) => Some(labels.len()),
+            Self::Given32(labels) => Some(labels.len()),
+            Self::Trained(bits) => Some(bits.len() * 8),
+        }
+    }
+}
+
 /// Flat tokens of all input sequences, `offsets[i]..offsets[i + 1]` being sequence `i`.
 #[derive(Debug, Clone, Copy)]
 pub struct Sequences<'a, T> {
     pub tokens: &'a [T],
-    pub offsets: &'a [usize],
-    /// Per-token labels aligned with `tokens` (`IGNORE_INDEX` = not trained), if given.
-    pub labels: Option<&'a [i64]>,
+    /// `len() == sequences + 1`, starting at 0, never decreasing, ending at `tokens.len()`
+    /// (checked by [`Sequences::new`]; a token store checks it when it is opened).
+    pub offsets: &'a [i64],
+    pub labels: Labels<'a>,
 }
 
 impl<'a, T: TokenIn> Sequences<'a, T> {
-    /// Check offsets against the token array and return them as indices.
-    pub fn offsets_from(raw: &[i64], tokens: usize) -> Result<Vec<usize>> {
+    /// Sequences over `tokens`, with the offsets checked.
+    pub fn new(tokens: &'a [T], offsets: &'a [i64], labels: Labels<'a>) -> Result<Self> {
         let bad = |message: String| Err(Error::InvalidOffsets { message });
-        if raw.is_empty() {
+        if offsets.is_empty() {
             return bad("must hold at least one value (0)".into());
         }
-        if raw[0] != 0 {
-            return bad(format!("must start at 0, got {}", raw[0]));
+        if offsets[0] != 0 {
+            return bad(format!("must start at 0, got {}", offsets[0]));
         }
-        for (index, pair) in raw.windows(2).enumerate() {
-            if pair[1] < pair[0] {
-                return bad(format!("sequence {index}: offsets decrease ({} then {})", pair[0], pair[1]));
-            }
+        if let Some(index) = offsets.windows(2).position(|pair| pair[1] < pair[0]) {
+            return bad(format!("sequence {index}: offsets decrease ({} then {})", offsets[index], offsets[index + 1]));
         }
-        let last = raw[raw.len() - 1];
-        if last != tokens as i64 {
-            return bad(format!("must end at the token count {tokens}, got {last}"));
+        let last = offsets[offsets.len() - 1];
+        if last != tokens.len() as i64 {
+            return bad(format!("must end at the token count {}, got {last}", tokens.len()));
         }
-        Ok(raw.iter().map(|&o| o as usize).collect())
+        if let Some(count) = labels
+            .given_len()
+            .filter(|&n| n < tokens.len() || (!matches!(labels, Labels::Trained(_)) && n != tokens.len()))
+        {
+            return Err(Error::InvalidLabels {
+                index: 0,
+                message: format!("labels hold {count} values in all but the tokens hold {}", tokens.len()),
+            });
+        }
+        Ok(Self { tokens, offsets, labels })
     }
 
     pub fn len(&self) -> usize {
@@ -64,74 +115,54 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
     }
 
     pub fn lengths(&self) -> Vec<usize> {
-        self.offsets.windows(2).map(|w| w[1] - w[0]).collect()
+        self.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).collect()
     }
 
-    fn tokens_of(&self, source: usize) -> &'a [T] {
-        &self.tokens[self.offsets[source]..self.offsets[source + 1]]
+    /// Flat index of the first token of `piece`.
+    fn start_of(&self, piece: &Piece) -> usize {
+        self.offsets[piece.source_index] as usize + piece.source_start
     }
 
-    fn labels_of(&self, source: usize) -> Option<&'a [i64]> {
-        self.labels.map(|l| &l[self.offsets[source]..self.offsets[source + 1]])
-    }
-
-    /// Every token must be a valid id for the output dtype, every label -100 or an id.
-    /// The first offending sequence (lowest index) is reported, whatever the thread count.
-    fn validate<O: TokenOut>(&self, pad_id: i64) -> Result<()> {
+    /// Every token a plan writes must be a valid id for the output dtype, every label -100
+    /// or an id. The offending sequence with the lowest index is reported, whatever the
+    /// thread count; tokens no piece writes (a dropped sequence) are not read.
+    fn validate<O: TokenOut>(&self, pieces: &[Piece], pad_id: i64) -> Result<()> {
         if O::try_from(pad_id).is_err() || pad_id < 0 {
             return Err(Error::InvalidOption {
                 name: "pad_id",
                 message: format!("must be a token id >= 0 that fits {}, got {pad_id}", O::NAME),
             });
         }
-        if let Some(labels) = self.labels {
-            if labels.len() != self.tokens.len() {
-                return Err(Error::InvalidLabels {
-                    index: 0,
-                    message: format!(
-                        "labels hold {} values in all but the tokens hold {}",
-                        labels.len(),
-                        self.tokens.len()
-                    ),
-                });
+        let problem = |piece: &Piece| -> Option<Error> {
+            let start = self.start_of(piece);
+            for k in 0..piece.seq_len {
+                let value: i64 = self.tokens[start + k].into();
+                let position = piece.source_start + k;
+                let index = piece.source_index;
+                if value < 0 {
+                    return Some(Error::InvalidToken { index, position, value, problem: "negative" });
+                }
+                if O::try_from(value).is_err() {
+                    let problem = "too large for the int32 output dtype";
+                    return Some(Error::InvalidToken { index, position, value, problem });
+                }
+                let label = self.labels.at(start + k, value);
+                if label < 0 && label != IGNORE_INDEX {
+                    return Some(Error::InvalidLabels {
+                        index,
+                        message: format!(
+                            "label {label} at position {position} is neither {IGNORE_INDEX} (ignore) nor a token id >= 0"
+                        ),
+                    });
+                }
             }
-        }
-        let first_bad = (0..self.len()).into_par_iter().find_first(|&source| {
-            let token_bad = self.tokens_of(source).iter().any(|&t| {
-                let t: i64 = t.into();
-                t < 0 || O::try_from(t).is_err()
-            });
-            let label_bad = self.labels_of(source).is_some_and(|l| l.iter().any(|&v| v < 0 && v != IGNORE_INDEX));
-            token_bad || label_bad
-        });
-        let Some(index) = first_bad else { return Ok(()) };
-        for (position, &token) in self.tokens_of(index).iter().enumerate() {
-            let value: i64 = token.into();
-            if value < 0 {
-                return Err(Error::InvalidToken { index, position, value, problem: "negative" });
-            }
-            if O::try_from(value).is_err() {
-                return Err(Error::InvalidToken {
-                    index,
-                    position,
-                    value,
-                    problem: "too large for the int32 output dtype",
-                });
-            }
-        }
-        let labels = self.labels_of(index).unwrap_or(&[]);
-        let (position, value) = labels
-            .iter()
-            .enumerate()
-            .find(|(_, &v)| v < 0 && v != IGNORE_INDEX)
-            .map(|(p, &v)| (p, v))
-            .expect("find_first reported this sequence");
-        Err(Error::InvalidLabels {
-            index,
-            message: format!(
-                "label {value} at position {position} is neither {IGNORE_INDEX} (ignore) nor a token id >= 0"
-            ),
-        })
+            None
+        };
+        let worst = pieces
+            .par_iter()
+            .filter_map(|p| problem(p).map(|e| (p.source_index, p.source_start, e)))
+            .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        worst.map_or(Ok(()), |(_, _, error)| Err(error))
     }
 }
 
@@ -174,7 +205,19 @@ pub fn materialize<I: TokenIn, O: TokenOut>(
     plan: &Plan,
     options: &LayoutOptions,
 ) -> Result<Packed<O>> {
-    sequences.validate::<O>(options.pad_id)?;
+    let weights = options.loss_weights.map(|weighting| source_weights(sequences, &plan.pieces, weighting));
+    materialize_with(sequences, plan, options, weights.as_deref())
+}
+
+/// [`materialize`], with the weight of one trained token of each source given (a minibatch
+/// of a larger plan: its weights come from the whole plan, not from the rows at hand).
+pub fn materialize_with<I: TokenIn, O: TokenOut>(
+    sequences: &Sequences<'_, I>,
+    plan: &Plan,
+    options: &LayoutOptions,
+    weight_of_source: Option<&[f32]>,
+) -> Result<Packed<O>> {
+    sequences.validate::<O>(&plan.pieces, options.pad_id)?;
     let boundaries = segment_boundaries(plan)?;
 
     let rows = plan.num_rows();
@@ -187,8 +230,7 @@ pub fn materialize<I: TokenIn, O: TokenOut>(
     let mut position_ids = vec![0i64; cells];
     let mut segment_ids = vec![0i32; cells];
     let mut loss_weights = options.loss_weights.map(|_| vec![0f32; cells]);
-
-    let weight_of_source = options.loss_weights.map(|weighting| source_weights(sequences, plan, weighting));
+    let weight_of_source = weight_of_source.filter(|_| loss_weights.is_some());
     let pad_id = O::try_from(options.pad_id).unwrap_or_default();
 
     if width > 0 {
@@ -211,7 +253,7 @@ pub fn materialize<I: TokenIn, O: TokenOut>(
             })
             .collect();
         outs.into_par_iter().with_min_len(16).enumerate().for_each(|(row, out)| {
-            fill_row(sequences, plan.row(row), out, pad_id, weight_of_source.as_deref());
+            fill_row(sequences, plan.row(row), out, pad_id, weight_of_source);
         });
     }
 
@@ -256,22 +298,23 @@ fn segment_boundaries(plan: &Plan) -> Result<Vec<i32>> {
 /// Tokens a piece trains on: every position but the first (which no earlier token of its own
 /// sequence predicts) whose label is not ignored.
 fn trained_in_piece<I: TokenIn>(sequences: &Sequences<'_, I>, piece: &Piece) -> usize {
-    match sequences.labels_of(piece.source_index) {
-        Some(labels) => labels[piece.source_start + 1..piece.source_start + piece.seq_len]
-            .iter()
-            .filter(|&&l| l != IGNORE_INDEX)
-            .count(),
-        None => piece.seq_len - 1,
-    }
+    let start = sequences.start_of(piece);
+    (1..piece.seq_len)
+        .filter(|&k| sequences.labels.at(start + k, sequences.tokens[start + k].into()) != IGNORE_INDEX)
+        .count()
 }
 
-/// The weight of one trained token of each source sequence.
-fn source_weights<I: TokenIn>(sequences: &Sequences<'_, I>, plan: &Plan, weighting: LossWeighting) -> Vec<f32> {
+/// The weight of one trained token of each source sequence, from all the pieces of a plan.
+pub fn source_weights<I: TokenIn>(
+    sequences: &Sequences<'_, I>,
+    pieces: &[Piece],
+    weighting: LossWeighting,
+) -> Vec<f32> {
     match weighting {
         LossWeighting::Token => vec![1.0; sequences.len()],
         LossWeighting::Sequence => {
             let mut trained = vec![0usize; sequences.len()];
-            for piece in &plan.pieces {
+            for piece in pieces {
                 trained[piece.source_index] += trained_in_piece(sequences, piece);
             }
             trained.iter().map(|&n| if n == 0 { 0.0 } else { 1.0 / n as f32 }).collect()
@@ -290,17 +333,18 @@ fn fill_row<I: TokenIn, O: TokenOut>(
     let mut at = 0;
     for (slot, piece) in pieces.iter().enumerate() {
         let span = at..at + piece.seq_len;
-        let tokens = &sequences.tokens_of(piece.source_index)[piece.source_start..piece.source_start + piece.seq_len];
+        let start = sequences.start_of(piece);
+        let tokens = &sequences.tokens[start..start + piece.seq_len];
         for (cell, &token) in input_ids[span.clone()].iter_mut().zip(tokens) {
             // Validated above: every token fits `O`.
             *cell = O::try_from(token.into()).unwrap_or_default();
         }
         let row_labels = &mut labels[span.clone()];
-        match sequences.labels_of(piece.source_index) {
-            Some(given) => row_labels.copy_from_slice(&given[piece.source_start..piece.source_start + piece.seq_len]),
-            None => {
-                for (cell, &token) in row_labels.iter_mut().zip(tokens) {
-                    *cell = token.into();
+        match sequences.labels {
+            Labels::Given(given) => row_labels.copy_from_slice(&given[start..start + piece.seq_len]),
+            other => {
+                for (k, (cell, &token)) in row_labels.iter_mut().zip(tokens).enumerate() {
+                    *cell = other.at(start + k, token.into());
                 }
             }
         }
