@@ -260,3 +260,60 @@ def test_an_old_transformers_is_warned_about(monkeypatch):
     batch = seqpack.pack(random_sequences([5, 9]), max_length=16)
     with pytest.warns(UserWarning, match=r"transformers 4\.46\.3 does not find packed sequences"):
         batch.to_torch()
+
+
+@pytest.mark.parametrize(
+    ("attention", "fmt", "mask"),
+    [
+        ("eager", "rows", None),
+        ("sdpa", "rows", None),
+        ("sdpa", "rows", "sdpa"),
+        ("eager", "rows", "eager"),
+        ("eager", "padding_free", None),
+        ("sdpa", "padding_free", None),
+    ],
+)
+def test_every_loader_batch_splats_into_a_model_and_keeps_sequences_apart(
+    tmp_path, attention, fmt, mask
+):
+    model = tiny_llama(attention)
+    import seqpack.torch as sptorch
+
+    sequences = random_sequences([5, 9, 3, 12, 7, 1, 4, 30, 17, 2, 25, 6], seed=11)
+    store = seqpack.store.write(tmp_path / "store", sequences)
+    loader = sptorch.PackedLoader(
+        store, max_length=32, batch_rows=2, format=fmt, mask=mask, remainder="pad", seed=4
+    )
+    with torch.no_grad():
+        alone = {
+            i: model(input_ids=torch.as_tensor(s)[None]).logits[0] for i, s in enumerate(sequences)
+        }
+        checked = 0
+        for batch in loader:
+            out = model(**batch)
+            assert torch.isfinite(out.loss)
+            ids = batch["input_ids"]
+            logits = out.logits
+            if fmt == "padding_free":
+                bounds = batch["cu_seq_lens_q"].tolist()
+                spans = [(0, bounds[k], bounds[k + 1]) for k in range(len(bounds) - 1)]
+            else:
+                segments = batch["segment_ids"]
+                spans = []
+                for row in range(ids.shape[0]):
+                    for seg in segments[row].unique().tolist():
+                        if seg > 0:
+                            cols = (segments[row] == seg).nonzero().flatten()
+                            spans.append((row, int(cols[0]), int(cols[-1]) + 1))
+            for row, start, end in spans:
+                tokens = ids[row, start:end]
+                source = next(
+                    i
+                    for i, s in enumerate(sequences)
+                    if len(s) == end - start and (torch.as_tensor(s) == tokens).all()
+                )
+                torch.testing.assert_close(
+                    logits[row, start:end], alone[source], **tolerance(model)
+                )
+                checked += 1
+        assert checked == len(sequences)

@@ -9,6 +9,7 @@ mod conversation;
 mod convert;
 mod errors;
 mod pack;
+mod schedule;
 mod store;
 
 use pyo3::prelude::*;
@@ -23,6 +24,7 @@ fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<conversation::NativeTemplate>()?;
     module.add_class::<conversation::NativeReports>()?;
     module.add_class::<store::NativeStoreWriter>()?;
+    module.add_class::<schedule::NativeSchedule>()?;
     module.add_function(wrap_pyfunction!(store::store_check, module)?)?;
     module.add_function(wrap_pyfunction!(store::store_check_offsets, module)?)?;
     Ok(())

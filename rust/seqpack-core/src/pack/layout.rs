@@ -8,6 +8,13 @@ use crate::pack::options::{LayoutOptions, LossWeighting};
 use crate::pack::plan::{Piece, Plan};
 use rayon::prelude::*;
 
+/// Below these sizes (a training micro-batch) the work stays on the calling thread: it is too
+/// small to gain from threads, and a `DataLoader` worker forked from a process whose rayon
+/// pool was already running has no pool threads (they do not survive `fork`), so a job sent
+/// to the pool there would wait forever.
+const PARALLEL_ROWS: usize = 64;
+const PARALLEL_PIECES: usize = 4096;
+
 /// Token ids as they come in (int32 or int64 arrays, a store's uint32).
 pub trait TokenIn: Copy + Send + Sync + Into<i64> {}
 impl TokenIn for i32 {}
@@ -158,10 +165,13 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
             }
             None
         };
-        let worst = pieces
-            .par_iter()
-            .filter_map(|p| problem(p).map(|e| (p.source_index, p.source_start, e)))
-            .min_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let found = |piece: &Piece| problem(piece).map(|e| (piece.source_index, piece.source_start, e));
+        let lowest = |a: &(usize, usize, Error), b: &(usize, usize, Error)| (a.0, a.1).cmp(&(b.0, b.1));
+        let worst = if pieces.len() < PARALLEL_PIECES {
+            pieces.iter().filter_map(found).min_by(lowest)
+        } else {
+            pieces.par_iter().filter_map(found).min_by(lowest)
+        };
         worst.map_or(Ok(()), |(_, _, error)| Err(error))
     }
 }
@@ -252,9 +262,13 @@ pub fn materialize_with<I: TokenIn, O: TokenOut>(
                 loss_weights,
             })
             .collect();
-        outs.into_par_iter().with_min_len(16).enumerate().for_each(|(row, out)| {
-            fill_row(sequences, plan.row(row), out, pad_id, weight_of_source);
-        });
+        let fill =
+            |(row, out): (usize, RowOut<'_, O>)| fill_row(sequences, plan.row(row), out, pad_id, weight_of_source);
+        if rows < PARALLEL_ROWS {
+            outs.into_iter().enumerate().for_each(fill);
+        } else {
+            outs.into_par_iter().with_min_len(16).enumerate().for_each(fill);
+        }
     }
 
     let columns = plan.columns();
@@ -370,4 +384,62 @@ fn fill_row<I: TokenIn, O: TokenOut>(
         *cell = position as i64;
     }
     // segment_ids and loss_weights are already 0 there.
+}
+
+/// One micro-batch in the padding-free format: the real tokens of a plan's rows end to end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlatBatch<O> {
+    pub input_ids: Vec<O>,
+    pub labels: Vec<i64>,
+    pub position_ids: Vec<i64>,
+    pub loss_weights: Option<Vec<f32>>,
+    /// `[S + 1]` sequence boundaries.
+    pub cu_seqlens: Vec<i32>,
+    pub max_seqlen: usize,
+}
+
+/// The padding-free form of `plan`: every piece's tokens in row-major order, positions
+/// restarting at each, the first label of each ignored. A plan with no piece (only padding
+/// rows) gives one untrained padding token, so a step still has something to run.
+pub fn materialize_flat<I: TokenIn, O: TokenOut>(
+    sequences: &Sequences<'_, I>,
+    plan: &Plan,
+    options: &LayoutOptions,
+    weight_of_source: Option<&[f32]>,
+) -> Result<FlatBatch<O>> {
+    sequences.validate::<O>(&plan.pieces, options.pad_id)?;
+    let cu_seqlens = segment_boundaries(plan)?;
+    let total = *cu_seqlens.last().unwrap_or(&0) as usize;
+    let pad_id = O::try_from(options.pad_id).unwrap_or_default();
+    if total == 0 {
+        return Ok(FlatBatch {
+            input_ids: vec![pad_id],
+            labels: vec![IGNORE_INDEX],
+            position_ids: vec![0],
+            loss_weights: options.loss_weights.map(|_| vec![0.0]),
+            cu_seqlens: vec![0, 1],
+            max_seqlen: 1,
+        });
+    }
+    let mut input_ids = Vec::with_capacity(total);
+    let mut labels = Vec::with_capacity(total);
+    let mut position_ids = Vec::with_capacity(total);
+    let mut loss_weights = options.loss_weights.map(|_| Vec::with_capacity(total));
+    for piece in &plan.pieces {
+        let start = sequences.start_of(piece);
+        let weight = weight_of_source.map_or(1.0, |w| w[piece.source_index]);
+        for k in 0..piece.seq_len {
+            let token: i64 = sequences.tokens[start + k].into();
+            // Validated above: every token fits `O`.
+            input_ids.push(O::try_from(token).unwrap_or_default());
+            let label = if k == 0 { IGNORE_INDEX } else { sequences.labels.at(start + k, token) };
+            labels.push(label);
+            position_ids.push(k as i64);
+            if let Some(weights) = loss_weights.as_mut() {
+                weights.push(if label == IGNORE_INDEX { 0.0 } else { weight });
+            }
+        }
+    }
+    let max_seqlen = plan.pieces.iter().map(|p| p.seq_len).max().unwrap_or(0);
+    Ok(FlatBatch { input_ids, labels, position_ids, loss_weights, cu_seqlens, max_seqlen })
 }

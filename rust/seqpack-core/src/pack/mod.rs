@@ -7,6 +7,8 @@ pub mod options;
 pub mod plan;
 
 pub use crate::options::{Keep, Overlong};
-pub use layout::{materialize, materialize_with, source_weights, Labels, Packed, Sequences};
+pub use layout::{
+    materialize, materialize_flat, materialize_with, source_weights, FlatBatch, Labels, Packed, Sequences,
+};
 pub use options::{IdDtype, LayoutOptions, LossWeighting, PlanOptions, Strategy};
 pub use plan::{lengths_from, plan, Event, EventReason, Piece, Plan, PlanColumns, Stats};

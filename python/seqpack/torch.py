@@ -1,0 +1,484 @@
+"""Training loaders over a token store: :class:`PackedLoader` hands each rank its micro-batches
+of packed rows, epoch after epoch, materialised per batch in Rust from the memory-mapped store
+(in the worker processes when ``num_workers > 0``), never the whole dataset; it resumes from any
+step in O(1). :class:`PackedRows` is the same rows as a map-style dataset for code that brings
+its own ``DataLoader``.
+
+Every batch is safe to pass as ``model(**batch)`` to a Hugging Face causal LM: there is no 2-D
+``attention_mask`` (which a model reads as a padding mask and which would let packed sequences
+attend to each other); ``position_ids`` restart at every sequence and ``use_cache=False``, so the
+model finds the sequences (transformers >= 4.54), or ``mask=`` adds an explicit 4-D block-causal
+mask or a FlexAttention ``BlockMask``. ``num_items_in_batch`` makes the model's loss the mean
+over the batch's trained tokens, and 0, not NaN, for a batch of padding rows.
+
+>>> import seqpack, seqpack.torch, tempfile, pathlib
+>>> folder = pathlib.Path(tempfile.mkdtemp()) / "store"
+>>> store = seqpack.store.write(folder, [[1, 2, 3], [4, 5], [6, 7, 8, 9], [10]])
+>>> loader = seqpack.torch.PackedLoader(store, max_length=5, batch_rows=1)
+>>> len(loader), [b["input_ids"].shape[1] for b in loader]
+(2, [5, 5])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+
+from seqpack import _normalise, _seqpack
+from seqpack.batch import _warn_if_transformers_cannot_find_sequences, flex_block_mask, sdpa_mask
+from seqpack.errors import InvalidOptionError
+from seqpack.stats import Event, PackStats, events_from_native
+from seqpack.store import TokenStore
+
+Format = Literal["rows", "padding_free"]
+Mask = Literal["sdpa", "eager", "flex"]
+
+STATE_VERSION = 1
+
+
+def _open(store: TokenStore | str | os.PathLike[str]) -> TokenStore:
+    return store if isinstance(store, TokenStore) else TokenStore(store)
+
+
+class _Plan:
+    """What every process needs to build the same batches: the store's path and the options.
+    Plain data, so it pickles into worker processes; each process opens the store and plans
+    once (a pure function of lengths and options: the same plan everywhere)."""
+
+    def __init__(self, store: TokenStore, schedule: dict[str, Any], layout: dict[str, Any]) -> None:
+        self.path = str(store.path)
+        self.schedule_options = schedule
+        self.layout_options = layout
+        self._store: TokenStore | None = store
+        self._native: _seqpack.NativeSchedule | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "schedule_options": self.schedule_options,
+            "layout_options": self.layout_options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._store = None
+        self._native = None
+
+    @property
+    def store(self) -> TokenStore:
+        if self._store is None:
+            self._store = TokenStore(self.path)
+        return self._store
+
+    @property
+    def native(self) -> _seqpack.NativeSchedule:
+        if self._native is None:
+            self._native = _seqpack.NativeSchedule(
+                np.asarray(self.store.lengths), self.schedule_options
+            )
+        return self._native
+
+    def materialize(self, rows: npt.NDArray[np.int64], padding_free: bool) -> dict[str, Any]:
+        store = self.store
+        labels = None if store._labels is None else np.asarray(store._labels)
+        return self.native.materialize(
+            rows, np.asarray(store.tokens), np.asarray(store.offsets),
+            np.asarray(store._trained_bits), labels, self.layout_options, padding_free,
+        )  # fmt: skip
+
+
+def _model_inputs(raw: dict[str, Any], padding_free: bool, mask: Mask | None) -> dict[str, Any]:
+    """Torch tensors a Hugging Face causal LM takes as ``model(**batch)``."""
+    tensors: dict[str, Any] = {
+        name: torch.from_numpy(raw[name])
+        for name in ("input_ids", "labels", "position_ids", "segment_ids", "loss_weights")
+        if name in raw
+    }
+    if padding_free:
+        batch: dict[str, Any] = {name: t.unsqueeze(0) for name, t in tensors.items()}
+        cu = torch.from_numpy(raw["cu_seqlens"])
+        batch.update(
+            cu_seq_lens_q=cu,
+            cu_seq_lens_k=cu,
+            max_length_q=raw["max_seqlen"],
+            max_length_k=raw["max_seqlen"],
+        )
+    else:
+        batch = tensors
+        segments = batch["segment_ids"]
+        if mask == "sdpa":
+            batch["attention_mask"] = sdpa_mask(segments)
+        elif mask == "eager":
+            allowed = sdpa_mask(segments)
+            additive = torch.zeros(allowed.shape, dtype=torch.float32)
+            batch["attention_mask"] = additive.masked_fill_(
+                ~allowed, torch.finfo(torch.float32).min
+            )
+        elif mask == "flex":
+            batch["attention_mask"] = flex_block_mask(segments)
+    batch["use_cache"] = False
+    trained = int(np.count_nonzero(raw["labels"] != -100))
+    batch["num_items_in_batch"] = max(1, trained)
+    return batch
+
+
+class _Steps:
+    """Map-style dataset of one rank's micro-batches of one epoch, by step: what a torch
+    ``DataLoader`` spreads over its workers, in order."""
+
+    def __init__(
+        self, plan: _Plan, epoch: int, rank: int, padding_free: bool, mask: Mask | None
+    ) -> None:
+        self.plan, self.epoch, self.rank = plan, epoch, rank
+        self.padding_free, self.mask = padding_free, mask
+
+    def __len__(self) -> int:
+        return int(self.plan.native.steps)
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        rows = self.plan.native.rank_rows(self.epoch, step, self.rank)
+        raw = self.plan.materialize(rows, self.padding_free)
+        return _model_inputs(raw, self.padding_free, self.mask)
+
+
+def _first(batch: Any) -> Any:
+    return batch
+
+
+class PackedLoader:
+    """This rank's micro-batches of packed rows from a token store, epoch after epoch.
+
+    The whole dataset is planned once (best fit, as :func:`seqpack.pack`); each epoch shuffles
+    the rows with ``seed`` (a new order every epoch) and cuts them into global steps of
+    ``batch_rows × world_size`` rows. Every rank gets exactly ``len(loader)`` batches per epoch;
+    the last step is padded with empty rows that train nothing (``remainder="pad"``) or left out
+    (``"drop"``, counted in :attr:`dropped_rows_per_epoch`). The batches are the same for any
+    ``num_workers``, thread count or machine; the rows of a global step do not depend on
+    ``world_size``, so a run can resume on another number of GPUs with the same global batch.
+
+    Parameters
+    ----------
+    store
+        A :class:`~seqpack.store.TokenStore` or its path.
+    max_length
+        Tokens per row.
+    batch_rows
+        Rows per micro-batch per rank.
+    batch_tokens
+        Instead of ``batch_rows``: the token budget of a micro-batch (``batch_tokens //
+        max_length`` rows; for the padding-free format).
+    world_size, rank
+        Data-parallel ranks and this one.
+    seed
+        Seeds the per-epoch shuffle of rows.
+    format
+        ``"rows"``: ``[B, L]`` ``input_ids``, ``labels``, ``position_ids``, ``segment_ids``;
+        ``"padding_free"``: one ``[1, T]`` row of real tokens with ``cu_seq_lens_q/k`` and
+        ``max_length_q/k`` (Hugging Face's FlashAttention-2 / packed-sequence arguments).
+    num_workers
+        Processes that materialise batches ahead (a torch ``DataLoader``); 0: in this process.
+    pin_memory
+        Pin batches for asynchronous copies to a GPU.
+    remainder
+        ``"pad"`` or ``"drop"`` the incomplete last step of an epoch.
+    balance
+        ``"tokens"`` or ``"attention"``: within each step, give ranks rows so the largest
+        rank's cost is smallest (see :meth:`imbalance`).
+    mask
+        For ``format="rows"``: ``None`` (restarting ``position_ids`` and ``use_cache=False``
+        let the model find the sequences), ``"sdpa"`` (a 4-D boolean block-causal mask, for
+        SDPA), ``"eager"`` (a 4-D additive float32 mask, for eager attention) or ``"flex"``
+        (a FlexAttention ``BlockMask``).
+    strategy, overlong, truncate_keep, max_seqs_per_row
+        How the plan is made, as for :func:`seqpack.pack`.
+    loss_weights, pad_id, dtype
+        As for :func:`seqpack.pack` (``loss_weights="sequence"`` weighs each sample by its
+        trained tokens over the whole plan).
+    prefetch_factor
+        Batches each worker prepares ahead (``num_workers > 0``).
+    """
+
+    def __init__(
+        self,
+        store: TokenStore | str | os.PathLike[str],
+        *,
+        max_length: int,
+        batch_rows: int | None = None,
+        batch_tokens: int | None = None,
+        world_size: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        format: Format = "rows",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        remainder: Literal["pad", "drop"] = "pad",
+        balance: Literal["tokens", "attention"] | None = None,
+        mask: Mask | None = None,
+        strategy: Literal["bfd", "ffd", "sequential", "wrapped"] = "bfd",
+        overlong: Literal["error", "drop", "truncate", "split"] = "error",
+        truncate_keep: Literal["head", "tail"] = "head",
+        max_seqs_per_row: int | None = None,
+        loss_weights: Literal["token", "sequence"] | None = None,
+        pad_id: int = 0,
+        dtype: Literal["int64", "int32"] = "int64",
+        prefetch_factor: int | None = None,
+    ) -> None:
+        self.store = _open(store)
+        if format not in ("rows", "padding_free"):
+            raise InvalidOptionError(
+                f"option format: expected 'rows' or 'padding_free', got {format!r}"
+            )
+        if mask not in (None, "sdpa", "eager", "flex"):
+            raise InvalidOptionError(
+                f"option mask: expected None, 'sdpa', 'eager' or 'flex', got {mask!r}"
+            )
+        if mask is not None and format == "padding_free":
+            raise InvalidOptionError(
+                "option mask: the padding-free format has no mask (cu_seq_lens keep sequences "
+                "apart)"
+            )
+        plan_options = {
+            "max_length": _normalise.integer("max_length", max_length),
+            "strategy": _normalise.text("strategy", strategy),
+            "max_seqs_per_row": _normalise.optional_integer("max_seqs_per_row", max_seqs_per_row),
+            "overlong": _normalise.text("overlong", overlong),
+            "truncate_keep": _normalise.text("truncate_keep", truncate_keep),
+            "pad_rows_to_multiple_of": 1,
+            "seed": None,
+        }
+        schedule: dict[str, Any] = {
+            "plan": plan_options,
+            "batch_rows": _normalise.optional_integer("batch_rows", batch_rows),
+            "batch_tokens": _normalise.optional_integer("batch_tokens", batch_tokens),
+            "world_size": _normalise.integer("world_size", world_size),
+            "seed": _normalise.seed(seed) or 0,
+            "remainder": _normalise.text("remainder", remainder),
+            "balance": _normalise.optional_text("balance", balance),
+        }
+        layout = {
+            "pad_id": _normalise.integer("pad_id", pad_id),
+            "loss_weights": _normalise.optional_text("loss_weights", loss_weights),
+            "dtype": _normalise.text("dtype", dtype),
+        }
+        self._plan = _Plan(self.store, schedule, layout)
+        native = self._plan.native  # plans now: every option and the store are checked here
+        self.rank = _normalise.integer("rank", rank)
+        if not 0 <= self.rank < schedule["world_size"]:
+            raise InvalidOptionError(
+                f"option rank: must be in 0..{schedule['world_size'] - 1}, got {rank}"
+            )
+        self.format: Format = format
+        self.mask: Mask | None = mask
+        self.num_workers = _normalise.integer("num_workers", num_workers)
+        self.pin_memory = _normalise.flag("pin_memory", pin_memory)
+        self.prefetch_factor = prefetch_factor
+        report = native.report()
+        self.events: list[Event] = events_from_native(report["events"])
+        self.stats = PackStats.from_native(report["stats"], self.events)
+        """The plan's figures: rows, efficiency, sequences cut or dropped by ``overlong``."""
+        self._epoch = 0
+        self._step = 0
+        identity = {
+            "store": self.store.fingerprint,
+            "plan": plan_options,
+            "rows_per_step": int(native.rows_per_step),
+            "seed": schedule["seed"],
+            "remainder": schedule["remainder"],
+        }
+        self.fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        """What a saved state must match: the store's data, the plan options, the global batch
+        and the seed (not the world size, rank, workers or format)."""
+
+    def __len__(self) -> int:
+        """Micro-batches per epoch, on every rank."""
+        return int(self._plan.native.steps)
+
+    def __repr__(self) -> str:
+        return (
+            f"<PackedLoader rank {self.rank} of {self._plan.schedule_options['world_size']}: "
+            f"{len(self):,} batches per epoch of {self.store.path}, epoch {self._epoch}, "
+            f"step {self._step}>"
+        )
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def dropped_rows_per_epoch(self) -> int:
+        """Rows of the plan left out of each epoch by ``remainder="drop"``."""
+        return int(self._plan.native.dropped_rows_per_epoch)
+
+    @property
+    def padding_rows_per_epoch(self) -> int:
+        """Empty rows added to each epoch by ``remainder="pad"``."""
+        return int(self._plan.native.padding_rows_per_epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first step (iterating to the end of an epoch moves to the
+        next one by itself)."""
+        self._epoch = _normalise.integer("epoch", epoch)
+        self._step = 0
+
+    def imbalance(
+        self, balance: Literal["tokens", "attention"] = "attention"
+    ) -> tuple[float, float]:
+        """How uneven this epoch is across ranks: Σ over steps of the largest rank's cost over
+        Σ of the mean rank cost (1.0 is perfectly even), without and with balancing."""
+        plain, balanced = self._plan.native.imbalance(self._epoch, balance)
+        return float(plain), float(balanced)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this loader stands: the epoch and the batches of it already yielded, with the
+        fingerprint of the store and options they count on."""
+        return {
+            "version": STATE_VERSION,
+            "epoch": self._epoch,
+            "step": self._step,
+            "fingerprint": self.fingerprint,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume where ``state`` stood: the next batch is the one an uninterrupted run would
+        have yielded next. O(1): nothing is re-read or replayed."""
+        missing = {"version", "epoch", "step", "fingerprint"} - set(state)
+        if missing:
+            raise InvalidOptionError(
+                f"option state: not a PackedLoader state (missing {', '.join(sorted(missing))})"
+            )
+        if state["version"] != STATE_VERSION:
+            raise InvalidOptionError(
+                f"option state: version {state['version']} is not {STATE_VERSION}"
+            )
+        if state["fingerprint"] != self.fingerprint:
+            raise InvalidOptionError(
+                "option state: it was saved for another store or other options (store data, "
+                "max_length, strategy, overlong, global batch rows, seed or remainder differ)"
+            )
+        step = _normalise.integer("step", state["step"])
+        if not 0 <= step <= len(self):
+            raise InvalidOptionError(f"option state: step {step} is outside 0..{len(self)}")
+        self._epoch = _normalise.integer("epoch", state["epoch"])
+        self._step = step
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        _warn_if_transformers_cannot_find_sequences()
+        if self._step >= len(self):  # a finished epoch: the next one
+            self._epoch += 1
+            self._step = 0
+        steps = _Steps(self._plan, self._epoch, self.rank, self.format == "padding_free", self.mask)
+        indices = range(self._step, len(self))
+        if self.num_workers == 0:
+            source: Any = (steps[i] for i in indices)
+            if self.pin_memory:
+                source = (_pin(batch) for batch in source)
+        else:
+            source = torch.utils.data.DataLoader(
+                steps, batch_size=None, sampler=indices, num_workers=self.num_workers,  # type: ignore[arg-type]
+                pin_memory=self.pin_memory, collate_fn=_first, prefetch_factor=self.prefetch_factor,
+                persistent_workers=False,
+            )  # fmt: skip
+        for batch in source:
+            self._step += 1
+            yield batch
+        if self._step >= len(self):
+            self._epoch += 1
+            self._step = 0
+
+
+def _pin(batch: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.pin_memory() if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+class PackedRows(Dataset[dict[str, torch.Tensor]]):
+    """The packed rows of a store as a map-style dataset (row ``i`` of the plan), for code that
+    brings its own sampler and ``DataLoader``; collate them with :func:`collate_rows` (or
+    :func:`collate_padding_free`), which add what makes a batch safe for ``model(**batch)``.
+
+    Parameters
+    ----------
+    store, max_length, strategy, overlong, truncate_keep, max_seqs_per_row
+        As for :class:`PackedLoader`.
+    loss_weights, pad_id, dtype
+        As for :class:`PackedLoader`.
+    """
+
+    def __init__(
+        self,
+        store: TokenStore | str | os.PathLike[str],
+        *,
+        max_length: int,
+        strategy: Literal["bfd", "ffd", "sequential", "wrapped"] = "bfd",
+        overlong: Literal["error", "drop", "truncate", "split"] = "error",
+        truncate_keep: Literal["head", "tail"] = "head",
+        max_seqs_per_row: int | None = None,
+        loss_weights: Literal["token", "sequence"] | None = None,
+        pad_id: int = 0,
+        dtype: Literal["int64", "int32"] = "int64",
+    ) -> None:
+        loader = PackedLoader(
+            store, max_length=max_length, batch_rows=1, strategy=strategy, overlong=overlong,
+            truncate_keep=truncate_keep, max_seqs_per_row=max_seqs_per_row,
+            loss_weights=loss_weights, pad_id=pad_id, dtype=dtype,
+        )  # fmt: skip
+        self._plan = loader._plan
+        self.stats = loader.stats
+        self.events = loader.events
+
+    def __len__(self) -> int:
+        return int(self._plan.native.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"row {index} is outside 0..{len(self) - 1}")
+        raw = self._plan.materialize(np.array([index % len(self)], dtype=np.int64), False)
+        return {
+            name: torch.from_numpy(raw[name][0])
+            for name in ("input_ids", "labels", "position_ids", "segment_ids", "loss_weights")
+            if name in raw
+        }
+
+
+def collate_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Stack rows of :class:`PackedRows` into a ``[B, L]`` batch safe for ``model(**batch)``."""
+    batch: dict[str, Any] = {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
+    batch["use_cache"] = False
+    batch["num_items_in_batch"] = max(1, int((batch["labels"] != -100).sum()))
+    return batch
+
+
+def collate_padding_free(rows: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Rows of :class:`PackedRows` as one padding-free ``[1, T]`` batch (real tokens only,
+    with ``cu_seq_lens_q/k`` and ``max_length_q/k``), safe for ``model(**batch)``."""
+    keep = torch.cat([row["segment_ids"] > 0 for row in rows])
+    flat = {
+        name: torch.cat([row[name] for row in rows])[keep]
+        for name in rows[0]
+        if name != "segment_ids"
+    }
+    if not bool(keep.any()):  # only padding rows: one untrained token, so the step runs
+        flat = {
+            name: torch.cat([row[name] for row in rows])[:1]
+            for name in rows[0]
+            if name != "segment_ids"
+        }
+        flat["labels"] = torch.full_like(flat["labels"], -100)
+        if "loss_weights" in flat:
+            flat["loss_weights"] = torch.zeros_like(flat["loss_weights"])
+    starts = torch.nonzero(flat["position_ids"] == 0).flatten()
+    lengths = torch.diff(torch.cat([starts, torch.tensor([len(flat["position_ids"])])]))
+    cu = torch.cat([torch.zeros(1, dtype=torch.int32), torch.cumsum(lengths, 0).to(torch.int32)])
+    longest = int(lengths.max())
+    batch: dict[str, Any] = {name: value.unsqueeze(0) for name, value in flat.items()}
+    batch.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+    batch["use_cache"] = False
+    batch["num_items_in_batch"] = max(1, int((batch["labels"] != -100).sum()))
+    return batch

@@ -1,0 +1,248 @@
+//! Bindings for the training schedule: plan once, then hand out each rank's micro-batch of
+//! any (epoch, step), materialised from a memory-mapped store's arrays.
+
+use crate::convert::{options, to_python};
+use crate::errors::{Failure, Result};
+use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use seqpack_core::pack::layout::TokenOut;
+use seqpack_core::pack::{
+    materialize_flat, materialize_with, source_weights, IdDtype, Labels, LayoutOptions, LossWeighting, Sequences,
+};
+use seqpack_core::schedule::{Balance, Schedule, ScheduleOptions};
+use seqpack_core::Error;
+use std::sync::{Arc, Mutex};
+
+/// A schedule over a store's lengths. Each process (`DataLoader` worker, rank) builds its own;
+/// the plan is the same everywhere because it is a pure function of lengths and options.
+#[pyclass(frozen, module = "seqpack._seqpack")]
+pub struct NativeSchedule {
+    inner: Schedule,
+    /// The last epoch's order of rows, kept for the batches that follow.
+    order: Mutex<Option<(u64, Arc<Vec<u32>>)>>,
+    /// Per-sample loss weights over the whole plan, once asked for.
+    weights: Mutex<Option<(LossWeighting, Arc<Vec<f32>>)>>,
+}
+
+impl NativeSchedule {
+    fn order(&self, epoch: u64) -> Result<Arc<Vec<u32>>> {
+        let mut cached = self.order.lock().map_err(|_| poisoned())?;
+        if let Some((cached_epoch, order)) = cached.as_ref() {
+            if *cached_epoch == epoch {
+                return Ok(order.clone());
+            }
+        }
+        let order = Arc::new(self.inner.epoch_order(epoch));
+        *cached = Some((epoch, order.clone()));
+        Ok(order)
+    }
+}
+
+fn poisoned() -> Failure {
+    Failure::Core(Error::InvalidOption { name: "schedule", message: "a previous call panicked".into() })
+}
+
+/// A store's arrays, borrowed for one call.
+struct StoreArrays<'py> {
+    tokens: PyReadonlyArray1<'py, u32>,
+    offsets: PyReadonlyArray1<'py, i64>,
+    trained: PyReadonlyArray1<'py, u8>,
+    labels: Option<PyReadonlyArray1<'py, i32>>,
+}
+
+impl StoreArrays<'_> {
+    fn sequences(&self) -> Result<Sequences<'_, u32>> {
+        let tokens = self.tokens.as_slice().map_err(PyErr::from)?;
+        let offsets = self.offsets.as_slice().map_err(PyErr::from)?;
+        let labels = match &self.labels {
+            Some(labels) => Labels::Given32(labels.as_slice().map_err(PyErr::from)?),
+            None => Labels::Trained(self.trained.as_slice().map_err(PyErr::from)?),
+        };
+        // The store checked its offsets when it was opened: not again for every batch.
+        Ok(Sequences { tokens, offsets, labels })
+    }
+}
+
+#[pymethods]
+impl NativeSchedule {
+    #[new]
+    fn new(py: Python<'_>, lengths: PyReadonlyArray1<'_, u32>, schedule_options: &Bound<'_, PyAny>) -> Result<Self> {
+        let schedule_options: ScheduleOptions = options(schedule_options)?;
+        let lengths = lengths.as_slice().map_err(PyErr::from)?;
+        let inner = py.detach(|| {
+            let lengths: Vec<usize> = lengths.iter().map(|&n| n as usize).collect();
+            Schedule::new(&lengths, schedule_options)
+        })?;
+        Ok(Self { inner, order: Mutex::new(None), weights: Mutex::new(None) })
+    }
+
+    #[getter]
+    fn steps(&self) -> usize {
+        self.inner.steps()
+    }
+
+    #[getter]
+    fn rows(&self) -> usize {
+        self.inner.rows()
+    }
+
+    #[getter]
+    fn rows_per_step(&self) -> usize {
+        self.inner.rows_per_step()
+    }
+
+    #[getter]
+    fn dropped_rows_per_epoch(&self) -> usize {
+        self.inner.dropped_rows_per_epoch()
+    }
+
+    #[getter]
+    fn padding_rows_per_epoch(&self) -> usize {
+        self.inner.padding_rows_per_epoch()
+    }
+
+    /// The plan's figures and its events (sequences cut or dropped by the overlong policy).
+    fn report<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item("stats", to_python(py, &self.inner.plan.stats())?)?;
+        dict.set_item("events", to_python(py, &self.inner.plan.events)?)?;
+        Ok(dict)
+    }
+
+    /// The rows `rank` gets in `step` of `epoch`, as plan row indices (-1: an empty row).
+    fn rank_rows<'py>(&self, py: Python<'py>, epoch: u64, step: usize, rank: usize) -> Result<Bound<'py, PyAny>> {
+        let order = self.order(epoch)?;
+        let rows = self.inner.rank_rows(&order, step, rank)?;
+        let rows: Vec<i64> = rows.into_iter().map(|r| r.map_or(-1, i64::from)).collect();
+        Ok(rows.into_pyarray(py).into_any())
+    }
+
+    /// The sample of every piece of plan row `row`, in slot order.
+    fn row_samples<'py>(&self, py: Python<'py>, row: usize) -> Result<Bound<'py, PyAny>> {
+        if row >= self.inner.rows() {
+            return Err(Failure::Core(Error::InvalidOption {
+                name: "row",
+                message: format!("the plan has {} rows, got {row}", self.inner.rows()),
+            }));
+        }
+        let samples: Vec<i64> = self.inner.plan.row(row).iter().map(|p| p.source_index as i64).collect();
+        Ok(samples.into_pyarray(py).into_any())
+    }
+
+    /// (largest rank's cost, the same balanced) over the mean, for `epoch`.
+    fn imbalance(&self, epoch: u64, balance: &str) -> Result<(f64, f64)> {
+        let balance = match balance {
+            "tokens" => Balance::Tokens,
+            "attention" => Balance::Attention,
+            other => {
+                return Err(Failure::Core(Error::InvalidOption {
+                    name: "balance",
+                    message: format!("unknown cost '{other}'; expected 'tokens' or 'attention'"),
+                }))
+            }
+        };
+        Ok(self.inner.imbalance(&self.order(epoch)?, balance))
+    }
+
+    /// Materialise plan rows (-1: an empty row) from a store's arrays: `[B, L]` rows
+    /// (`padding_free=False`) or the padding-free `[T]` stream.
+    #[pyo3(signature = (rows, tokens, offsets, trained, labels, layout_options, padding_free))]
+    #[allow(clippy::too_many_arguments, reason = "the store's arrays travel with every call")]
+    fn materialize<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'py, i64>,
+        tokens: PyReadonlyArray1<'py, u32>,
+        offsets: PyReadonlyArray1<'py, i64>,
+        trained: PyReadonlyArray1<'py, u8>,
+        labels: Option<PyReadonlyArray1<'py, i32>>,
+        layout_options: &Bound<'py, PyAny>,
+        padding_free: bool,
+    ) -> Result<Bound<'py, PyDict>> {
+        let layout: LayoutOptions = options(layout_options)?;
+        let arrays = StoreArrays { tokens, offsets, trained, labels };
+        let sequences = arrays.sequences()?;
+        let count = self.inner.rows();
+        let rows = rows
+            .as_slice()
+            .map_err(PyErr::from)?
+            .iter()
+            .map(|&row| match row {
+                -1 => Ok(None),
+                row if (0..count as i64).contains(&row) => Ok(Some(row as u32)),
+                row => Err(Failure::Core(Error::InvalidOption {
+                    name: "rows",
+                    message: format!("row {row} is outside the plan's 0..{count} (and not -1, an empty row)"),
+                })),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let plan = self.inner.batch_plan(&rows);
+        let weights = match layout.loss_weights {
+            None | Some(LossWeighting::Token) => None,
+            Some(weighting) => {
+                let mut cached = self.weights.lock().map_err(|_| poisoned())?;
+                if cached.as_ref().is_none_or(|(w, _)| *w != weighting) {
+                    let computed = py.detach(|| source_weights(&sequences, &self.inner.plan.pieces, weighting));
+                    *cached = Some((weighting, Arc::new(computed)));
+                }
+                cached.as_ref().map(|(_, w)| w.clone())
+            }
+        };
+        let dict = PyDict::new(py);
+        let weights = weights.as_ref().map(|w| w.as_slice());
+        match (layout.dtype, padding_free) {
+            (IdDtype::Int64, false) => rows_dict::<i64>(py, &dict, &sequences, &plan, &layout, weights)?,
+            (IdDtype::Int32, false) => rows_dict::<i32>(py, &dict, &sequences, &plan, &layout, weights)?,
+            (IdDtype::Int64, true) => flat_dict::<i64>(py, &dict, &sequences, &plan, &layout, weights)?,
+            (IdDtype::Int32, true) => flat_dict::<i32>(py, &dict, &sequences, &plan, &layout, weights)?,
+        }
+        Ok(dict)
+    }
+}
+
+fn rows_dict<O: TokenOut + numpy::Element>(
+    py: Python<'_>,
+    dict: &Bound<'_, PyDict>,
+    sequences: &Sequences<'_, u32>,
+    plan: &seqpack_core::pack::Plan,
+    layout: &LayoutOptions,
+    weights: Option<&[f32]>,
+) -> Result<()> {
+    let packed = py.detach(|| materialize_with::<u32, O>(sequences, plan, layout, weights))?;
+    let shape = [packed.rows, packed.max_length];
+    dict.set_item("input_ids", packed.input_ids.into_pyarray(py).reshape(shape)?)?;
+    dict.set_item("labels", packed.labels.into_pyarray(py).reshape(shape)?)?;
+    dict.set_item("position_ids", packed.position_ids.into_pyarray(py).reshape(shape)?)?;
+    dict.set_item("segment_ids", packed.segment_ids.into_pyarray(py).reshape(shape)?)?;
+    if let Some(weights) = packed.loss_weights {
+        dict.set_item("loss_weights", weights.into_pyarray(py).reshape(shape)?)?;
+    }
+    dict.set_item("cu_seqlens", packed.cu_seqlens.into_pyarray(py))?;
+    dict.set_item("seq_lens", packed.seq_lens.into_pyarray(py))?;
+    dict.set_item("source_index", packed.source_index.into_pyarray(py))?;
+    dict.set_item("max_seqlen", packed.max_seqlen)?;
+    Ok(())
+}
+
+fn flat_dict<O: TokenOut + numpy::Element>(
+    py: Python<'_>,
+    dict: &Bound<'_, PyDict>,
+    sequences: &Sequences<'_, u32>,
+    plan: &seqpack_core::pack::Plan,
+    layout: &LayoutOptions,
+    weights: Option<&[f32]>,
+) -> Result<()> {
+    let flat = py.detach(|| materialize_flat::<u32, O>(sequences, plan, layout, weights))?;
+    dict.set_item("input_ids", flat.input_ids.into_pyarray(py))?;
+    dict.set_item("labels", flat.labels.into_pyarray(py))?;
+    dict.set_item("position_ids", flat.position_ids.into_pyarray(py))?;
+    if let Some(weights) = flat.loss_weights {
+        dict.set_item("loss_weights", weights.into_pyarray(py))?;
+    }
+    dict.set_item("cu_seqlens", flat.cu_seqlens.into_pyarray(py))?;
+    dict.set_item("max_seqlen", flat.max_seqlen)?;
+    let source_index: Vec<i64> = plan.pieces.iter().map(|p| p.source_index as i64).collect();
+    dict.set_item("source_index", source_index.into_pyarray(py))?;
+    Ok(())
+}
