@@ -409,6 +409,13 @@ class PackedRows(Dataset[dict[str, torch.Tensor]]):
         As for :class:`PackedLoader`.
     loss_weights, pad_id, dtype
         As for :class:`PackedLoader`.
+    pad_rows_to_multiple_of
+        Add empty rows (no token, no loss) at the end until the number of rows is a multiple of
+        this (e.g. ``world_size × batch rows``), so a distributed sampler that evens out ranks
+        repeats no real row.
+    trim_padding
+        Give each row's real tokens only (no padding, no ``segment_ids``): what a trainer
+        that drops keys its model does not name (Hugging Face's) still collates right.
     """
 
     def __init__(
@@ -423,7 +430,15 @@ class PackedRows(Dataset[dict[str, torch.Tensor]]):
         loss_weights: Literal["token", "sequence"] | None = None,
         pad_id: int = 0,
         dtype: Literal["int64", "int32"] = "int64",
+        pad_rows_to_multiple_of: int = 1,
+        trim_padding: bool = False,
     ) -> None:
+        self.trim_padding = _normalise.flag("trim_padding", trim_padding)
+        multiple = _normalise.integer("pad_rows_to_multiple_of", pad_rows_to_multiple_of)
+        if multiple < 1:
+            raise InvalidOptionError(
+                f"option pad_rows_to_multiple_of: must be at least 1, got {multiple}"
+            )
         loader = PackedLoader(
             store, max_length=max_length, batch_rows=1, strategy=strategy, overlong=overlong,
             truncate_keep=truncate_keep, max_seqs_per_row=max_seqs_per_row,
@@ -432,53 +447,104 @@ class PackedRows(Dataset[dict[str, torch.Tensor]]):
         self._plan = loader._plan
         self.stats = loader.stats
         self.events = loader.events
+        self.rows = int(self._plan.native.rows)
+        """Rows of the plan (the rows past them are empty padding rows)."""
+        self._length = -(-self.rows // multiple) * multiple
 
     def __len__(self) -> int:
-        return int(self._plan.native.rows)
+        return self._length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"row {index} is outside 0..{len(self) - 1}")
-        raw = self._plan.materialize(np.array([index % len(self)], dtype=np.int64), False)
-        return {
-            name: torch.from_numpy(raw[name][0])
-            for name in ("input_ids", "labels", "position_ids", "segment_ids", "loss_weights")
-            if name in raw
-        }
+        row = index % len(self)
+        raw = self._plan.materialize(
+            np.array([row if row < self.rows else -1], dtype=np.int64), False
+        )
+        names = ["input_ids", "labels", "position_ids", "loss_weights"]
+        if not self.trim_padding:
+            return {
+                name: torch.from_numpy(raw[name][0])
+                for name in [*names, "segment_ids"]
+                if name in raw
+            }
+        real = int(np.count_nonzero(raw["segment_ids"][0]))  # real tokens lead every row
+        return {name: torch.from_numpy(raw[name][0, :real].copy()) for name in names if name in raw}
 
 
-def collate_rows(rows: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
-    """Stack rows of :class:`PackedRows` into a ``[B, L]`` batch safe for ``model(**batch)``."""
-    batch: dict[str, Any] = {name: torch.stack([row[name] for row in rows]) for name in rows[0]}
-    batch["use_cache"] = False
-    batch["num_items_in_batch"] = max(1, int((batch["labels"] != -100).sum()))
-    return batch
+class CollateRows:
+    """Stack rows of :class:`PackedRows` into a ``[B, L]`` batch safe for ``model(**batch)``.
+    Rows without padding (``trim_padding=True``, or a trainer that dropped ``segment_ids``)
+    are padded to the longest with ``pad_id``, label -100 and positions from 0.
+
+    Parameters
+    ----------
+    pad_id
+        Token id written on the padding this collator adds.
+    """
+
+    def __init__(self, pad_id: int = 0) -> None:
+        self.pad_id = _normalise.integer("pad_id", pad_id)
+
+    def __call__(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        width = max(len(row["input_ids"]) for row in rows)
+        fill = {"input_ids": self.pad_id, "labels": -100, "segment_ids": 0, "loss_weights": 0}
+        batch: dict[str, Any] = {}
+        for name in rows[0]:
+            padded = []
+            for row in rows:
+                value = row[name]
+                extra = width - len(value)
+                if name == "position_ids":
+                    tail = torch.arange(extra, dtype=value.dtype)
+                else:
+                    tail = torch.full((extra,), fill.get(name, 0), dtype=value.dtype)
+                padded.append(torch.cat([value, tail]))
+            batch[name] = torch.stack(padded)
+        batch["use_cache"] = False
+        batch["num_items_in_batch"] = max(1, int((batch["labels"] != -100).sum()))
+        return batch
 
 
-def collate_padding_free(rows: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+class CollatePaddingFree:
     """Rows of :class:`PackedRows` as one padding-free ``[1, T]`` batch (real tokens only,
-    with ``cu_seq_lens_q/k`` and ``max_length_q/k``), safe for ``model(**batch)``."""
-    keep = torch.cat([row["segment_ids"] > 0 for row in rows])
-    flat = {
-        name: torch.cat([row[name] for row in rows])[keep]
-        for name in rows[0]
-        if name != "segment_ids"
-    }
-    if not bool(keep.any()):  # only padding rows: one untrained token, so the step runs
-        flat = {
-            name: torch.cat([row[name] for row in rows])[:1]
-            for name in rows[0]
-            if name != "segment_ids"
-        }
-        flat["labels"] = torch.full_like(flat["labels"], -100)
-        if "loss_weights" in flat:
-            flat["loss_weights"] = torch.zeros_like(flat["loss_weights"])
-    starts = torch.nonzero(flat["position_ids"] == 0).flatten()
-    lengths = torch.diff(torch.cat([starts, torch.tensor([len(flat["position_ids"])])]))
-    cu = torch.cat([torch.zeros(1, dtype=torch.int32), torch.cumsum(lengths, 0).to(torch.int32)])
-    longest = int(lengths.max())
-    batch: dict[str, Any] = {name: value.unsqueeze(0) for name, value in flat.items()}
-    batch.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
-    batch["use_cache"] = False
-    batch["num_items_in_batch"] = max(1, int((batch["labels"] != -100).sum()))
-    return batch
+    with ``cu_seq_lens_q/k`` and ``max_length_q/k``), safe for ``model(**batch)``. Works on
+    rows with ``segment_ids`` (their padding is dropped) or trimmed rows.
+
+    Parameters
+    ----------
+    pad_id
+        Token id of the one untrained token a batch of only padding rows becomes.
+    """
+
+    def __init__(self, pad_id: int = 0) -> None:
+        self.pad_id = _normalise.integer("pad_id", pad_id)
+
+    def __call__(self, rows: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+        names = [name for name in rows[0] if name != "segment_ids"]
+        if "segment_ids" in rows[0]:
+            keep = torch.cat([row["segment_ids"] > 0 for row in rows])
+        else:
+            keep = torch.ones(sum(len(row["input_ids"]) for row in rows), dtype=torch.bool)
+        flat = {name: torch.cat([row[name] for row in rows])[keep] for name in names}
+        if not len(flat["input_ids"]):  # only padding rows: one untrained token, so the step runs
+            flat = {name: torch.zeros(1, dtype=flat[name].dtype) for name in names}
+            flat["input_ids"] += self.pad_id
+            flat["labels"] -= 100
+        starts = torch.nonzero(flat["position_ids"] == 0).flatten()
+        lengths = torch.diff(torch.cat([starts, torch.tensor([len(flat["position_ids"])])]))
+        cu = torch.cat(
+            [torch.zeros(1, dtype=torch.int32), torch.cumsum(lengths, 0).to(torch.int32)]
+        )
+        longest = int(lengths.max())
+        batch: dict[str, Any] = {name: value.unsqueeze(0) for name, value in flat.items()}
+        batch.update(cu_seq_lens_q=cu, cu_seq_lens_k=cu, max_length_q=longest, max_length_k=longest)
+        batch["use_cache"] = False
+        batch["num_items_in_batch"] = max(1, int((batch["labels"] != -100).sum()))
+        return batch
+
+
+collate_rows = CollateRows()
+"""A :class:`CollateRows` with ``pad_id=0``."""
+collate_padding_free = CollatePaddingFree()
+"""A :class:`CollatePaddingFree` with ``pad_id=0``."""
