@@ -93,7 +93,7 @@ class TokenStore:
         m = self.manifest
         return (
             f"<TokenStore {self.path}: {m['samples']:,} samples, {m['tokens']:,} tokens from "
-            f"{m['records']:,} {m['kind']} records>"
+            f"{m['records']:,} records ({m['kind']})>"
         )
 
     @property
