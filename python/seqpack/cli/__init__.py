@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens per sample, for chat records (default: %(default)s)",
     )  # fmt: skip
     store.add_argument(
-        "--chunk-size", type=_positive, default=4096,
+        "--chunk-size", type=_positive, default=16384,
         help="records per chunk; memory follows it (default: %(default)s)",
     )  # fmt: skip
     store.add_argument("--overwrite", action="store_true", help="replace an existing store")

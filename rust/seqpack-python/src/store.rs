@@ -8,10 +8,11 @@ use crate::errors::{Failure, Result};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use seqpack_core::conversation::{encode_records, read_record_chunks, EncodeOptions, RawRecord};
+use seqpack_core::conversation::{EncodeOptions, RawRecord};
 use seqpack_core::pack::layout::TokenIn;
 use seqpack_core::store::format::{check, check_offsets};
 use seqpack_core::store::writer::{Chunk, StoreWriter};
+use seqpack_core::store::{encode_file_into, encode_into};
 use seqpack_core::Error;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -23,7 +24,7 @@ pub struct NativeStoreWriter {
     inner: Mutex<Option<StoreWriter>>,
 }
 
-/// Counts of what one call appended.
+/// Counts of what one call appended: (records, samples).
 type Appended = (usize, usize);
 
 impl NativeStoreWriter {
@@ -45,29 +46,6 @@ fn append_chunk<T: TokenIn>(writer: &NativeStoreWriter, py: Python<'_>, chunk: &
         w.add_records(chunk.sample_record.len() as u64);
         Ok(chunk.sample_record.len())
     })
-}
-
-/// Encode a chunk of records and append its samples and reports.
-fn encode_and_append(
-    writer: &mut StoreWriter,
-    records: Vec<RawRecord>,
-    tokenizer: &NativeTokenizer,
-    template: &NativeTemplate,
-    encode_options: &EncodeOptions,
-) -> seqpack_core::Result<Appended> {
-    let count = records.len();
-    let encoded = encode_records(records, template.inner(), tokenizer.inner(), encode_options)?;
-    let flat = &encoded.flat;
-    writer.append(&Chunk {
-        tokens: &flat.tokens,
-        offsets: &flat.offsets,
-        labels: Some(&flat.labels),
-        sample_record: &flat.sample_record,
-        sample_window: &flat.sample_window,
-    })?;
-    writer.append_reports(&encoded.reports)?;
-    writer.add_records(count as u64);
-    Ok((count, flat.sample_record.len()))
 }
 
 #[pymethods]
@@ -123,7 +101,7 @@ impl NativeStoreWriter {
         let encode_options: EncodeOptions = options(encode_options)?;
         let raw: Vec<RawRecord> =
             records.iter().enumerate().map(|(k, object)| raw_record(first_record + k, &object)).collect();
-        py.detach(|| self.with(|w| encode_and_append(w, raw, tokenizer, template, &encode_options)))
+        py.detach(|| self.with(|w| encode_into(w, raw, template.inner(), tokenizer.inner(), &encode_options)))
     }
 
     /// Read a `.json` / `.jsonl` file in chunks of `chunk_size` records, encode and append each
@@ -147,23 +125,27 @@ impl NativeStoreWriter {
         let mut python_error: Option<PyErr> = None;
         let outcome = py.detach(|| {
             self.with(|writer| {
-                let mut totals = (0, 0);
-                read_record_chunks(std::path::Path::new(path), chunk_size, first_record, &mut |chunk| {
-                    let (records, samples) = encode_and_append(writer, chunk, tokenizer, template, &encode_options)?;
-                    totals = (totals.0 + records, totals.1 + samples);
-                    if let Some(callback) = &progress {
-                        let called = Python::attach(|py| {
-                            py.check_signals()?;
-                            callback.call1(py, (first_record + totals.0,)).map(drop)
-                        });
-                        if let Err(error) = called {
-                            python_error = Some(error);
-                            return Err(Error::Io { path: path.into(), message: "stopped".into() });
-                        }
-                    }
-                    Ok(())
-                })?;
-                Ok(totals)
+                let mut progress_error = |records: usize| -> seqpack_core::Result<()> {
+                    let Some(callback) = &progress else { return Ok(()) };
+                    let called = Python::attach(|py| {
+                        py.check_signals()?;
+                        callback.call1(py, (records,)).map(drop)
+                    });
+                    called.map_err(|error| {
+                        python_error = Some(error);
+                        Error::Io { path: path.into(), message: "stopped".into() }
+                    })
+                };
+                encode_file_into(
+                    writer,
+                    std::path::Path::new(path),
+                    first_record,
+                    chunk_size,
+                    template.inner(),
+                    tokenizer.inner(),
+                    &encode_options,
+                    &mut progress_error,
+                )
             })
         });
         match (outcome, python_error) {

@@ -17,7 +17,9 @@
 //! manifest against the files' sizes before anything is read.
 
 pub mod format;
+pub mod ingest;
 pub mod writer;
 
 pub use format::{check, Manifest, FORMAT, VERSION};
+pub use ingest::{encode_file_into, encode_into};
 pub use writer::StoreWriter;
