@@ -11,7 +11,8 @@ measurement runs in a fresh process so its peak RSS (VmHWM) is its own:
 The store's peak must not grow with the dataset; its throughput is compared with in-memory
 encoding on the same file.
 
-  .venv/bin/python benches/bench_store.py --sizes 100000,500000,2000000 --memory-sizes 100000,500000,1000000
+  .venv/bin/python benches/bench_store.py --sizes 100000,500000,2000000 \
+      --memory-sizes 100000,500000,1000000
 """
 
 from __future__ import annotations
