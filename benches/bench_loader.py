@@ -1,0 +1,375 @@
+"""The training loader side by side with the alternatives, on the same token data.
+
+Sequences have SFT-like lognormal lengths (median 350, 8..4096 tokens); each measurement runs
+in its own process:
+
+  first batch     a fresh PackedLoader on a 1M-sequence store: open, plan, first batch
+  resume          load_state_dict at step 100,000 of that loader, then its next batch
+  plan            planning 10M lengths at L=4096 (time and peak memory per sequence), against
+                  seqpacker's best fit on the same lengths
+  throughput      tokens/s delivered to the loop by PackedLoader (rows and padding-free, 0 and
+                  2 workers), against a numpy copy of the same batch bytes, torchtune's
+                  PackedDataset + padded_collate_packed, and TRL's pack_dataset + transformers'
+                  DataCollatorWithFlattening (their setup, the packing itself, timed apart)
+
+  .venv/bin/python benches/bench_loader.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+L = 4096
+BATCH_ROWS = 8
+
+
+def lengths_for(count: int, seed: int = 1234) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.clip(rng.lognormal(mean=np.log(350), sigma=1.0, size=count), 8, L).astype(np.int64)
+
+
+def sequences_for(count: int) -> tuple[np.ndarray, np.ndarray]:
+    lengths = lengths_for(count)
+    offsets = np.zeros(count + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    tokens = np.random.default_rng(99).integers(0, 32000, size=int(offsets[-1]), dtype=np.int32)
+    return tokens, offsets
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def build_store(folder: Path, count: int) -> Path:
+    import seqpack
+
+    path = folder / f"store-{count}"
+    if not (path / "manifest.json").exists():
+        tokens, offsets = sequences_for(count)
+        step = 100_000
+
+        def chunks() -> Any:
+            for start in range(0, count, step):
+                stop = min(start + step, count)
+                for i in range(start, stop):
+                    yield tokens[offsets[i] : offsets[i + 1]]
+
+        seqpack.store.write(path, chunks(), chunk_size=65536, overwrite=True)
+    return path
+
+
+def batch_tokens(batch: dict[str, Any]) -> int:
+    if "cu_seq_lens_q" in batch:
+        return int(batch["cu_seq_lens_q"][-1])
+    if "segment_ids" in batch:
+        return int((batch["segment_ids"] > 0).sum())
+    return int(batch["input_ids"].numel())
+
+
+def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
+    import seqpack.torch as sptorch
+
+    store_path = Path(folder) / f"store-{count}"
+    if kind == "first_batch":
+        start = time.perf_counter()
+        loader = sptorch.PackedLoader(store_path, max_length=L, batch_rows=BATCH_ROWS)
+        next(iter(loader))
+        return {"seconds": time.perf_counter() - start, "steps": len(loader)}
+    if kind == "resume":
+        loader = sptorch.PackedLoader(store_path, max_length=L, batch_rows=1)
+        state = {**loader.state_dict(), "step": int(extra)}
+        start = time.perf_counter()
+        loader.load_state_dict(state)
+        next(iter(loader))
+        return {"seconds": time.perf_counter() - start, "steps": len(loader)}
+    if kind == "plan":
+        lengths = lengths_for(count).astype(np.uint32)
+        if extra == "seqpack":
+            plan_options = {
+                "max_length": L,
+                "strategy": "bfd",
+                "max_seqs_per_row": None,
+                "overlong": "error",
+                "truncate_keep": "head",
+                "pad_rows_to_multiple_of": 1,
+                "seed": None,
+            }
+            options = {
+                "plan": plan_options,
+                "batch_rows": 8,
+                "batch_tokens": None,
+                "world_size": 1,
+                "seed": 0,
+                "remainder": "pad",
+                "balance": None,
+            }
+            from seqpack import _seqpack
+
+            before = rss()
+            start = time.perf_counter()
+            schedule = _seqpack.NativeSchedule(lengths, options)
+            seconds = time.perf_counter() - start
+            return {
+                "seconds": seconds,
+                "rows": schedule.rows,
+                "peak": peak_rss() - before,
+                "count": count,
+            }
+        import seqpacker
+
+        as_int64 = lengths.astype(np.int64)
+        packer = seqpacker.Packer(L, "bfd")
+        before = rss()
+        start = time.perf_counter()
+        _items, split_points = packer.pack_flat(as_int64)
+        seconds = time.perf_counter() - start
+        return {
+            "seconds": seconds,
+            "rows": len(split_points) + 1,
+            "peak": peak_rss() - before,
+            "count": count,
+        }
+    if kind == "seqpack":
+        fmt, workers = extra.split(":")
+        loader = sptorch.PackedLoader(
+            store_path,
+            max_length=L,
+            batch_rows=BATCH_ROWS,
+            format=cast(Any, fmt),
+            num_workers=int(workers),
+        )
+        batches = min(len(loader), 400)
+        tokens = 0
+        start = time.perf_counter()
+        for k, batch in enumerate(loader):
+            tokens += batch_tokens(batch)
+            if k + 1 == batches:
+                break
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "tokens": tokens, "batches": batches, "setup": 0.0}
+    if kind == "numpy-copy":
+        loader = sptorch.PackedLoader(store_path, max_length=L, batch_rows=BATCH_ROWS, format=extra)  # type: ignore[arg-type]
+        kept = [b for _, b in zip(range(min(len(loader), 400)), loader, strict=False)]
+        arrays = [v.numpy() for b in kept for v in b.values() if hasattr(v, "numpy")]
+        tokens = sum(batch_tokens(b) for b in kept)
+        start = time.perf_counter()
+        copies = [np.array(a, copy=True) for a in arrays]
+        seconds = time.perf_counter() - start
+        return {
+            "seconds": seconds,
+            "tokens": tokens,
+            "batches": len(kept),
+            "bytes": sum(c.nbytes for c in copies),
+            "setup": 0.0,
+        }
+    if kind == "torchtune":
+        import torch
+        from torchtune.data import padded_collate_packed
+        from torchtune.datasets import PackedDataset
+
+        tokens_all, offsets = sequences_for(count)
+        rows_in = [
+            {
+                "tokens": tokens_all[offsets[i] : offsets[i + 1]].tolist(),
+                "labels": tokens_all[offsets[i] : offsets[i + 1]].tolist(),
+            }
+            for i in range(count)
+        ]
+        start = time.perf_counter()
+        packed = PackedDataset(rows_in, max_seq_len=L, split_across_pack=False)
+        setup = time.perf_counter() - start
+        torch_loader = torch.utils.data.DataLoader(
+            packed, batch_size=BATCH_ROWS, collate_fn=padded_collate_packed
+        )
+        tokens = 0
+        start = time.perf_counter()
+        batches = 0
+        for batch in torch_loader:
+            tokens += int((batch["labels"] != -100).sum()) + int(
+                batch["seq_lens"].numel() if "seq_lens" in batch else 0
+            )
+            batches += 1
+            if batches == 400:
+                break
+        seconds = time.perf_counter() - start
+        real = sum(
+            int(min(batch_tokens({"input_ids": b["tokens"]}), L))
+            for b in [packed[i] for i in range(min(len(packed), batches * BATCH_ROWS))]
+        )
+        return {"seconds": seconds, "tokens": real, "batches": batches, "setup": setup}
+    if kind == "trl":
+        import datasets
+        import pyarrow as pa
+        import torch
+        from datasets.table import InMemoryTable
+        from transformers import DataCollatorWithFlattening
+        from trl import pack_dataset
+
+        datasets.disable_progress_bars()
+        tokens_all, offsets = sequences_for(count)
+        column = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(tokens_all))
+        dataset = datasets.Dataset(InMemoryTable(pa.table({"input_ids": column})))
+        start = time.perf_counter()
+        packed = pack_dataset(
+            dataset, seq_length=L, strategy="bfd", map_kwargs={"batch_size": len(dataset)}
+        )
+        setup = time.perf_counter() - start
+        collator = DataCollatorWithFlattening(return_flash_attn_kwargs=True)
+        torch_loader = torch.utils.data.DataLoader(
+            packed.with_format("python"), batch_size=BATCH_ROWS, collate_fn=collator
+        )
+        tokens = 0
+        batches = 0
+        start = time.perf_counter()
+        for batch in torch_loader:
+            tokens += int(batch["input_ids"].numel())
+            batches += 1
+            if batches == 400:
+                break
+        seconds = time.perf_counter() - start
+        return {"seconds": seconds, "tokens": tokens, "batches": batches, "setup": setup}
+    raise ValueError(kind)
+
+
+def run(kind: str, folder: Path, count: int, extra: str = "") -> dict[str, Any] | None:
+    done = subprocess.run(
+        [sys.executable, __file__, "--worker", kind, str(folder), str(count), extra],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        why = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode
+        print(f"[{kind} {extra} failed: {why}]")
+        return None
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def table(titles: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in [titles, *rows]) for i in range(len(titles))]
+
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)) + " |"
+
+    return "\n".join(
+        [line(titles), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        print(
+            json.dumps(
+                work(
+                    sys.argv[2],
+                    sys.argv[3],
+                    int(sys.argv[4]),
+                    sys.argv[5] if len(sys.argv) > 5 else "",
+                )
+            )
+        )
+        return
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--folder", default=None)
+    parser.add_argument("--sequences", type=int, default=1_000_000, help="the large store")
+    parser.add_argument(
+        "--compare", type=int, default=100_000, help="sequences for the throughput table"
+    )
+    parser.add_argument("--plan", type=int, default=10_000_000)
+    args = parser.parse_args()
+    folder = Path(args.folder or tempfile.mkdtemp(prefix="seqpack-bench-loader-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    print(
+        f"seqpack loader benchmark — {os.cpu_count()} cores; lognormal lengths (median 350), "
+        f"L={L}, {BATCH_ROWS} rows per batch\n"
+    )
+    build_store(folder, args.sequences)
+    build_store(folder, args.compare)
+
+    first = run("first_batch", folder, args.sequences)
+    resume = run("resume", folder, args.sequences, "100000")
+    if first:
+        print(
+            f"time to the first batch on a {args.sequences:,}-sequence store (open + plan + "
+            f"batch): {first['seconds'] * 1000:,.0f} ms"
+        )
+    if resume:
+        print(
+            f"resume at step 100,000 of {resume['steps']:,} (load_state_dict + next batch): "
+            f"{resume['seconds'] * 1000:,.1f} ms"
+        )
+    plans = [
+        ("seqpack schedule (bfd)", run("plan", folder, args.plan, "seqpack")),
+        ("seqpacker bfd", run("plan", folder, args.plan, "seqpacker")),
+    ]
+    print(f"\nPlan {args.plan:,} lengths at L={L}:\n")
+    plan_rows = [
+        [
+            name,
+            f"{r['seconds'] * 1000:,.0f} ms",
+            f"{r['rows']:,}",
+            f"{r['peak'] / 2**20:,.0f} MiB",
+            f"{r['peak'] / r['count']:.1f} B",
+        ]
+        for name, r in plans
+        if r
+    ]
+    print(table(["method", "time", "rows", "peak memory", "per sequence"], plan_rows))
+
+    rows = []
+    ours = []
+    for fmt in ("rows", "padding_free"):
+        for workers in (0, 2):
+            r = run("seqpack", folder, args.compare, f"{fmt}:{workers}")
+            if r:
+                ours.append(r["tokens"] / r["seconds"])
+                rows.append(
+                    [
+                        f"seqpack PackedLoader {fmt}, {workers} workers",
+                        f"{r['setup']:.1f} s",
+                        f"{r['tokens'] / r['seconds'] / 1e6:,.1f} M",
+                    ]
+                )
+    for fmt in ("rows", "padding_free"):
+        r = run("numpy-copy", folder, args.compare, fmt)
+        if r:
+            rows.append(
+                [
+                    f"numpy copy of the same batch bytes ({fmt})",
+                    "-",
+                    f"{r['tokens'] / r['seconds'] / 1e6:,.1f} M",
+                ]
+            )
+    for kind, name in (
+        ("torchtune", "torchtune PackedDataset + padded_collate_packed"),
+        ("trl", "TRL pack_dataset + DataCollatorWithFlattening"),
+    ):
+        r = run(kind, folder, args.compare)
+        if r:
+            rows.append([name, f"{r['setup']:.1f} s", f"{r['tokens'] / r['seconds'] / 1e6:,.2f} M"])
+    print(
+        f"\nTokens delivered to the loop, {args.compare:,} sequences (up to 400 batches; setup = "
+        "packing before the first batch):\n"
+    )
+    print(table(["loader", "setup", "tokens/s"], rows))
+
+
+if __name__ == "__main__":
+    main()
