@@ -85,6 +85,29 @@ def batch_tokens(batch: dict[str, Any]) -> int:
     return int(batch["input_ids"].numel())
 
 
+BATCHES = 400
+
+
+def drain(loader: Any, setup: float, real: Any = None) -> dict[str, Any]:
+    """Up to BATCHES batches of ``loader``: the first one's latency, then the steady rate of the
+    rest (tokens are real tokens, padding excluded)."""
+    count_tokens = real or batch_tokens
+    start = time.perf_counter()
+    iterator = iter(loader)
+    next(iterator)
+    first = time.perf_counter() - start
+    tokens = 0
+    batches = 0
+    start = time.perf_counter()
+    for batch in iterator:
+        tokens += count_tokens(batch)
+        batches += 1
+        if batches == BATCHES - 1:
+            break
+    seconds = time.perf_counter() - start
+    return {"setup": setup, "first": first, "seconds": seconds, "tokens": tokens}
+
+
 def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
     import seqpack.torch as sptorch
 
@@ -149,38 +172,33 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
             "count": count,
         }
     if kind == "seqpack":
-        fmt, workers = extra.split(":")
+        fmt, workers, worker_type = extra.split(":")
+        start = time.perf_counter()
         loader = sptorch.PackedLoader(
             store_path,
             max_length=L,
             batch_rows=BATCH_ROWS,
             format=cast(Any, fmt),
             num_workers=int(workers),
+            worker_type=cast(Any, worker_type),
         )
-        batches = min(len(loader), 400)
-        tokens = 0
-        start = time.perf_counter()
-        for k, batch in enumerate(loader):
-            tokens += batch_tokens(batch)
-            if k + 1 == batches:
-                break
-        seconds = time.perf_counter() - start
-        return {"seconds": seconds, "tokens": tokens, "batches": batches, "setup": 0.0}
+        setup = time.perf_counter() - start
+        return drain(loader, setup)
     if kind == "numpy-copy":
         loader = sptorch.PackedLoader(store_path, max_length=L, batch_rows=BATCH_ROWS, format=extra)  # type: ignore[arg-type]
-        kept = [b for _, b in zip(range(min(len(loader), 400)), loader, strict=False)]
-        arrays = [v.numpy() for b in kept for v in b.values() if hasattr(v, "numpy")]
-        tokens = sum(batch_tokens(b) for b in kept)
+        kept = [b for _, b in zip(range(min(len(loader), BATCHES)), loader, strict=False)]
+        arrays = [[v.numpy() for v in b.values() if hasattr(v, "numpy")] for b in kept]
+        tokens = sum(batch_tokens(b) for b in kept[1:])
+        # What a loop that copies each batch and lets it go pays: copy, use, free.
+        copied = 0
         start = time.perf_counter()
-        copies = [np.array(a, copy=True) for a in arrays]
+        for batch_arrays in arrays[1:]:
+            copies = [np.array(a, copy=True) for a in batch_arrays]
+            copied += sum(c.nbytes for c in copies)
+            del copies
         seconds = time.perf_counter() - start
-        return {
-            "seconds": seconds,
-            "tokens": tokens,
-            "batches": len(kept),
-            "bytes": sum(c.nbytes for c in copies),
-            "setup": 0.0,
-        }
+        return {"setup": 0.0, "first": 0.0, "seconds": seconds, "tokens": tokens, "bytes": copied}
+    workers = int(extra or 0)
     if kind == "torchtune":
         import torch
         from torchtune.data import padded_collate_packed
@@ -196,26 +214,11 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
         ]
         start = time.perf_counter()
         packed = PackedDataset(rows_in, max_seq_len=L, split_across_pack=False)
-        setup = time.perf_counter() - start
         torch_loader = torch.utils.data.DataLoader(
-            packed, batch_size=BATCH_ROWS, collate_fn=padded_collate_packed
+            packed, batch_size=BATCH_ROWS, collate_fn=padded_collate_packed, num_workers=workers
         )
-        tokens = 0
-        start = time.perf_counter()
-        batches = 0
-        for batch in torch_loader:
-            tokens += int((batch["labels"] != -100).sum()) + int(
-                batch["seq_lens"].numel() if "seq_lens" in batch else 0
-            )
-            batches += 1
-            if batches == 400:
-                break
-        seconds = time.perf_counter() - start
-        real = sum(
-            int(min(batch_tokens({"input_ids": b["tokens"]}), L))
-            for b in [packed[i] for i in range(min(len(packed), batches * BATCH_ROWS))]
-        )
-        return {"seconds": seconds, "tokens": real, "batches": batches, "setup": setup}
+        setup = time.perf_counter() - start
+        return drain(torch_loader, setup, real=lambda b: int((b["tokens"] != 0).sum()))
     if kind == "trl":
         import datasets
         import pyarrow as pa
@@ -232,21 +235,13 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
         packed = pack_dataset(
             dataset, seq_length=L, strategy="bfd", map_kwargs={"batch_size": len(dataset)}
         )
-        setup = time.perf_counter() - start
         collator = DataCollatorWithFlattening(return_flash_attn_kwargs=True)
         torch_loader = torch.utils.data.DataLoader(
-            packed.with_format("python"), batch_size=BATCH_ROWS, collate_fn=collator
-        )
-        tokens = 0
-        batches = 0
-        start = time.perf_counter()
-        for batch in torch_loader:
-            tokens += int(batch["input_ids"].numel())
-            batches += 1
-            if batches == 400:
-                break
-        seconds = time.perf_counter() - start
-        return {"seconds": seconds, "tokens": tokens, "batches": batches, "setup": setup}
+            packed.with_format("python"), batch_size=BATCH_ROWS, collate_fn=collator,
+            num_workers=workers,
+        )  # fmt: skip
+        setup = time.perf_counter() - start
+        return drain(torch_loader, setup)
     raise ValueError(kind)
 
 
@@ -334,41 +329,49 @@ def main() -> None:
     print(table(["method", "time", "rows", "peak memory", "per sequence"], plan_rows))
 
     rows = []
-    ours = []
+    ours: dict[str, float] = {}
+
+    def add(name: str, r: dict[str, Any] | None) -> float:
+        if not r:
+            return 0.0
+        rate = r["tokens"] / r["seconds"]
+        rows.append(
+            [name, f"{r['setup']:.2f} s", f"{r['first'] * 1000:,.1f} ms", f"{rate / 1e6:,.2f} M"]
+        )
+        return rate
+
     for fmt in ("rows", "padding_free"):
-        for workers in (0, 2):
-            r = run("seqpack", folder, args.compare, f"{fmt}:{workers}")
-            if r:
-                ours.append(r["tokens"] / r["seconds"])
-                rows.append(
-                    [
-                        f"seqpack PackedLoader {fmt}, {workers} workers",
-                        f"{r['setup']:.1f} s",
-                        f"{r['tokens'] / r['seconds'] / 1e6:,.1f} M",
-                    ]
-                )
-    for fmt in ("rows", "padding_free"):
-        r = run("numpy-copy", folder, args.compare, fmt)
-        if r:
-            rows.append(
-                [
-                    f"numpy copy of the same batch bytes ({fmt})",
-                    "-",
-                    f"{r['tokens'] / r['seconds'] / 1e6:,.1f} M",
-                ]
+        for workers, worker_type in ((0, "thread"), (2, "thread"), (2, "process")):
+            label = f"seqpack {fmt}, {workers} workers" + (f" ({worker_type}s)" if workers else "")
+            ours[label] = add(
+                label, run("seqpack", folder, args.compare, f"{fmt}:{workers}:{worker_type}")
             )
+    copies = {
+        fmt: add(f"numpy copy, same batches ({fmt})", run("numpy-copy", folder, args.compare, fmt))
+        for fmt in ("rows", "padding_free")
+    }
+    theirs: dict[str, float] = {}
     for kind, name in (
         ("torchtune", "torchtune PackedDataset + padded_collate_packed"),
         ("trl", "TRL pack_dataset + DataCollatorWithFlattening"),
     ):
-        r = run(kind, folder, args.compare)
-        if r:
-            rows.append([name, f"{r['setup']:.1f} s", f"{r['tokens'] / r['seconds'] / 1e6:,.2f} M"])
+        for workers in (0, 2):
+            label = f"{name}, {workers} workers"
+            theirs[label] = add(label, run(kind, folder, args.compare, str(workers)))
     print(
-        f"\nTokens delivered to the loop, {args.compare:,} sequences (up to 400 batches; setup = "
-        "packing before the first batch):\n"
+        f"\nTokens delivered to the loop, {args.compare:,} sequences, {BATCHES} batches of "
+        f"{BATCH_ROWS} rows: setup (packing, loader), the first batch, then the steady rate of "
+        "the rest in real tokens per second:\n"
     )
-    print(table(["loader", "setup", "tokens/s"], rows))
+    print(table(["loader", "setup", "first batch", "tokens/s"], rows))
+    print()
+    for label, rate in ours.items():
+        fmt = "padding_free" if "padding_free" in label else "rows"
+        workers = label.split(", ")[1].split(" ")[0]
+        rivals = [r for name, r in theirs.items() if name.endswith(f", {workers} workers") and r]
+        versus = ", ".join(f"{rate / r:,.1f}x" for r in rivals)
+        share = f"{rate / copies[fmt]:.0%}" if copies.get(fmt) else "-"
+        print(f"{label}: {share} of a numpy copy; vs torchtune, TRL at {workers} workers: {versus}")
 
 
 if __name__ == "__main__":

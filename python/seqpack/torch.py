@@ -1,8 +1,8 @@
 """Training loaders over a token store: :class:`PackedLoader` hands each rank its micro-batches
 of packed rows, epoch after epoch, materialised per batch in Rust from the memory-mapped store
-(in the worker processes when ``num_workers > 0``), never the whole dataset; it resumes from any
-step in O(1). :class:`PackedRows` is the same rows as a map-style dataset for code that brings
-its own ``DataLoader``.
+(ahead, in worker threads or processes, when ``num_workers > 0``), never the whole dataset; it
+resumes from any step in O(1). :class:`PackedRows` is the same rows as a map-style dataset for
+code that brings its own ``DataLoader``.
 
 Every batch is safe to pass as ``model(**batch)`` to a Hugging Face causal LM: there is no 2-D
 ``attention_mask`` (which a model reads as a padding mask and which would let packed sequences
@@ -22,9 +22,12 @@ over the batch's trained tokens, and 0, not NaN, for a batch of padding rows.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
@@ -40,6 +43,7 @@ from seqpack.store import TokenStore
 
 Format = Literal["rows", "padding_free"]
 Mask = Literal["sdpa", "eager", "flex"]
+WorkerType = Literal["thread", "process"]
 
 STATE_VERSION = 1
 
@@ -184,7 +188,13 @@ class PackedLoader:
         ``"padding_free"``: one ``[1, T]`` row of real tokens with ``cu_seq_lens_q/k`` and
         ``max_length_q/k`` (Hugging Face's FlashAttention-2 / packed-sequence arguments).
     num_workers
-        Processes that materialise batches ahead (a torch ``DataLoader``); 0: in this process.
+        Batches materialised ahead, in parallel; 0: each one when it is asked for.
+    worker_type
+        ``"thread"`` (the default): threads of this process; the Rust materialisation runs
+        without the GIL and the batch is handed over without a copy. ``"process"``: a torch
+        ``DataLoader``'s worker processes, which copy every batch through shared memory
+        (measured at ~5 ms per 1 MB batch on 2 cores, ten times the materialisation itself);
+        for loops whose own Python work holds the GIL.
     pin_memory
         Pin batches for asynchronous copies to a GPU.
     remainder
@@ -203,7 +213,7 @@ class PackedLoader:
         As for :func:`seqpack.pack` (``loss_weights="sequence"`` weighs each sample by its
         trained tokens over the whole plan).
     prefetch_factor
-        Batches each worker prepares ahead (``num_workers > 0``).
+        Batches each worker prepares ahead (``num_workers > 0``; default 2).
     """
 
     def __init__(
@@ -218,6 +228,7 @@ class PackedLoader:
         seed: int = 0,
         format: Format = "rows",
         num_workers: int = 0,
+        worker_type: WorkerType = "thread",
         pin_memory: bool = False,
         remainder: Literal["pad", "drop"] = "pad",
         balance: Literal["tokens", "attention"] | None = None,
@@ -239,6 +250,10 @@ class PackedLoader:
         if mask not in (None, "sdpa", "eager", "flex"):
             raise InvalidOptionError(
                 f"option mask: expected None, 'sdpa', 'eager' or 'flex', got {mask!r}"
+            )
+        if worker_type not in ("thread", "process"):
+            raise InvalidOptionError(
+                f"option worker_type: expected 'thread' or 'process', got {worker_type!r}"
             )
         if mask is not None and format == "padding_free":
             raise InvalidOptionError(
@@ -278,8 +293,17 @@ class PackedLoader:
         self.format: Format = format
         self.mask: Mask | None = mask
         self.num_workers = _normalise.integer("num_workers", num_workers)
+        if self.num_workers < 0:
+            raise InvalidOptionError(f"option num_workers: must be >= 0, got {num_workers}")
+        self.worker_type: WorkerType = worker_type
         self.pin_memory = _normalise.flag("pin_memory", pin_memory)
-        self.prefetch_factor = prefetch_factor
+        self.prefetch_factor = (
+            None
+            if prefetch_factor is None
+            else _normalise.integer("prefetch_factor", prefetch_factor)
+        )
+        if self.prefetch_factor is not None and self.prefetch_factor < 1:
+            raise InvalidOptionError(f"option prefetch_factor: must be >= 1, got {prefetch_factor}")
         report = native.report()
         self.events: list[Event] = events_from_native(report["events"])
         self.stats = PackStats.from_native(report["stats"], self.events)
@@ -376,10 +400,14 @@ class PackedLoader:
             self._step = 0
         steps = _Steps(self._plan, self._epoch, self.rank, self.format == "padding_free", self.mask)
         indices = range(self._step, len(self))
+        source: Iterable[dict[str, Any]]
         if self.num_workers == 0:
-            source: Any = (steps[i] for i in indices)
+            source = (steps[i] for i in indices)
             if self.pin_memory:
                 source = (_pin(batch) for batch in source)
+        elif self.worker_type == "thread":
+            ahead = self.num_workers * (self.prefetch_factor or 2)
+            source = _in_threads(steps, indices, self.num_workers, ahead, self.pin_memory)
         else:
             source = torch.utils.data.DataLoader(
                 steps, batch_size=None, sampler=indices, num_workers=self.num_workers,  # type: ignore[arg-type]
@@ -392,6 +420,31 @@ class PackedLoader:
         if self._step >= len(self):
             self._epoch += 1
             self._step = 0
+
+
+def _in_threads(
+    steps: _Steps, indices: range, workers: int, ahead: int, pin: bool
+) -> Iterator[dict[str, Any]]:
+    """The batches of ``indices``, in order, materialised up to ``ahead`` at a time by
+    ``workers`` threads. Leaving the loop early cancels what was not started."""
+
+    def build(step: int) -> dict[str, Any]:
+        batch = steps[step]
+        return _pin(batch) if pin else batch
+
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="seqpack-loader")
+    pending: deque[Future[dict[str, Any]]] = deque()
+    remaining = iter(indices)
+    try:
+        pending.extend(pool.submit(build, step) for step in itertools.islice(remaining, ahead))
+        while pending:
+            batch = pending.popleft().result()
+            pending.extend(pool.submit(build, step) for step in itertools.islice(remaining, 1))
+            yield batch
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
 
 
 def _pin(batch: dict[str, Any]) -> dict[str, Any]:

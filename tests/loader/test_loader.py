@@ -139,10 +139,12 @@ def test_workers_do_not_change_the_batches(tmp_path_factory):
     store = make_store(tmp_path_factory, [(i * 7) % 45 + 1 for i in range(300)])
     for fmt in ("rows", "padding_free"):
         streams = []
-        for workers in (0, 1, 3):
+        modes = [(0, "thread"), (1, "thread"), (3, "thread"), (1, "process"), (3, "process")]
+        for workers, kind in modes:
             loader = sptorch.PackedLoader(
-                store, max_length=64, batch_rows=3, format=fmt, num_workers=workers, seed=1
-            )
+                store, max_length=64, batch_rows=3, format=fmt, num_workers=workers,
+                worker_type=kind, seed=1,
+            )  # fmt: skip
             streams.append([digest(b) for b in loader])
             # Interrupting mid-epoch with workers running counts what was yielded, not prefetched.
             loader.set_epoch(0)
@@ -150,7 +152,7 @@ def test_workers_do_not_change_the_batches(tmp_path_factory):
             for _ in range(5):
                 next(iterator)
             assert loader.state_dict()["step"] == 5
-        assert streams[0] == streams[1] == streams[2]
+        assert all(stream == streams[0] for stream in streams)
 
 
 def test_global_steps_hold_the_same_rows_for_any_world_size(tmp_path_factory):
@@ -214,6 +216,9 @@ def test_states_for_other_stores_or_options_are_refused(tmp_path_factory):
             "option mask: the padding-free format has no mask",
         ),
         ({"max_length": 4}, "sequence 1 has 5 tokens, more than max_length=4"),
+        ({"worker_type": "fiber"}, "option worker_type: expected 'thread' or 'process'"),
+        ({"num_workers": -1}, "option num_workers: must be >= 0, got -1"),
+        ({"prefetch_factor": 0}, "option prefetch_factor: must be >= 1, got 0"),
     ],
 )
 def test_bad_options_name_themselves(tmp_path_factory, kwargs, message):
@@ -240,3 +245,17 @@ def test_packed_rows_with_a_plain_dataloader(tmp_path_factory):
         assert sorted(tokens) == sorted(
             1000 * (i + 1) + k for i, n in enumerate(lengths) for k in range(n)
         )
+
+
+def test_leaving_a_threaded_loop_early_stops_its_threads(tmp_path_factory):
+    import threading
+
+    store = make_store(tmp_path_factory, [(i * 5) % 31 + 1 for i in range(400)])
+    loader = sptorch.PackedLoader(store, max_length=32, batch_rows=2, num_workers=3)
+    iterator = iter(loader)
+    first = [next(iterator) for _ in range(3)]
+    iterator.close()  # what `break` does to the generator
+    alive = [t for t in threading.enumerate() if t.name.startswith("seqpack-loader")]
+    assert alive == []
+    assert loader.state_dict()["step"] == 3
+    assert len(first) == 3

@@ -1,4 +1,5 @@
-//! Time the planner alone, without Python: `cargo run --release --example plan_timing`.
+//! Time the planner alone, without Python: `cargo run --release --example plan_timing [count]`
+//! (default 10M lengths).
 //! (The side-by-side benchmark is `benches/bench_pack.py`; this isolates the core.)
 
 use seqpack_core::pack::{plan, PlanOptions, Strategy};
@@ -13,10 +14,11 @@ fn main() {
         state ^= state << 17;
         (state >> 11) as f64 / (1u64 << 53) as f64
     };
-    let lengths: Vec<usize> = (0..1_000_000)
+    let count: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
+    let lengths: Vec<u32> = (0..count)
         .map(|_| {
             let normal = (-2.0 * uniform().max(1e-12).ln()).sqrt() * (std::f64::consts::TAU * uniform()).cos();
-            ((350f64.ln() + normal).exp().clamp(8.0, 4096.0)) as usize
+            ((350f64.ln() + normal).exp().clamp(8.0, 4096.0)) as u32
         })
         .collect();
     for strategy in [Strategy::BestFitDecreasing, Strategy::FirstFitDecreasing, Strategy::Sequential, Strategy::Wrapped]

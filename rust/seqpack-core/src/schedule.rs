@@ -129,7 +129,7 @@ pub struct Schedule {
 
 impl Schedule {
     /// Plan the rows of sequences of the given lengths, once for every epoch.
-    pub fn new(lengths: &[usize], options: ScheduleOptions) -> Result<Self> {
+    pub fn new(lengths: &[u32], options: ScheduleOptions) -> Result<Self> {
         let plan = plan(lengths, &options.plan)?;
         if plan.num_rows() > u32::MAX as usize {
             return Err(invalid("max_length", "the plan has more than 2^32 rows; use a longer max_length"));
@@ -208,8 +208,8 @@ impl Schedule {
                 .row(row as usize)
                 .iter()
                 .map(|p| match balance {
-                    Balance::Tokens => p.seq_len as u64,
-                    Balance::Attention => (p.seq_len as u64).pow(2),
+                    Balance::Tokens => u64::from(p.seq_len),
+                    Balance::Attention => u64::from(p.seq_len).pow(2),
                 })
                 .sum()
         })
@@ -301,7 +301,7 @@ mod tests {
     proptest! {
         #[test]
         fn every_row_once_per_epoch_equal_batches_on_every_rank(
-            lengths in prop::collection::vec(1usize..64, 1..300),
+            lengths in prop::collection::vec(1u32..64, 1..300),
             rows_per_batch in 1usize..5,
             world in 1usize..5,
             drop in any::<bool>(),
@@ -338,7 +338,7 @@ mod tests {
 
         #[test]
         fn a_step_holds_the_same_rows_for_any_world_size_with_the_same_global_batch(
-            lengths in prop::collection::vec(1usize..64, 1..300),
+            lengths in prop::collection::vec(1u32..64, 1..300),
             epoch in 0u64..3,
         ) {
             // Global batch of 8 rows: 8 ranks x 1, 4 x 2, 2 x 4, 1 x 8.
@@ -363,7 +363,7 @@ mod tests {
 
     #[test]
     fn epochs_differ_and_repeat() {
-        let lengths: Vec<usize> = (1..200).map(|n| n % 60 + 1).collect();
+        let lengths: Vec<u32> = (1..200).map(|n| n % 60 + 1).collect();
         let schedule = Schedule::new(&lengths, options(2, 2, Remainder::Pad, None)).unwrap();
         assert_eq!(schedule.epoch_order(1), schedule.epoch_order(1));
         assert_ne!(schedule.epoch_order(0), schedule.epoch_order(1));
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn balancing_never_makes_a_step_worse() {
-        let lengths: Vec<usize> = (0..500).map(|n| (n * 37) % 63 + 1).collect();
+        let lengths: Vec<u32> = (0..500).map(|n| (n * 37) % 63 + 1).collect();
         let schedule = Schedule::new(&lengths, options(3, 4, Remainder::Pad, Some(Balance::Attention))).unwrap();
         let (plain, balanced) = schedule.imbalance(&schedule.epoch_order(0), Balance::Attention);
         assert!(balanced <= plain && balanced >= 1.0, "{plain} {balanced}");

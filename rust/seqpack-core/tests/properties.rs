@@ -65,27 +65,27 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(400))]
 
     #[test]
-    fn every_token_is_packed_once_or_reported(lengths in prop::collection::vec(1usize..700, 1..120), options in options()) {
+    fn every_token_is_packed_once_or_reported(lengths in prop::collection::vec(1u32..700, 1..120), options in options()) {
         let plan = plan(&lengths, &options).unwrap();
         let stats = plan.stats();
         // Rows never overflow, and the segment limit holds.
         for row in 0..plan.num_rows() {
             let pieces = plan.row(row);
-            prop_assert!(pieces.iter().map(|p| p.seq_len).sum::<usize>() <= options.max_length);
+            prop_assert!(pieces.iter().map(Piece::len).sum::<usize>() <= options.max_length);
             if let Some(limit) = options.max_seqs_per_row { prop_assert!(pieces.len() <= limit); }
         }
         prop_assert!(stats.rows as u64 >= stats.lower_bound_rows);
         prop_assert_eq!(stats.rows % options.pad_rows_to_multiple_of, 0);
         // Per source: pieces are disjoint, in order, and together with the report cover it.
         let mut by_source: Vec<Vec<Piece>> = vec![Vec::new(); lengths.len()];
-        for piece in &plan.pieces { by_source[piece.source_index].push(*piece); }
+        for piece in &plan.pieces { by_source[piece.source()].push(*piece); }
         for (source, pieces) in by_source.iter_mut().enumerate() {
             pieces.sort_by_key(|p| p.chunk_index);
-            let packed: usize = pieces.iter().map(|p| p.seq_len).sum();
+            let packed: usize = pieces.iter().map(Piece::len).sum();
             let removed: usize = plan.events.iter().filter(|e| e.source_index == source).map(|e| e.tokens_removed).sum();
-            prop_assert_eq!(packed + removed, lengths[source], "source {}", source);
+            prop_assert_eq!(packed + removed, lengths[source] as usize, "source {}", source);
             for (chunk, piece) in pieces.iter().enumerate() {
-                prop_assert_eq!(piece.chunk_index, chunk);
+                prop_assert_eq!(piece.chunk_index as usize, chunk);
                 prop_assert!(piece.seq_len >= 1 && piece.source_start + piece.seq_len <= lengths[source]);
             }
             for pair in pieces.windows(2) {
@@ -96,39 +96,40 @@ proptest! {
     }
 
     #[test]
-    fn best_fit_matches_the_naive_reference(lengths in prop::collection::vec(1usize..200, 1..150), max_length in 200usize..400) {
+    fn best_fit_matches_the_naive_reference(lengths in prop::collection::vec(1u32..200, 1..150), max_length in 200usize..400) {
         // Without a segment limit rows of equal room are interchangeable, so any best fit gives
         // the same row count. (With a limit, ties between rows of equal room but different
         // segment counts make equally valid best fits differ.)
         let plan = plan(&lengths, &PlanOptions::new(max_length)).unwrap();
-        prop_assert_eq!(plan.num_rows(), naive_best_fit_rows(&lengths, max_length, usize::MAX));
+        let as_usize: Vec<usize> = lengths.iter().map(|&n| n as usize).collect();
+        prop_assert_eq!(plan.num_rows(), naive_best_fit_rows(&as_usize, max_length, usize::MAX));
     }
 
     #[test]
-    fn sequential_and_wrapped_keep_input_order(lengths in prop::collection::vec(1usize..500, 1..80), max_length in 1usize..300, wrapped in any::<bool>()) {
+    fn sequential_and_wrapped_keep_input_order(lengths in prop::collection::vec(1u32..500, 1..80), max_length in 1usize..300, wrapped in any::<bool>()) {
         let mut options = PlanOptions::new(max_length);
         options.strategy = if wrapped { PackStrategy::Wrapped } else { PackStrategy::Sequential };
         options.overlong = Overlong::Split;
         let plan = plan(&lengths, &options).unwrap();
-        let order: Vec<(usize, usize)> = plan.pieces.iter().map(|p| (p.source_index, p.chunk_index)).collect();
+        let order: Vec<(u32, u32)> = plan.pieces.iter().map(|p| (p.source_index, p.chunk_index)).collect();
         let mut sorted = order.clone();
         sorted.sort_unstable();
         prop_assert_eq!(order, sorted);
         if wrapped {
             // Every row but the last is full.
             for row in 0..plan.num_rows().saturating_sub(1) {
-                prop_assert_eq!(plan.row(row).iter().map(|p| p.seq_len).sum::<usize>(), max_length);
+                prop_assert_eq!(plan.row(row).iter().map(Piece::len).sum::<usize>(), max_length);
             }
         }
     }
 
     #[test]
-    fn layout_agrees_with_the_plan(lengths in prop::collection::vec(1usize..90, 1..40), options in options(), with_labels in any::<bool>(), weighting in prop::option::of(prop_oneof![Just(LossWeighting::Token), Just(LossWeighting::Sequence)])) {
-        let total: usize = lengths.iter().sum();
+    fn layout_agrees_with_the_plan(lengths in prop::collection::vec(1u32..90, 1..40), options in options(), with_labels in any::<bool>(), weighting in prop::option::of(prop_oneof![Just(LossWeighting::Token), Just(LossWeighting::Sequence)])) {
+        let total: usize = lengths.iter().map(|&n| n as usize).sum();
         let tokens: Vec<i64> = (0..total as i64).map(|t| t * 7 + 3).collect();
         let labels: Vec<i64> = tokens.iter().map(|&t| if t % 3 == 0 { IGNORE_INDEX } else { t }).collect();
         let mut offsets = vec![0i64];
-        for &n in &lengths { offsets.push(offsets.last().unwrap() + n as i64); }
+        for &n in &lengths { offsets.push(offsets.last().unwrap() + i64::from(n)); }
         let sequences = Sequences::new(&tokens, &offsets, if with_labels { Labels::Given(&labels) } else { Labels::Tokens }).unwrap();
         let plan = plan(&lengths, &options).unwrap();
         let layout = LayoutOptions { pad_id: 5, loss_weights: weighting, ..LayoutOptions::default() };
@@ -141,8 +142,8 @@ proptest! {
             prop_assert_eq!(packed.row_offsets[row + 1] - packed.row_offsets[row], plan.row(row).len() as i64);
             let mut at = row * width;
             for (slot, piece) in plan.row(row).iter().enumerate() {
-                let begin = offsets[piece.source_index] as usize + piece.source_start;
-                for k in 0..piece.seq_len {
+                let begin = offsets[piece.source()] as usize + piece.start();
+                for k in 0..piece.len() {
                     prop_assert_eq!(packed.input_ids[at + k], tokens[begin + k]);
                     prop_assert_eq!(packed.position_ids[at + k], k as i64);
                     prop_assert_eq!(packed.segment_ids[at + k], slot as i32 + 1);
@@ -151,11 +152,11 @@ proptest! {
                 }
                 prop_assert_eq!(packed.cu_seqlens[segment + 1] - packed.cu_seqlens[segment], piece.seq_len as i32);
                 prop_assert_eq!(packed.seq_lens[segment], piece.seq_len as i32);
-                prop_assert_eq!(packed.source_index[segment], piece.source_index as i64);
-                prop_assert_eq!(packed.chunk_index[segment], piece.chunk_index as i64);
-                prop_assert_eq!(packed.source_start[segment], piece.source_start as i64);
+                prop_assert_eq!(packed.source_index[segment], i64::from(piece.source_index));
+                prop_assert_eq!(packed.chunk_index[segment], i64::from(piece.chunk_index));
+                prop_assert_eq!(packed.source_start[segment], i64::from(piece.source_start));
                 segment += 1;
-                at += piece.seq_len;
+                at += piece.len();
             }
             for cell in at..(row + 1) * width {
                 prop_assert_eq!(packed.input_ids[cell], 5);
@@ -180,11 +181,11 @@ proptest! {
     }
 
     #[test]
-    fn same_bytes_for_any_thread_count(lengths in prop::collection::vec(1usize..300, 1..200), seed in any::<u64>()) {
-        let total: usize = lengths.iter().sum();
+    fn same_bytes_for_any_thread_count(lengths in prop::collection::vec(1u32..300, 1..200), seed in any::<u64>()) {
+        let total: usize = lengths.iter().map(|&n| n as usize).sum();
         let tokens: Vec<i32> = (0..total as i32).collect();
         let mut offsets = vec![0i64];
-        for &n in &lengths { offsets.push(offsets.last().unwrap() + n as i64); }
+        for &n in &lengths { offsets.push(offsets.last().unwrap() + i64::from(n)); }
         let sequences = Sequences::new(&tokens, &offsets, Labels::Tokens).unwrap();
         let mut options = PlanOptions::new(512);
         options.seed = Some(seed);
@@ -258,4 +259,26 @@ fn best_fit_packs_a_known_case_tightly() {
     let mut options = PlanOptions::new(10);
     options.strategy = PackStrategy::Sequential;
     assert_eq!(plan(&lengths, &options).unwrap().num_rows(), 5);
+}
+
+#[test]
+fn a_plan_large_enough_to_allocate_on_a_second_thread_is_still_whole() {
+    // Above a million pieces the output is allocated while pieces are placed; every sequence
+    // must still be packed once, rows within max_length, in the same order as a sequential
+    // plan of the same rows would have them.
+    let lengths: Vec<u32> = (0..1_100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 20) % 500 + 1).collect();
+    let plan = plan(&lengths, &PlanOptions::new(1024)).unwrap();
+    let mut seen = vec![false; lengths.len()];
+    for row in 0..plan.num_rows() {
+        let pieces = plan.row(row);
+        assert!(pieces.iter().map(Piece::len).sum::<usize>() <= 1024);
+        // Best fit places longest first, and a row keeps placement order.
+        assert!(pieces.windows(2).all(|pair| pair[0].seq_len >= pair[1].seq_len));
+        for piece in pieces {
+            assert!(!seen[piece.source()], "sequence {} packed twice", piece.source_index);
+            seen[piece.source()] = true;
+            assert_eq!(piece.seq_len, lengths[piece.source()]);
+        }
+    }
+    assert!(seen.iter().all(|&s| s));
 }

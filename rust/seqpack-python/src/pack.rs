@@ -104,7 +104,7 @@ impl Input<'_> {
     fn run<I: TokenIn, O: TokenOut>(&self, tokens: &[I]) -> seqpack_core::Result<(Plan, Packed<O>)> {
         let labels = self.labels.map_or(Labels::Tokens, Labels::Given);
         let sequences = Sequences::new(tokens, self.offsets, labels)?;
-        let plan = plan(&sequences.lengths(), self.plan_options)?;
+        let plan = plan(&sequences.lengths()?, self.plan_options)?;
         let packed = materialize(&sequences, &plan, self.layout)?;
         Ok((plan, packed))
     }

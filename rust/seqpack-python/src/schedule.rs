@@ -70,10 +70,7 @@ impl NativeSchedule {
     fn new(py: Python<'_>, lengths: PyReadonlyArray1<'_, u32>, schedule_options: &Bound<'_, PyAny>) -> Result<Self> {
         let schedule_options: ScheduleOptions = options(schedule_options)?;
         let lengths = lengths.as_slice().map_err(PyErr::from)?;
-        let inner = py.detach(|| {
-            let lengths: Vec<usize> = lengths.iter().map(|&n| n as usize).collect();
-            Schedule::new(&lengths, schedule_options)
-        })?;
+        let inner = py.detach(|| Schedule::new(lengths, schedule_options))?;
         Ok(Self { inner, order: Mutex::new(None), weights: Mutex::new(None) })
     }
 
@@ -126,7 +123,7 @@ impl NativeSchedule {
                 message: format!("the plan has {} rows, got {row}", self.inner.rows()),
             }));
         }
-        let samples: Vec<i64> = self.inner.plan.row(row).iter().map(|p| p.source_index as i64).collect();
+        let samples: Vec<i64> = self.inner.plan.row(row).iter().map(|p| i64::from(p.source_index)).collect();
         Ok(samples.into_pyarray(py).into_any())
     }
 
@@ -242,7 +239,7 @@ fn flat_dict<O: TokenOut + numpy::Element>(
     }
     dict.set_item("cu_seqlens", flat.cu_seqlens.into_pyarray(py))?;
     dict.set_item("max_seqlen", flat.max_seqlen)?;
-    let source_index: Vec<i64> = plan.pieces.iter().map(|p| p.source_index as i64).collect();
+    let source_index: Vec<i64> = plan.pieces.iter().map(|p| i64::from(p.source_index)).collect();
     dict.set_item("source_index", source_index.into_pyarray(py))?;
     Ok(())
 }

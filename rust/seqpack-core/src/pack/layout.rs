@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::labels::IGNORE_INDEX;
 use crate::pack::options::{LayoutOptions, LossWeighting};
-use crate::pack::plan::{Piece, Plan};
+use crate::pack::plan::{checked_length, Piece, Plan};
 use rayon::prelude::*;
 
 /// Below these sizes (a training micro-batch) the work stays on the calling thread: it is too
@@ -121,13 +121,14 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
         self.len() == 0
     }
 
-    pub fn lengths(&self) -> Vec<usize> {
-        self.offsets.windows(2).map(|w| (w[1] - w[0]) as usize).collect()
+    /// Every sequence's length, checked to fit a plan.
+    pub fn lengths(&self) -> Result<Vec<u32>> {
+        self.offsets.windows(2).enumerate().map(|(index, w)| checked_length(index, w[1] - w[0])).collect()
     }
 
     /// Flat index of the first token of `piece`.
     fn start_of(&self, piece: &Piece) -> usize {
-        self.offsets[piece.source_index] as usize + piece.source_start
+        self.offsets[piece.source()] as usize + piece.start()
     }
 
     /// Every token a plan writes must be a valid id for the output dtype, every label -100
@@ -142,10 +143,10 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
         }
         let problem = |piece: &Piece| -> Option<Error> {
             let start = self.start_of(piece);
-            for k in 0..piece.seq_len {
+            for k in 0..piece.len() {
                 let value: i64 = self.tokens[start + k].into();
-                let position = piece.source_start + k;
-                let index = piece.source_index;
+                let position = piece.start() + k;
+                let index = piece.source();
                 if value < 0 {
                     return Some(Error::InvalidToken { index, position, value, problem: "negative" });
                 }
@@ -165,7 +166,7 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
             }
             None
         };
-        let found = |piece: &Piece| problem(piece).map(|e| (piece.source_index, piece.source_start, e));
+        let found = |piece: &Piece| problem(piece).map(|e| (piece.source(), piece.start(), e));
         let lowest = |a: &(usize, usize, Error), b: &(usize, usize, Error)| (a.0, a.1).cmp(&(b.0, b.1));
         let worst = if pieces.len() < PARALLEL_PIECES {
             pieces.iter().filter_map(found).min_by(lowest)
@@ -272,8 +273,8 @@ pub fn materialize_with<I: TokenIn, O: TokenOut>(
     }
 
     let columns = plan.columns();
-    let seq_lens = plan.pieces.iter().map(|p| p.seq_len as i32).collect();
-    let max_seqlen = plan.pieces.iter().map(|p| p.seq_len).max().unwrap_or(0);
+    let seq_lens = plan.pieces.iter().map(|p| p.seq_len as i32).collect(); // at most MAX_MAX_LENGTH
+    let max_seqlen = plan.pieces.iter().map(Piece::len).max().unwrap_or(0);
     Ok(Packed {
         rows,
         max_length: width,
@@ -294,7 +295,7 @@ pub fn materialize_with<I: TokenIn, O: TokenOut>(
 
 /// `cu_seqlens`: cumulative segment lengths over the padding-free stream, as int32.
 fn segment_boundaries(plan: &Plan) -> Result<Vec<i32>> {
-    let total: u64 = plan.pieces.iter().map(|p| p.seq_len as u64).sum();
+    let total: u64 = plan.pieces.iter().map(|p| u64::from(p.seq_len)).sum();
     let limit = i32::MAX as u64;
     if total > limit {
         return Err(Error::TooManyTokens { tokens: total, limit });
@@ -303,7 +304,7 @@ fn segment_boundaries(plan: &Plan) -> Result<Vec<i32>> {
     let mut running = 0i32;
     boundaries.push(0);
     for piece in &plan.pieces {
-        running += piece.seq_len as i32;
+        running += piece.seq_len as i32; // the total fits, checked above
         boundaries.push(running);
     }
     Ok(boundaries)
@@ -313,7 +314,7 @@ fn segment_boundaries(plan: &Plan) -> Result<Vec<i32>> {
 /// sequence predicts) whose label is not ignored.
 fn trained_in_piece<I: TokenIn>(sequences: &Sequences<'_, I>, piece: &Piece) -> usize {
     let start = sequences.start_of(piece);
-    (1..piece.seq_len)
+    (1..piece.len())
         .filter(|&k| sequences.labels.at(start + k, sequences.tokens[start + k].into()) != IGNORE_INDEX)
         .count()
 }
@@ -329,7 +330,7 @@ pub fn source_weights<I: TokenIn>(
         LossWeighting::Sequence => {
             let mut trained = vec![0usize; sequences.len()];
             for piece in pieces {
-                trained[piece.source_index] += trained_in_piece(sequences, piece);
+                trained[piece.source()] += trained_in_piece(sequences, piece);
             }
             trained.iter().map(|&n| if n == 0 { 0.0 } else { 1.0 / n as f32 }).collect()
         }
@@ -346,16 +347,16 @@ fn fill_row<I: TokenIn, O: TokenOut>(
     let RowOut { input_ids, labels, position_ids, segment_ids, mut loss_weights } = out;
     let mut at = 0;
     for (slot, piece) in pieces.iter().enumerate() {
-        let span = at..at + piece.seq_len;
+        let span = at..at + piece.len();
         let start = sequences.start_of(piece);
-        let tokens = &sequences.tokens[start..start + piece.seq_len];
+        let tokens = &sequences.tokens[start..start + piece.len()];
         for (cell, &token) in input_ids[span.clone()].iter_mut().zip(tokens) {
             // Validated above: every token fits `O`.
             *cell = O::try_from(token.into()).unwrap_or_default();
         }
         let row_labels = &mut labels[span.clone()];
         match sequences.labels {
-            Labels::Given(given) => row_labels.copy_from_slice(&given[start..start + piece.seq_len]),
+            Labels::Given(given) => row_labels.copy_from_slice(&given[start..start + piece.len()]),
             other => {
                 for (k, (cell, &token)) in row_labels.iter_mut().zip(tokens).enumerate() {
                     *cell = other.at(start + k, token.into());
@@ -370,7 +371,7 @@ fn fill_row<I: TokenIn, O: TokenOut>(
         }
         segment_ids[span.clone()].fill(slot as i32 + 1);
         if let (Some(weights), Some(per_source)) = (loss_weights.as_deref_mut(), weight_of_source) {
-            let weight = per_source[piece.source_index];
+            let weight = per_source[piece.source()];
             for (cell, &label) in weights[span.clone()].iter_mut().zip(row_labels.iter()) {
                 *cell = if label == IGNORE_INDEX { 0.0 } else { weight };
             }
@@ -427,8 +428,8 @@ pub fn materialize_flat<I: TokenIn, O: TokenOut>(
     let mut loss_weights = options.loss_weights.map(|_| Vec::with_capacity(total));
     for piece in &plan.pieces {
         let start = sequences.start_of(piece);
-        let weight = weight_of_source.map_or(1.0, |w| w[piece.source_index]);
-        for k in 0..piece.seq_len {
+        let weight = weight_of_source.map_or(1.0, |w| w[piece.source()]);
+        for k in 0..piece.len() {
             let token: i64 = sequences.tokens[start + k].into();
             // Validated above: every token fits `O`.
             input_ids.push(O::try_from(token).unwrap_or_default());
@@ -440,6 +441,6 @@ pub fn materialize_flat<I: TokenIn, O: TokenOut>(
             }
         }
     }
-    let max_seqlen = plan.pieces.iter().map(|p| p.seq_len).max().unwrap_or(0);
+    let max_seqlen = plan.pieces.iter().map(Piece::len).max().unwrap_or(0);
     Ok(FlatBatch { input_ids, labels, position_ids, loss_weights, cu_seqlens, max_seqlen })
 }
