@@ -198,7 +198,7 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
             del copies
         seconds = time.perf_counter() - start
         return {"setup": 0.0, "first": 0.0, "seconds": seconds, "tokens": tokens, "bytes": copied}
-    workers = int(extra or 0)
+    loader_workers = int(extra or 0)
     if kind == "torchtune":
         import torch
         from torchtune.data import padded_collate_packed
@@ -215,7 +215,10 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
         start = time.perf_counter()
         packed = PackedDataset(rows_in, max_seq_len=L, split_across_pack=False)
         torch_loader = torch.utils.data.DataLoader(
-            packed, batch_size=BATCH_ROWS, collate_fn=padded_collate_packed, num_workers=workers
+            packed,
+            batch_size=BATCH_ROWS,
+            collate_fn=padded_collate_packed,
+            num_workers=loader_workers,
         )
         setup = time.perf_counter() - start
         return drain(torch_loader, setup, real=lambda b: int((b["tokens"] != 0).sum()))
@@ -238,7 +241,7 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
         collator = DataCollatorWithFlattening(return_flash_attn_kwargs=True)
         torch_loader = torch.utils.data.DataLoader(
             packed.with_format("python"), batch_size=BATCH_ROWS, collate_fn=collator,
-            num_workers=workers,
+            num_workers=loader_workers,
         )  # fmt: skip
         setup = time.perf_counter() - start
         return drain(torch_loader, setup)
@@ -367,11 +370,11 @@ def main() -> None:
     print()
     for label, rate in ours.items():
         fmt = "padding_free" if "padding_free" in label else "rows"
-        workers = label.split(", ")[1].split(" ")[0]
-        rivals = [r for name, r in theirs.items() if name.endswith(f", {workers} workers") and r]
+        used = label.split(", ")[1].split(" ")[0]
+        rivals = [r for name, r in theirs.items() if name.endswith(f", {used} workers") and r]
         versus = ", ".join(f"{rate / r:,.1f}x" for r in rivals)
         share = f"{rate / copies[fmt]:.0%}" if copies.get(fmt) else "-"
-        print(f"{label}: {share} of a numpy copy; vs torchtune, TRL at {workers} workers: {versus}")
+        print(f"{label}: {share} of a numpy copy; vs torchtune, TRL at {used} workers: {versus}")
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import itertools
 import json
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
@@ -393,7 +393,7 @@ class PackedLoader:
         self._epoch = _normalise.integer("epoch", state["epoch"])
         self._step = step
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Generator[dict[str, Any], None, None]:
         _warn_if_transformers_cannot_find_sequences()
         if self._step >= len(self):  # a finished epoch: the next one
             self._epoch += 1

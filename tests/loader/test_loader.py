@@ -139,7 +139,9 @@ def test_workers_do_not_change_the_batches(tmp_path_factory):
     store = make_store(tmp_path_factory, [(i * 7) % 45 + 1 for i in range(300)])
     for fmt in ("rows", "padding_free"):
         streams = []
-        modes = [(0, "thread"), (1, "thread"), (3, "thread"), (1, "process"), (3, "process")]
+        modes: list[tuple[int, sptorch.WorkerType]] = [
+            (0, "thread"), (1, "thread"), (3, "thread"), (1, "process"), (3, "process"),
+        ]  # fmt: skip
         for workers, kind in modes:
             loader = sptorch.PackedLoader(
                 store, max_length=64, batch_rows=3, format=fmt, num_workers=workers,
