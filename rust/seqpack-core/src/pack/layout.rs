@@ -16,20 +16,36 @@ const PARALLEL_ROWS: usize = 64;
 const PARALLEL_PIECES: usize = 4096;
 
 /// Token ids as they come in (int32 or int64 arrays, a store's uint32).
-pub trait TokenIn: Copy + Send + Sync + Into<i64> {}
-impl TokenIn for i32 {}
-impl TokenIn for i64 {}
-impl TokenIn for u32 {}
+pub trait TokenIn: Copy + Send + Sync + Into<i64> {
+    /// The range of values the type can hold.
+    const MIN: i64;
+    const MAX: i64;
+}
+impl TokenIn for i32 {
+    const MIN: i64 = i32::MIN as i64;
+    const MAX: i64 = i32::MAX as i64;
+}
+impl TokenIn for i64 {
+    const MIN: i64 = i64::MIN;
+    const MAX: i64 = i64::MAX;
+}
+impl TokenIn for u32 {
+    const MIN: i64 = 0;
+    const MAX: i64 = u32::MAX as i64;
+}
 
 /// Token ids as they go out (int64 by default, int32 on request).
 pub trait TokenOut: Copy + Send + Sync + Default + TryFrom<i64> {
     const NAME: &'static str;
+    const MAX: i64;
 }
 impl TokenOut for i32 {
     const NAME: &'static str = "int32";
+    const MAX: i64 = i32::MAX as i64;
 }
 impl TokenOut for i64 {
     const NAME: &'static str = "int64";
+    const MAX: i64 = i64::MAX;
 }
 
 /// Where the labels come from, aligned with the flat tokens.
@@ -140,6 +156,11 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
                 name: "pad_id",
                 message: format!("must be a token id >= 0 that fits {}, got {pad_id}", O::NAME),
             });
+        }
+        // A store's uint32 ids always fit int64 and are never negative, and labels made from
+        // the tokens (all of them, or a trained mask) are then valid too: nothing to look at.
+        if T::MIN >= 0 && T::MAX <= O::MAX && matches!(self.labels, Labels::Tokens | Labels::Trained(_)) {
+            return Ok(());
         }
         let problem = |piece: &Piece| -> Option<Error> {
             let start = self.start_of(piece);
@@ -357,6 +378,13 @@ fn fill_row<I: TokenIn, O: TokenOut>(
         let row_labels = &mut labels[span.clone()];
         match sequences.labels {
             Labels::Given(given) => row_labels.copy_from_slice(&given[start..start + piece.len()]),
+            // A store's trained mask, the common case: one loop without a match per token.
+            Labels::Trained(bits) => {
+                for (k, (cell, &token)) in row_labels.iter_mut().zip(tokens).enumerate() {
+                    let at = start + k;
+                    *cell = if (bits[at >> 3] >> (at & 7)) & 1 == 1 { token.into() } else { IGNORE_INDEX };
+                }
+            }
             other => {
                 for (k, (cell, &token)) in row_labels.iter_mut().zip(tokens).enumerate() {
                     *cell = other.at(start + k, token.into());
@@ -428,17 +456,20 @@ pub fn materialize_flat<I: TokenIn, O: TokenOut>(
     let mut loss_weights = options.loss_weights.map(|_| Vec::with_capacity(total));
     for piece in &plan.pieces {
         let start = sequences.start_of(piece);
-        let weight = weight_of_source.map_or(1.0, |w| w[piece.source()]);
-        for k in 0..piece.len() {
-            let token: i64 = sequences.tokens[start + k].into();
-            // Validated above: every token fits `O`.
-            input_ids.push(O::try_from(token).unwrap_or_default());
-            let label = if k == 0 { IGNORE_INDEX } else { sequences.labels.at(start + k, token) };
-            labels.push(label);
-            position_ids.push(k as i64);
-            if let Some(weights) = loss_weights.as_mut() {
-                weights.push(if label == IGNORE_INDEX { 0.0 } else { weight });
-            }
+        let tokens = &sequences.tokens[start..start + piece.len()];
+        // Validated above: every token fits `O`.
+        input_ids.extend(tokens.iter().map(|&token| O::try_from(token.into()).unwrap_or_default()));
+        let first = labels.len();
+        match sequences.labels {
+            Labels::Given(given) => labels.extend_from_slice(&given[start..start + piece.len()]),
+            other => labels.extend(tokens.iter().enumerate().map(|(k, &token)| other.at(start + k, token.into()))),
+        }
+        // The first token of a sequence is never a target.
+        labels[first] = IGNORE_INDEX;
+        position_ids.extend(0..piece.len() as i64);
+        if let Some(weights) = loss_weights.as_mut() {
+            let weight = weight_of_source.map_or(1.0, |w| w[piece.source()]);
+            weights.extend(labels[first..].iter().map(|&label| if label == IGNORE_INDEX { 0.0 } else { weight }));
         }
     }
     let max_seqlen = plan.pieces.iter().map(Piece::len).max().unwrap_or(0);
