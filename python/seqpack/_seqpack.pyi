@@ -47,6 +47,14 @@ class NativeTemplate:
     def render(
         self, record: Any, *, format: str = "auto", mapping: dict[str, Any] | None = None
     ) -> tuple[str, list[Span]]: ...
+    def render_text(
+        self,
+        record: Any,
+        *,
+        add_generation_prompt: bool = False,
+        format: str = "auto",
+        mapping: dict[str, Any] | None = None,
+    ) -> str: ...
     @staticmethod
     def normalise(
         record: Any, *, format: str = "auto", mapping: dict[str, Any] | None = None

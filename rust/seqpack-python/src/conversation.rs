@@ -115,6 +115,20 @@ impl NativeTemplate {
         Ok((rendered.text, spans))
     }
 
+    /// The text of one record, every message kept, without locating messages (as
+    /// `apply_chat_template(..., tokenize=False)` renders it).
+    #[pyo3(signature = (record, *, add_generation_prompt = false, format = "auto", mapping = None))]
+    fn render_text(
+        &self,
+        record: &Bound<'_, PyAny>,
+        add_generation_prompt: bool,
+        format: &str,
+        mapping: Option<&Bound<'_, PyAny>>,
+    ) -> Result<String> {
+        let conversation = parse_one(record, format, mapping)?;
+        Ok(self.inner.render_text(&conversation, add_generation_prompt)?)
+    }
+
     /// The record normalised, as `OpenAI` messages plus tools (what `apply_chat_template` takes).
     #[staticmethod]
     #[pyo3(signature = (record, *, format = "auto", mapping = None))]

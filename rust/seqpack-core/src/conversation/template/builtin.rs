@@ -247,7 +247,7 @@ pub(super) fn render_llama3(conversation: &Conversation, keep: &[usize]) -> Resu
         out.push(message.role.name());
         out.push("<|end_header_id|>\n\n");
         out.mark_body_start();
-        out.content(message.content.trim());
+        out.content(super::pystr::strip_space(&message.content));
         out.push("<|eot_id|>");
         out.mark_body_end();
     }

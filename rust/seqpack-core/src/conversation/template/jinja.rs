@@ -3,7 +3,7 @@
 //! record refused.
 
 use super::spans::{MessageSpan, Rendered};
-use super::tojson;
+use super::{pystr, tojson};
 use crate::conversation::records::{Conversation, Message, Role};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -34,7 +34,13 @@ impl JinjaTemplate {
     pub fn new(source: &str, end_of_turn: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let mut env = minijinja::Environment::new();
         env.set_fuel(Some(JINJA_FUEL));
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        // As transformers compiles every chat template: a block tag eats the newline after it
+        // and the spaces before it on its line.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        // Python's string semantics, not Rust's, for what templates call on strings.
+        env.set_unknown_method_callback(pystr::unknown_method_callback);
+        env.add_filter("trim", pystr::trim_filter);
         env.add_filter("tojson", tojson::tojson_filter);
         env.add_function("raise_exception", raise_exception);
         env.add_template_owned("chat", source.to_string())
@@ -85,6 +91,16 @@ impl JinjaTemplate {
             .get_template("chat")
             .and_then(|template| template.render(context))
             .map_err(|e| Error::Template { message: format!("the chat template raised: {e:#}") })
+    }
+
+    /// The text alone, every message kept, as transformers' `apply_chat_template(...,
+    /// tokenize=False)` renders it.
+    ///
+    /// # Errors
+    /// What the template raises.
+    pub fn render_plain(&self, conversation: &Conversation, add_generation_prompt: bool) -> Result<String> {
+        let all: Vec<usize> = (0..conversation.messages.len()).collect();
+        self.render_text(conversation, &all, None, add_generation_prompt)
     }
 
     /// Render and locate every message exactly. A second render, with each non-empty content

@@ -5,6 +5,7 @@
 
 mod builtin;
 mod jinja;
+pub mod pystr;
 mod spans;
 pub mod tojson;
 
@@ -57,6 +58,27 @@ impl Template {
             Self::Llama3 => "builtin:llama3".into(),
             Self::Mistral => "builtin:mistral".into(),
             Self::Jinja(template) => format!("jinja:{}", template.fingerprint()),
+        }
+    }
+
+    /// The text of the whole conversation, without locating messages (what a user compares
+    /// with `apply_chat_template(..., tokenize=False)`).
+    ///
+    /// # Errors
+    /// What the template raises; a generation prompt asked of a built-in (they render
+    /// training conversations only).
+    pub fn render_text(&self, conversation: &Conversation, add_generation_prompt: bool) -> Result<String> {
+        match self {
+            Self::Jinja(template) => template.render_plain(conversation, add_generation_prompt),
+            _ if add_generation_prompt => Err(Error::InvalidOption {
+                name: "add_generation_prompt",
+                message: "the built-in templates render training conversations only; use the model's Jinja template"
+                    .into(),
+            }),
+            builtin => {
+                let all: Vec<usize> = (0..conversation.messages.len()).collect();
+                Ok(builtin.render(conversation, &all)?.text)
+            }
         }
     }
 

@@ -1,0 +1,214 @@
+"""Jinja chat templates render exactly as transformers renders them: its environment
+(``trim_blocks``, ``lstrip_blocks``), Python's string methods and ``json.dumps`` for
+``tojson``. The reference is transformers' own compiled template, called here; hypothesis
+draws templates and contents around the places where Jinja2 on Python strings and minijinja
+on Rust strings part ways."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers.utils.chat_template_utils import _compile_jinja_template
+
+from seqpack import _seqpack
+
+
+def theirs(source: str, record: dict[str, Any], add_generation_prompt: bool = False) -> str:
+    return str(
+        _compile_jinja_template(source).render(
+            messages=record["messages"],
+            tools=record.get("tools"),
+            add_generation_prompt=add_generation_prompt,
+            bos_token="<s>",
+            eos_token="</s>",
+        )
+    )
+
+
+def ours(source: str, record: dict[str, Any], add_generation_prompt: bool = False) -> str:
+    template = _seqpack.NativeTemplate.jinja(source, "</s>", "<s>", "</s>")
+    return template.render_text(record, add_generation_prompt=add_generation_prompt)
+
+
+def chat(*contents: str) -> dict[str, Any]:
+    roles = ["user", "assistant"]
+    return {"messages": [{"role": roles[k % 2], "content": c} for k, c in enumerate(contents)]}
+
+
+def test_block_tags_trim_as_transformers_compiles_them():
+    # The issue's reproducer: without trim_blocks/lstrip_blocks this rendered '\nHi\n\nHello!\n'.
+    source = "{% for m in messages %}\n{{ m['content'] }}\n{% endfor %}"
+    record = chat("Hi", "Hello!")
+    assert theirs(source, record) == "Hi\nHello!\n"
+    assert ours(source, record) == theirs(source, record)
+    indented = (
+        "{% for m in messages %}\n    {% if m.role == 'user' %}\n<|user|>\n{{ m.content }}</s>\n"
+        "    {% else %}\n<|assistant|>\n{{ m.content }}</s>\n    {% endif %}\n{% endfor %}\n"
+        "{% if add_generation_prompt %}\n<|assistant|>\n{% endif %}"
+    )
+    for prompt in (False, True):
+        assert ours(indented, record, prompt) == theirs(indented, record, prompt)
+
+
+def test_python_whitespace_is_stripped():
+    record = chat("hi\x1f", "\x1c answer \x85\u2028")
+    for source in (
+        "{% for m in messages %}[{{ m.content | trim }}]{% endfor %}",
+        "{% for m in messages %}[{{ m.content.strip() }}|{{ m.content.lstrip() }}|"
+        "{{ m.content.rstrip() }}]{% endfor %}",
+    ):
+        assert ours(source, record) == theirs(source, record)
+    assert "\x1f" not in theirs("{{ messages[0].content | trim }}", record)
+
+
+def test_tojson_writes_floats_and_options_as_python():
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "parameters": {"a": 1e-05, "b": 1e-07, "c": 1e16, "d": 0.1, "e": 100.0, "z": "é"},
+        },
+    }
+    record = {**chat("hi", "ok"), "tools": [tool]}
+    for call in (
+        "tojson",
+        "tojson(indent=2)",
+        "tojson(indent=0)",
+        "tojson(sort_keys=true)",
+        "tojson(separators=[',', ':'])",
+        "tojson(ensure_ascii=true)",
+        'tojson(indent="\\t")',
+    ):
+        source = "{{ tools | " + call + " }}{% for m in messages %}{{ m.content }}{% endfor %}"
+        assert ours(source, record) == theirs(source, record), call
+
+
+ODD = "\t\n\r\x0b\x0c\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2028\u2029\u3000"
+text = st.text(alphabet=st.sampled_from(list(ODD + "ab,xéü中\u0130")), max_size=12)
+
+EXPRESSIONS = [
+    "m.content",
+    "m.content | trim",
+    "m.content.strip()",
+    "m.content.lstrip()",
+    "m.content.rstrip()",
+    "m.content.strip(',a')",
+    "m.content.split() | join('|')",
+    "m.content.split(',') | join('|')",
+    "m.content.split(None, 1) | join('|')",
+    "m.content.split(',', 1) | join('|')",
+    "m.content.splitlines() | join('|')",
+    "m.content.splitlines(true) | join('|')",
+    "m.content.find('x')",
+    "m.content.rfind('b')",
+    "m.content.isspace()",
+    "m.content | length",
+    "m.content.upper()",
+    "m.content.lower()",
+    "m.content.startswith('a')",
+    "m.content.endswith(' ')",
+    "m.content.replace('a', 'b')",
+]
+
+block = st.sampled_from(
+    [
+        "{% if m.role == 'user' %}",
+        "  {% if m.role == 'user' %}\n",
+        "{%- if m.role == 'user' %}",
+        "{%+ if m.role == 'user' %}\n",
+        "\t{% if m.role == 'user' -%}\n",
+    ]
+)
+close = st.sampled_from(["{% endif %}", "{% endif %}\n", "  {% endif %}\n", "{%- endif %}\n"])
+filler = st.sampled_from(["", "\n", "  ", "\n\n", " x\n"])
+
+
+@st.composite
+def templates(draw: st.DrawFn) -> str:
+    parts = ["{% for m in messages %}", draw(filler)]
+    for _ in range(draw(st.integers(1, 3))):
+        expression = draw(st.sampled_from(EXPRESSIONS))
+        parts += [draw(block), draw(filler), "[{{ " + expression + " }}]", draw(filler)]
+        parts += [draw(close), draw(filler)]
+        parts += ["<{{ " + draw(st.sampled_from(EXPRESSIONS)) + " }}>", draw(filler)]
+    parts.append(draw(st.sampled_from(["{% endfor %}", "{% endfor %}\n", "  {% endfor %}\n"])))
+    return "".join(parts)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(source=templates(), contents=st.lists(text, min_size=2, max_size=4))
+def test_random_templates_render_as_transformers(source, contents):
+    record = chat(*contents)
+    assert ours(source, record) == theirs(source, record)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    parameters=st.dictionaries(text, json_values, max_size=4),
+    call=st.sampled_from(["tojson", "tojson(indent=2)", "tojson(sort_keys=true)"]),
+)
+def test_random_tool_schemas_tojson_as_python(parameters, call):
+    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+    record = {**chat("q", "a"), "tools": [tool]}
+    source = "{{ tools | " + call + " }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    assert ours(source, record) == theirs(source, record)
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3", "mistral"])
+def test_builtins_refuse_a_generation_prompt(name):
+    with pytest.raises(_seqpack_error()):
+        _seqpack.NativeTemplate.builtin(name).render_text(
+            chat("a", "b"), add_generation_prompt=True
+        )
+
+
+def _seqpack_error() -> type[Exception]:
+    import seqpack
+
+    return seqpack.SeqpackError
+
+
+def test_every_shared_template_renders_the_shared_data_as_transformers():
+    """Every official template in ../shared/data/templates on every record of the shared chat
+    data (needs ../shared): the same text as transformers, or the same refusal."""
+    from conftest import CHAT_DATA, load_records, require_chat_data
+
+    files = require_chat_data()
+    templates = sorted((CHAT_DATA.parent / "templates").glob("*.jinja"))
+    assert templates, "the shared templates are missing"
+    records = [r for path in files for r in load_records(path)]
+    for path in templates:
+        source = path.read_text(encoding="utf-8")
+        compiled = _compile_jinja_template(source)
+        template = _seqpack.NativeTemplate.jinja(source, "</s>", "<s>", "</s>")
+        compared = 0
+        for index, record in enumerate(records):
+            try:
+                messages, tools = _seqpack.NativeTemplate.normalise(record)
+            except _seqpack_error():
+                continue
+            try:
+                expected = compiled.render(
+                    messages=messages, tools=tools or None, bos_token="<s>", eos_token="</s>"
+                )
+            except Exception:  # the template raises: so must we
+                with pytest.raises(_seqpack_error()):
+                    template.render_text(record)
+                continue
+            assert template.render_text(record) == expected, f"{path.name} record {index}"
+            compared += 1
+        assert compared > 1000, path.name
