@@ -101,6 +101,24 @@ def test_malformed_jsonl_line_is_named(tmp_path, qwen_dir):
     ]
 
 
+def test_a_bad_byte_spoils_its_line_only_and_a_byte_order_mark_nothing(tmp_path, qwen_dir):
+    path = tmp_path / "data.jsonl"
+    good = json.dumps(GOOD).encode()
+    bad = json.dumps(GOOD).replace("hello", "hel\udcfflo").encode("utf-8", "surrogateescape")
+    path.write_bytes(b"\xef\xbb\xbf" + good + b"\r\n" + bad + b"\n" + good + b"\n")
+    with pytest.raises(seqpack.InvalidRecordError, match=r"record 1 \(line 2\): not valid UTF-8"):
+        encode(path, qwen_dir)
+    skipped = encode(path, qwen_dir, on_error="skip")
+    assert [(r.status, r.line, r.reason) for r in skipped.report.records] == [
+        ("kept", 1, "fits"),
+        ("skipped", 2, "invalid_record"),
+        ("kept", 3, "fits"),
+    ]
+    array = tmp_path / "data.json"
+    array.write_bytes(b"\xef\xbb\xbf" + json.dumps([GOOD]).encode())
+    assert len(encode(array, qwen_dir)) == 1
+
+
 def test_truncated_json_file_is_named(tmp_path, qwen_dir):
     path = tmp_path / "data.json"
     text = json.dumps([GOOD, GOOD], indent=2)

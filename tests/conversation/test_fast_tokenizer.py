@@ -129,3 +129,31 @@ def test_unsupported_configurations_use_the_library(qwen_dir):
     tokenizer = _seqpack.NativeTokenizer(json.dumps(config))
     assert not tokenizer.is_fast
     assert tokenizer.encode("ﬁne") == tokenizer.encode_reference("ﬁne")
+
+
+def test_an_added_token_already_in_the_vocabulary_takes_the_library_id(qwen_dir):
+    """A hand-edited tokenizer.json whose added token's text the vocabulary already holds:
+    `tokenizers` gives it the vocabulary's id (the file's id is not used); so must we."""
+    import tokenizers
+
+    config = json.loads((qwen_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    config["added_tokens"].append(
+        {
+            "id": 151669,
+            "content": "ab",
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": False,
+        }
+    )
+    text = json.dumps(config)
+    ours = _seqpack.NativeTokenizer(text)
+    library = tokenizers.Tokenizer.from_str(text)
+    assert ours.is_fast
+    for sample in ("cab", "ab ab", "<|im_start|>abc", "xaby"):
+        expected = library.encode(sample, add_special_tokens=False).ids
+        assert ours.encode(sample)[0] == expected, sample
+        same(ours, sample)
+    assert library.encode("cab", add_special_tokens=False).ids == [66, 370]

@@ -37,15 +37,32 @@ pub fn read_record_chunks(
     let file_error = |line: Option<usize>, message: String| Error::InvalidFile { path: name.clone(), line, message };
     let file = std::fs::File::open(path).map_err(|e| file_error(None, format!("cannot open: {e}")))?;
     let chunk_size = chunk_size.max(1);
+    let mut input = std::io::BufReader::new(file);
+    skip_byte_order_mark(&mut input).map_err(|e| file_error(None, format!("cannot read: {e}")))?;
     if path.extension().is_some_and(|e| e == "jsonl" || e == "ndjson") {
-        let mut pending: Vec<(Origin, String)> = Vec::new();
+        let mut pending: Vec<(Origin, LineText)> = Vec::new();
         let mut count = 0;
-        for (number, line) in std::io::BufReader::new(file).lines().enumerate() {
-            let line = line.map_err(|e| file_error(Some(number + 1), format!("cannot read: {e}")))?;
-            if line.trim().is_empty() {
+        let mut bytes = Vec::new();
+        let mut number = 0;
+        loop {
+            bytes.clear();
+            let read = input
+                .read_until(b'\n', &mut bytes)
+                .map_err(|e| file_error(Some(number + 1), format!("cannot read: {e}")))?;
+            if read == 0 {
+                break;
+            }
+            number += 1;
+            let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            // A line that is not UTF-8 is a bad record, not a bad file: the rest still reads.
+            let text = std::str::from_utf8(line).map(str::to_string).map_err(|e| {
+                format!("not valid UTF-8 (byte {} of the line cannot start or continue a character)", e.valid_up_to())
+            });
+            if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
                 continue;
             }
-            pending.push((Origin { record: first_record + count, line: Some(number + 1) }, line));
+            pending.push((Origin { record: first_record + count, line: Some(number) }, text));
             count += 1;
             if pending.len() == chunk_size {
                 sink(parse_all(std::mem::take(&mut pending)))?;
@@ -59,7 +76,7 @@ pub fn read_record_chunks(
     // A reader that counts newlines gives every record its line: records are objects, so when
     // one has been read the reader stands right after its closing brace.
     let newlines = Rc::new(Cell::new(0usize));
-    let reader = CountingReader { inner: std::io::BufReader::new(file), newlines: newlines.clone() };
+    let reader = CountingReader { inner: input, newlines: newlines.clone() };
     let mut deserializer = serde_json::Deserializer::from_reader(reader);
     // An error of the sink travels out of serde as a marker; the real error waits here.
     let sink_error: RefCell<Option<Error>> = RefCell::new(None);
@@ -72,13 +89,27 @@ pub fn read_record_chunks(
     result.map_err(|e| file_error(Some(e.line()), format!("not a JSON array of records: {e}")))
 }
 
+/// A record's text (a line of a `.jsonl` file, an element of a `.json` array), or why it is
+/// not text.
+type LineText = std::result::Result<String, String>;
+
+/// A UTF-8 byte order mark (what Windows tools write first) is not part of the first record.
+fn skip_byte_order_mark(input: &mut std::io::BufReader<std::fs::File>) -> std::io::Result<()> {
+    if input.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
+        input.consume(3);
+    }
+    Ok(())
+}
+
 /// Parse each record's text, in parallel (each is independent).
-fn parse_all(texts: Vec<(Origin, String)>) -> Vec<RawRecord> {
+fn parse_all(texts: Vec<(Origin, LineText)>) -> Vec<RawRecord> {
     texts
         .into_par_iter()
         .map(|(origin, text)| RawRecord {
             origin,
-            value: serde_json::from_str::<Value>(&text).map_err(|e| origin.error("", format!("not valid JSON: {e}"))),
+            value: text.map_err(|message| origin.error("", message)).and_then(|text| {
+                serde_json::from_str::<Value>(&text).map_err(|e| origin.error("", format!("not valid JSON: {e}")))
+            }),
         })
         .collect()
 }
@@ -109,7 +140,7 @@ struct ChunkVisitor<'a> {
 }
 
 impl ChunkVisitor<'_> {
-    fn deliver<E: serde::de::Error>(&mut self, pending: &mut Vec<(Origin, String)>) -> std::result::Result<(), E> {
+    fn deliver<E: serde::de::Error>(&mut self, pending: &mut Vec<(Origin, LineText)>) -> std::result::Result<(), E> {
         let chunk = parse_all(std::mem::take(pending));
         (self.sink)(chunk).map_err(|error| {
             *self.sink_error.borrow_mut() = Some(error);
@@ -126,12 +157,12 @@ impl<'de> serde::de::Visitor<'de> for ChunkVisitor<'_> {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> std::result::Result<usize, A::Error> {
-        let mut pending: Vec<(Origin, String)> = Vec::new();
+        let mut pending: Vec<(Origin, LineText)> = Vec::new();
         let mut count = 0;
         while let Some(raw) = seq.next_element::<Box<serde_json::value::RawValue>>()? {
             let inside = memchr::memchr_iter(b'\n', raw.get().as_bytes()).count();
             let line = self.newlines.get().saturating_sub(inside) + 1;
-            pending.push((Origin { record: self.first_record + count, line: Some(line) }, raw.get().to_string()));
+            pending.push((Origin { record: self.first_record + count, line: Some(line) }, Ok(raw.get().to_string())));
             count += 1;
             if pending.len() == self.chunk_size {
                 self.deliver(&mut pending)?;
@@ -184,6 +215,24 @@ mod tests {
         assert_eq!(error, Error::EmptyInput);
         let truncated = write(&dir, "t.json", "[{\"x\": 1},\n{\"x\": 2");
         assert!(matches!(read_records(&truncated), Err(Error::InvalidFile { line: Some(2), .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_byte_spoils_one_line_and_a_byte_order_mark_none() {
+        let dir = std::env::temp_dir().join(format!("seqpack-reader-bytes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("b.jsonl");
+        std::fs::write(&path, b"\xEF\xBB\xBF{\"x\": 1}\r\n{\"x\": \"\xFF\"}\n{\"x\": 3}\n").unwrap();
+        let all = read_records(&path).unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[0].value.as_ref().unwrap()["x"], 1);
+        let error = all[1].value.as_ref().unwrap_err().to_string();
+        assert!(error.contains("record 1") && error.contains("line 2") && error.contains("not valid UTF-8"), "{error}");
+        assert_eq!(all[2].value.as_ref().unwrap()["x"], 3);
+        let array = dir.join("b.json");
+        std::fs::write(&array, b"\xEF\xBB\xBF[{\"x\": 1}]").unwrap();
+        assert_eq!(read_records(&array).unwrap()[0].value.as_ref().unwrap()["x"], 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -82,8 +82,10 @@ fn token_bytes(token: &str, table: &FxHashMap<char, u8>) -> Option<Vec<u8>> {
 
 impl FastBpe {
     /// Build from a parsed `tokenizer.json`, or `None` if any part is outside what this fast
-    /// path reproduces exactly.
-    pub fn from_json(config: &Value) -> Option<Self> {
+    /// path reproduces exactly. `added_id` is the id the `tokenizers` library gives an added
+    /// token's text: not always the file's, since an added token whose text the vocabulary
+    /// already holds takes the vocabulary's id (and later added tokens are renumbered).
+    pub fn from_json(config: &Value, added_id: &dyn Fn(&str) -> Option<u32>) -> Option<Self> {
         match config.get("normalizer") {
             None | Some(Value::Null) => {}
             Some(n) if n.get("type")? == "NFC" => {}
@@ -171,7 +173,7 @@ impl FastBpe {
                 continue; // `tokenizers` never matches an empty added token
             }
             patterns.push(content.to_string());
-            ids.push(u32::try_from(token.get("id")?.as_u64()?).ok()?);
+            ids.push(added_id(content)?);
         }
         let added = if patterns.is_empty() {
             None

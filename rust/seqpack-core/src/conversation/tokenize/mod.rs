@@ -44,7 +44,7 @@ impl Tokenizer {
         let fast = fast
             .then(|| serde_json::from_str::<serde_json::Value>(json).ok())
             .flatten()
-            .and_then(|config| FastBpe::from_json(&config))
+            .and_then(|config| FastBpe::from_json(&config, &|text| inner.token_to_id(text)))
             .map(std::sync::Arc::new);
         let fingerprint = blake3::hash(json.as_bytes()).to_hex().to_string();
         Ok(Self { inner, fast, fingerprint })
