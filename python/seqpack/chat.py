@@ -131,6 +131,7 @@ def encode_options(
     train_on_cut_turns: Any,
     train_on: Any,
     min_trainable_tokens: Any,
+    special_tokens_in_content: Any = "keep",
 ) -> dict[str, Any]:
     """The conversation options as the core reads them (types normalised here, names and
     ranges checked there)."""
@@ -156,6 +157,9 @@ def encode_options(
         "train_on_cut_turns": _normalise.flag("train_on_cut_turns", train_on_cut_turns),
         "train_on": roles,
         "min_trainable_tokens": _normalise.integer("min_trainable_tokens", min_trainable_tokens),
+        "special_tokens_in_content": _normalise.text(
+            "special_tokens_in_content", special_tokens_in_content
+        ),
     }
 
 
@@ -176,6 +180,7 @@ def encode(
     on_error: Literal["raise", "skip"] = "raise",
     end_of_turn: str | None = None,
     fast_tokenizer: bool | None = None,
+    special_tokens_in_content: Literal["keep", "error"] = "keep",
     overflow: str | None = None,
     cut_keep: str | None = None,
 ) -> EncodedConversations:
@@ -242,6 +247,12 @@ def encode(
         Use the exact byte-level BPE fast path where it applies (default: yes, unless the
         environment variable ``SEQPACK_FAST_TOKENIZER=0``); ``False`` always uses the
         ``tokenizers`` library.
+    special_tokens_in_content
+        A message whose content holds a special token's text (``<|im_end|>`` typed into an
+        answer): ``"keep"`` (default) tokenizes it as that token, exactly as transformers does,
+        and lists the message in the record's ``special_token_messages``; ``"error"`` refuses
+        the record (raised, or skipped with reason ``special_token_in_content`` under
+        ``on_error="skip"``).
     overflow, cut_keep
         Deprecated names of ``overlong`` and ``truncate_keep``.
 
@@ -265,6 +276,7 @@ def encode(
         train_on_cut_turns=train_on_cut_turns,
         train_on=train_on,
         min_trainable_tokens=min_trainable_tokens,
+        special_tokens_in_content=special_tokens_in_content,
     )
     loaded = load_tokenizer(tokenizer, fast=fast_tokenizer)
     native_template = load_template(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from seqpack import _seqpack
 
@@ -28,7 +28,8 @@ class RecordReport:
     ``min_trainable_tokens`` labels), ``windows_too_long_dropped`` (split windows whose own
     template text does not fit), ``overlong_dropped`` (``overlong="drop"``),
     ``system_prompt_too_long``, ``no_trainable_tokens``; for skipped records
-    ``invalid_record``, ``invalid_json``, ``template_error`` or ``tokenizer_error``."""
+    ``invalid_record``, ``invalid_json``, ``template_error``, ``tokenizer_error`` or
+    ``special_token_in_content`` (``special_tokens_in_content="error"``)."""
     message: str | None
     """The error, for a skipped record."""
     dropped_messages: list[int]
@@ -55,6 +56,10 @@ class RecordReport:
     """Turns in the conversation (a user message and what follows it)."""
     boundary_merges: int
     """Tokens that straddled a message boundary (labels follow each token's first byte)."""
+    special_token_messages: list[int] = field(default_factory=list)
+    """Messages whose content holds a special token's text (``<|im_end|>``, ``<|eot_id|>``,
+    ...), which the tokenizer reads as that token, as transformers does: in an assistant's
+    answer it is trained as a real turn marker. See ``special_tokens_in_content``."""
 
 
 @dataclass(frozen=True)

@@ -327,6 +327,7 @@ def _write_conversations(
         "truncate_keep",
         "end_of_turn",
         "fast_tokenizer",
+        "special_tokens_in_content",
     }
     unknown = sorted(set(encode_kwargs) - known)
     if unknown:
@@ -341,6 +342,7 @@ def _write_conversations(
         "train_on_cut_turns": False,
         "train_on": ("assistant",),
         "min_trainable_tokens": 1,
+        "special_tokens_in_content": "keep",
     }
     chosen = {k: encode_kwargs.get(k, v) for k, v in defaults.items()}
     options = encode_options(max_length=max_length, **chosen)

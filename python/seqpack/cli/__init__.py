@@ -106,6 +106,13 @@ def _add_chat_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--train-on-cut-turns", action="store_true")
     parser.add_argument("--min-trainable-tokens", type=int, default=1)
+    parser.add_argument(
+        "--special-tokens-in-content",
+        choices=["keep", "error"],
+        default="keep",
+        help="special-token text inside a message: tokenize it as the token (as transformers "
+        "does; reported) or refuse the record",
+    )
 
 
 @contextmanager
@@ -201,6 +208,7 @@ def _chat_options(args: argparse.Namespace) -> dict[str, Any]:
         "train_on": train_on,
         "train_on_cut_turns": args.train_on_cut_turns,
         "min_trainable_tokens": args.min_trainable_tokens,
+        "special_tokens_in_content": args.special_tokens_in_content,
     }
 
 

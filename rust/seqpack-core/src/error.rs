@@ -57,6 +57,17 @@ pub enum Error {
     #[error("record {record}{}: {}{message}", line.map(|l| format!(" (line {l})")).unwrap_or_default(), if field.is_empty() { String::new() } else { format!("field '{field}': ") })]
     InvalidRecord { record: usize, line: Option<usize>, field: String, message: String },
 
+    /// A message whose content holds a special token's text (which the tokenizer reads as
+    /// that token) while `special_tokens_in_content="error"`.
+    #[error(
+        "record {record}{}: message {message} ({role}) holds the text of the special token \
+         '{token}', which the tokenizer reads as that token (a turn marker inside the content \
+         would be trained as one); pass special_tokens_in_content='keep' to keep it as \
+         transformers does, or on_error='skip'",
+        line.map(|l| format!(" (line {l})")).unwrap_or_default()
+    )]
+    SpecialTokenInContent { record: usize, line: Option<usize>, message: usize, role: &'static str, token: String },
+
     /// A file of records that cannot be read (missing, not JSON, truncated).
     #[error("{path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
     InvalidFile { path: String, line: Option<usize>, message: String },
@@ -98,7 +109,13 @@ impl Error {
     /// tokenization), which `on_error="skip"` may count and pass over; a policy the caller
     /// chose (`overlong="error"`) or a bad option is never skipped.
     pub fn is_record_input(&self) -> bool {
-        matches!(self, Error::InvalidRecord { .. } | Error::InvalidFile { .. } | Error::InRecord { .. })
+        matches!(
+            self,
+            Error::InvalidRecord { .. }
+                | Error::InvalidFile { .. }
+                | Error::InRecord { .. }
+                | Error::SpecialTokenInContent { .. }
+        )
     }
 }
 

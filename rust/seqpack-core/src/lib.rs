@@ -21,7 +21,7 @@
 //! let tokens: Vec<i64> = vec![5, 6, 7, 8, 9, 4];
 //! let offsets = [0, 3, 5, 6];
 //! let sequences = Sequences::new(&tokens, &offsets, Labels::Tokens).unwrap();
-//! let plan = plan(&sequences.lengths(), &PlanOptions::new(4)).unwrap();
+//! let plan = plan(&sequences.lengths().unwrap(), &PlanOptions::new(4)).unwrap();
 //! assert_eq!(plan.num_rows(), 2);
 //! let packed = materialize::<i64, i64>(&sequences, &plan, &LayoutOptions::default()).unwrap();
 //! assert_eq!(packed.input_ids, [5, 6, 7, 4, 8, 9, 0, 0]);

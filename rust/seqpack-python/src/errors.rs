@@ -95,7 +95,9 @@ fn core_error(error: &Error) -> PyErr {
         Error::InvalidLabels { index, .. } => (InvalidLabelsError::new_err(message), Some(*index)),
         Error::InvalidOffsets { .. } => (InvalidOffsetsError::new_err(message), None),
         Error::TooManyTokens { .. } => (TooManyTokensError::new_err(message), None),
-        Error::InvalidRecord { record, .. } => (InvalidRecordError::new_err(message), Some(*record)),
+        Error::InvalidRecord { record, .. } | Error::SpecialTokenInContent { record, .. } => {
+            (InvalidRecordError::new_err(message), Some(*record))
+        }
         Error::InvalidFile { .. } => (InvalidFileError::new_err(message), None),
         Error::Template { .. } => (TemplateError::new_err(message), None),
         Error::Tokenizer { .. } => (TokenizerError::new_err(message), None),

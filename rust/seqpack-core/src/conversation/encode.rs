@@ -64,6 +64,17 @@ pub struct EncodeOptions {
     pub format: Format,
     pub mapping: Mapping,
     pub on_error: OnError,
+    /// A message whose content holds a special token's text: `Keep` it (the tokenizer reads
+    /// it as that token, as transformers does; the record's report lists the message) or
+    /// refuse the record (`Error`).
+    pub special_tokens_in_content: SpecialTokens,
+}
+
+/// What to do with special-token text inside a message's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecialTokens {
+    Keep,
+    Error,
 }
 
 impl EncodeOptions {
@@ -79,6 +90,7 @@ impl EncodeOptions {
             format: Format::Auto,
             mapping: Mapping::default(),
             on_error: OnError::Raise,
+            special_tokens_in_content: SpecialTokens::Keep,
         }
     }
 
@@ -102,6 +114,8 @@ struct RawEncodeOptions {
     format: String,
     mapping: Option<Mapping>,
     on_error: String,
+    #[serde(default)]
+    special_tokens_in_content: Option<String>,
 }
 
 impl TryFrom<RawEncodeOptions> for EncodeOptions {
@@ -133,6 +147,16 @@ impl TryFrom<RawEncodeOptions> for EncodeOptions {
             format: raw.format.parse()?,
             mapping: raw.mapping.unwrap_or_default(),
             on_error: raw.on_error.parse()?,
+            special_tokens_in_content: match raw.special_tokens_in_content.as_deref() {
+                None | Some("keep") => SpecialTokens::Keep,
+                Some("error") => SpecialTokens::Error,
+                Some(other) => {
+                    return Err(invalid(
+                        "special_tokens_in_content",
+                        format!("unknown policy '{other}'; expected 'keep' or 'error'"),
+                    ))
+                }
+            },
         })
     }
 }
@@ -221,10 +245,32 @@ pub fn encode_conversation(
     tokenizer: &Tokenizer,
     options: &EncodeOptions,
 ) -> Result<(Vec<Sample>, RecordReport)> {
+    let flagged = special_token_messages(conversation, tokenizer);
+    if let (Some(&(message, ref token)), SpecialTokens::Error) = (flagged.first(), options.special_tokens_in_content) {
+        return Err(Error::SpecialTokenInContent {
+            record,
+            line,
+            message,
+            role: conversation.messages[message].role.name(),
+            token: token.clone(),
+        });
+    }
     let job = Job { conversation, record, line, template, tokenizer, options };
     let whole = job.measure()?;
     let fitted = job.fit(&whole)?;
-    Ok(job.finish(&whole, fitted))
+    let (samples, mut report) = job.finish(&whole, fitted);
+    report.special_token_messages = flagged.into_iter().map(|(message, _)| message).collect();
+    Ok((samples, report))
+}
+
+/// The messages whose content holds a special token's text, each with the first such token.
+fn special_token_messages(conversation: &Conversation, tokenizer: &Tokenizer) -> Vec<(usize, String)> {
+    conversation
+        .messages
+        .iter()
+        .enumerate()
+        .filter_map(|(index, message)| tokenizer.special_token_in(&message.content).map(|token| (index, token)))
+        .collect()
 }
 
 /// One conversation and everything it is encoded with.

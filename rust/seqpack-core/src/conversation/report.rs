@@ -64,10 +64,13 @@ pub enum Reason {
     TemplateError,
     /// Skipped: the tokenizer failed on the rendered text.
     TokenizerError,
+    /// Skipped: a message's content holds a special token's text
+    /// (`special_tokens_in_content="error"`).
+    SpecialTokenInContent,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Self::Fits,
         Self::TrailingMessagesDropped,
         Self::TurnsDropped,
@@ -82,6 +85,7 @@ impl Reason {
         Self::InvalidJson,
         Self::TemplateError,
         Self::TokenizerError,
+        Self::SpecialTokenInContent,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -100,6 +104,7 @@ impl Reason {
             Self::InvalidJson => "invalid_json",
             Self::TemplateError => "template_error",
             Self::TokenizerError => "tokenizer_error",
+            Self::SpecialTokenInContent => "special_token_in_content",
         }
     }
 }
@@ -177,6 +182,10 @@ pub struct RecordReport {
     pub turns: usize,
     /// Tokens that straddled a message boundary (labels follow each token's first byte).
     pub boundary_merges: usize,
+    /// Messages whose content holds a special token's text, which the tokenizer reads as
+    /// that token (as transformers does): a turn marker typed into an assistant's answer is
+    /// trained as one.
+    pub special_token_messages: Vec<usize>,
 }
 
 impl RecordReport {
@@ -200,6 +209,7 @@ impl RecordReport {
             role_tokens: RoleCounts::default(),
             turns: 0,
             boundary_merges: 0,
+            special_token_messages: Vec::new(),
         }
     }
 
@@ -216,6 +226,10 @@ impl RecordReport {
             Error::InvalidFile { .. } => Reason::InvalidJson,
             Error::Template { .. } => Reason::TemplateError,
             Error::Tokenizer { .. } => Reason::TokenizerError,
+            Error::SpecialTokenInContent { message, .. } => {
+                report.special_token_messages = vec![*message];
+                Reason::SpecialTokenInContent
+            }
             _ => Reason::InvalidRecord,
         };
         report

@@ -19,6 +19,8 @@ pub struct Tokenizer {
     fast: Option<std::sync::Arc<FastBpe>>,
     /// blake3 of the `tokenizer.json` text: what a token store records it was made with.
     fingerprint: String,
+    /// The texts of the special added tokens, to find them inside message contents.
+    special: Option<std::sync::Arc<(aho_corasick::AhoCorasick, Vec<String>)>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -47,7 +49,20 @@ impl Tokenizer {
             .and_then(|config| FastBpe::from_json(&config, &|text| inner.token_to_id(text)))
             .map(std::sync::Arc::new);
         let fingerprint = blake3::hash(json.as_bytes()).to_hex().to_string();
-        Ok(Self { inner, fast, fingerprint })
+        let special: Vec<String> = inner
+            .get_added_tokens_decoder()
+            .values()
+            .filter(|token| token.special && !token.content.is_empty())
+            .map(|token| token.content.clone())
+            .collect();
+        let special = if special.is_empty() {
+            None
+        } else {
+            let automaton = aho_corasick::AhoCorasick::new(&special)
+                .map_err(|e| Error::Tokenizer { message: format!("special tokens: {e}") })?;
+            Some(std::sync::Arc::new((automaton, special)))
+        };
+        Ok(Self { inner, fast, fingerprint, special })
     }
 
     /// blake3 of the `tokenizer.json` text this tokenizer was loaded from.
@@ -58,6 +73,12 @@ impl Tokenizer {
     /// Whether the byte-level BPE fast path is in use.
     pub fn is_fast(&self) -> bool {
         self.fast.is_some()
+    }
+
+    /// The first special token whose text `text` holds, if any.
+    pub fn special_token_in(&self, text: &str) -> Option<String> {
+        let (automaton, tokens) = self.special.as_deref()?;
+        automaton.find(text).map(|found| tokens[found.pattern().as_usize()].clone())
     }
 
     /// The same as [`Tokenizer::encode`], always through the `tokenizers` library.
