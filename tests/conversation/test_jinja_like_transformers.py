@@ -212,3 +212,30 @@ def test_every_shared_template_renders_the_shared_data_as_transformers():
             assert template.render_text(record) == expected, f"{path.name} record {index}"
             compared += 1
         assert compared > 1000, path.name
+
+
+def test_deepseek_r1_answers_are_located_although_its_prompt_opens_a_think_block():
+    """DeepSeek-R1-Distill's generation prompt ends with '<think>\\n', which history turns do
+    not repeat: every answer is still located, its trained body exactly what the template shows
+    of its content and the end-of-sentence token (needs ../shared)."""
+    from conftest import CHAT_DATA, load_records, require_chat_data
+
+    source = (CHAT_DATA.parent / "templates" / "deepseek-r1-distill-qwen.jinja").read_text()
+    eos = "<｜end▁of▁sentence｜>"
+    template = _seqpack.NativeTemplate.jinja(source, eos, "<｜begin▁of▁sentence｜>", eos)
+    located = 0
+    for path in require_chat_data():
+        for record in load_records(path):
+            try:
+                messages, _tools = _seqpack.NativeTemplate.normalise(record)
+                text, spans = template.render(record)
+            except _seqpack_error():
+                continue
+            for message, _start, body_start, body_end, _end in spans:
+                if message is not None and messages[message]["role"] == "assistant":
+                    # The template shows the answer after the reasoning: the text after the
+                    # last '</think>'.
+                    content = (messages[message]["content"] or "").split("</think>")[-1]
+                    assert text[body_start:body_end] == content + eos
+                    located += 1
+    assert located > 2000, located

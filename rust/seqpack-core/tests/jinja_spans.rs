@@ -474,3 +474,24 @@ fn official_llama3_renders_the_builtin_text() {
         }
     }
 }
+
+#[test]
+fn a_generation_prompt_with_a_tail_history_turns_lack_opens_them_with_its_head() {
+    // DeepSeek-R1's layout: the generation prompt ends with "<think>\n", which history turns
+    // do not repeat; the turn's header is the part of the prompt they do have, and the answer
+    // starts right after it.
+    let source = "{% for m in messages %}{% if m.role == 'user' %}<|U|>{{ m.content }}\
+                  {% else %}<|A|>{{ m.content }}<|end|>{% endif %}{% endfor %}\
+                  {% if add_generation_prompt %}<|A|><think>\n{% endif %}";
+    let conv = conversation(vec![user("Hi"), assistant("Hello"), user("More"), assistant("Bye")]);
+    let rendered = jinja(source, "<|end|>", "", "<|end|>").render(&conv, &[0, 1, 2, 3]).unwrap();
+    assert_tiles(&rendered);
+    for (message, answer) in [(1, "Hello<|end|>"), (3, "Bye<|end|>")] {
+        let span = span_of(&rendered, message);
+        assert_eq!(&rendered.text[span.start..span.body_start], "<|A|>");
+        assert_eq!(&rendered.text[span.body_start..span.body_end], answer);
+    }
+    // A history turn that parts from the prompt before its content starts is still refused.
+    let parted = source.replace("<|A|>{{ m.content }}", "<|A|>x{{ m.content }}");
+    assert_refused(jinja(&parted, "<|end|>", "", "<|end|>").render(&conv, &[0, 1, 2, 3]), "generation prompt");
+}

@@ -163,7 +163,7 @@ impl JinjaTemplate {
         for (k, &index) in keep.iter().enumerate() {
             let limit = next_content(k);
             let prompt_end = if conversation.messages[index].role == Role::Assistant {
-                self.generation_prompt_end(text, conversation, keep, k, segment_start, limit)?
+                self.generation_prompt_end(text, conversation, keep, k, segment_start..limit, contents[k].map(|c| c.0))?
             } else {
                 None
             };
@@ -214,23 +214,42 @@ impl JinjaTemplate {
     /// (what `add_generation_prompt` appends to the conversation so far) opens the turn, and
     /// the model writes after it. `None` when the template has no generation prompt (the
     /// header is then whatever precedes the content).
+    ///
+    /// Some generation prompts end with text that history turns do not repeat (DeepSeek-R1's
+    /// `<｜Assistant｜><think>\n`, whose history turns hold `<｜Assistant｜>` and the answer):
+    /// then the part of the prompt that opens the turn is its header, when the content
+    /// (located exactly) starts right after it. Anything else is refused.
     fn generation_prompt_end(
         &self,
         text: &str,
         conversation: &Conversation,
         keep: &[usize],
         k: usize,
-        segment_start: usize,
-        limit: usize,
+        turn: std::ops::Range<usize>,
+        content_start: Option<usize>,
     ) -> Result<Option<usize>> {
+        let segment_start = turn.start;
         let before = self.render_text(conversation, &keep[..k], None, false)?;
         let prompted = self.render_text(conversation, &keep[..k], None, true)?;
+        let turn = &text[turn];
         match prompted.strip_prefix(before.as_str()) {
             Some("") => Ok(None),
-            Some(header) if text[segment_start..].starts_with(header) && segment_start + header.len() <= limit => {
-                Ok(Some(segment_start + header.len()))
+            Some(header) if turn.starts_with(header) => Ok(Some(segment_start + header.len())),
+            Some(header) => {
+                let common = header
+                    .char_indices()
+                    .map(|(at, c)| at + c.len_utf8())
+                    .take_while(|&end| turn.starts_with(&header[..end]))
+                    .last()
+                    .unwrap_or(0);
+                let opens_content = content_start.is_none_or(|start| segment_start + common == start);
+                if common > 0 && opens_content {
+                    Ok(Some(segment_start + common))
+                } else {
+                    Err(unplaceable(conversation, keep[k], "the template's generation prompt does not open this turn"))
+                }
             }
-            _ => Err(unplaceable(conversation, keep[k], "the template's generation prompt does not open this turn")),
+            None => Err(unplaceable(conversation, keep[k], "the template's generation prompt does not open this turn")),
         }
     }
 }
