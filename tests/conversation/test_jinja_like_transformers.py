@@ -239,3 +239,11 @@ def test_deepseek_r1_answers_are_located_although_its_prompt_opens_a_think_block
                     assert text[body_start:body_end] == content + eos
                     located += 1
     assert located > 2000, located
+
+
+@settings(max_examples=500, deadline=None)
+@given(numbers=st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=8))
+def test_floats_are_written_as_python_repr(numbers):
+    record = {**chat("q", "a"), "tools": [{"type": "function", "function": {"x": numbers}}]}
+    source = "{{ tools | tojson }}{% for m in messages %}{{ m.content }}{% endfor %}"
+    assert ours(source, record) == theirs(source, record)

@@ -427,16 +427,32 @@ fn official_qwen3_parallel_tool_results_differ_from_the_builtin_only_in_the_firs
 }
 
 #[test]
-fn official_qwen3_refuses_inline_reasoning_in_the_last_answer() {
-    // The template splits <think>…</think> out of the content it renders, so the content's
-    // place cannot be checked against a marker render: refused, not guessed. (The built-in
-    // renders it.)
+fn official_qwen3_locates_inline_reasoning_in_the_last_answer_as_the_builtin() {
+    // The template splits <think>…</think> out of the content it renders (in its own block in
+    // the last turns, dropped before them): located by a marker for the answer alone, with
+    // the same text and spans as the built-in.
     let Some(source) = shared_template("qwen3.jinja") else { return };
-    let conv = conversation(vec![user("2+2?"), assistant("<think>\nadd\n</think>\n\n4")]);
     let official = jinja(&source, "<|im_end|>", "", "<|im_end|>");
-    assert_refused(official.render(&conv, &[0, 1]), "changes with the content");
-    let builtin = Template::Qwen3.render(&conv, &[0, 1]).unwrap();
-    assert!(builtin.text.ends_with("<|im_start|>assistant\n<think>\nadd\n</think>\n\n4<|im_end|>\n"));
+    let conversations = vec![
+        conversation(vec![user("2+2?"), assistant("<think>\nadd\n</think>\n\n4")]),
+        conversation(vec![
+            system("Be brief."),
+            user("2+2?"),
+            assistant("<think>\nadd\n</think>\n\n4"),
+            user("3+3?"),
+            assistant("<think>\nadd again\n</think>\n\n6"),
+        ]),
+        conversation(vec![user("Hi"), assistant("<think></think>Hello</think>there")]),
+    ];
+    for conv in &conversations {
+        let all: Vec<usize> = (0..conv.messages.len()).collect();
+        let builtin = Template::Qwen3.render(conv, &all).unwrap();
+        let rendered = official.render(conv, &all).unwrap();
+        assert_eq!(rendered.text, builtin.text);
+        assert_eq!(rendered.spans, builtin.spans);
+    }
+    let first = Template::Qwen3.render(&conversations[0], &[0, 1]).unwrap();
+    assert!(first.text.ends_with("<|im_start|>assistant\n<think>\nadd\n</think>\n\n4<|im_end|>\n"));
 }
 
 #[test]

@@ -22,6 +22,9 @@ pub struct JinjaTemplate {
     eos_token: String,
 }
 
+/// Where a reasoning block ends inside a content (`<think>...</think>answer`).
+const THINK_END: &str = "</think>";
+
 /// Work limit for one render: far above any real chat template, low enough to stop a
 /// template that loops forever.
 const JINJA_FUEL: u64 = 50_000_000;
@@ -109,8 +112,32 @@ impl JinjaTemplate {
     /// labels cannot follow); an assistant body starts after the template's generation prompt
     /// (the header it opens a turn with); a message's segment ends after the end-of-turn
     /// marker that follows its content.
+    ///
+    /// A content with a reasoning block (`...</think>answer`) that a template takes apart
+    /// (Qwen3 shows the reasoning of the last turns in its own `<think>` block and only the
+    /// answer elsewhere) is located a second way when the first fails: the marker replaces
+    /// the answer alone, so the template renders the reasoning as it does in the real text,
+    /// and the same exact checks apply.
     pub fn render(&self, conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
         let text = self.render_text(conversation, keep, None, false)?;
+        let located = self.locate(&text, conversation, keep, false);
+        let has_reasoning = keep.iter().any(|&i| conversation.messages[i].content.contains(THINK_END));
+        let spans = match located {
+            Err(first) if has_reasoning => self.locate(&text, conversation, keep, true).map_err(|_| first)?,
+            other => other?,
+        };
+        Ok(Rendered { text, spans })
+    }
+
+    /// Locate every kept message in `text`, with markers for whole contents or, with
+    /// `answers_only`, for what follows a content's last `</think>`.
+    fn locate(
+        &self,
+        text: &str,
+        conversation: &Conversation,
+        keep: &[usize],
+        answers_only: bool,
+    ) -> Result<Vec<MessageSpan>> {
         // Empty contents stay empty (templates test them, e.g. before a tool call).
         let markers: Vec<String> = keep
             .iter()
@@ -123,11 +150,21 @@ impl JinjaTemplate {
                 }
             })
             .collect();
-        let marked = self.render_text(conversation, keep, Some(&markers), false)?;
+        let substitutes: Vec<String> = keep
+            .iter()
+            .zip(&markers)
+            .map(|(&i, marker)| {
+                let content = &conversation.messages[i].content;
+                match content.rfind(THINK_END).filter(|_| answers_only && !marker.is_empty()) {
+                    Some(at) => format!("{}{marker}", &content[..at + THINK_END.len()]),
+                    None => marker.clone(),
+                }
+            })
+            .collect();
+        let marked = self.render_text(conversation, keep, Some(&substitutes), false)?;
         let literals = template_literals(&marked, &markers, conversation, keep)?;
-        let contents = content_positions(&text, &literals, &markers, conversation, keep)?;
-        let spans = self.message_spans(&text, &contents, conversation, keep)?;
-        Ok(Rendered { text, spans })
+        let contents = content_positions(text, &literals, &markers, conversation, keep)?;
+        self.message_spans(text, &contents, conversation, keep)
     }
 
     /// The spans of every kept message (and of the template's preamble, if any), given where

@@ -29,8 +29,16 @@ pub fn python_float(x: f64) -> String {
     if x.is_infinite() {
         return if x > 0.0 { "Infinity" } else { "-Infinity" }.into();
     }
-    // Rust's `{:e}` is also the shortest round-trip form: `d[.ddd]e<exp>`.
-    let scientific = format!("{:e}", x.abs());
+    // Rust's `{:e}` gives the shortest digit count that reads back; Python then takes, of
+    // the decimals with that many digits that read back, the one nearest the exact value,
+    // ties to even (562949953421312.25 -> '.2' where the shortest search may give '.3'):
+    // exact rounding to that many digits (`{:.N$e}`), unless that one does not read back
+    // (next to a power of two, where the gap below is half the gap above).
+    let shortest = format!("{:e}", x.abs());
+    let digit_count = shortest.split('e').next().unwrap_or("").chars().filter(char::is_ascii_digit).count();
+    let nearest = format!("{:.*e}", digit_count.saturating_sub(1), x.abs());
+    let reads_back = nearest.parse::<f64>().is_ok_and(|back| back.to_bits() == x.abs().to_bits());
+    let scientific = if reads_back { nearest } else { shortest };
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((&scientific, "0"));
     let exponent: i32 = exponent.parse().unwrap_or(0);
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
@@ -213,6 +221,8 @@ mod tests {
             (0.0, "0.0"),
             (1.234_567_890_123_456_8e17, "1.2345678901234568e+17"),
             (12345.678, "12345.678"),
+            (562_949_953_421_312.2, "562949953421312.2"),
+            (5.960_464_477_539_063e-8, "5.960464477539063e-08"),
         ] {
             assert_eq!(python_float(x), python, "{x}");
         }
