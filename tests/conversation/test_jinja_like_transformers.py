@@ -247,3 +247,53 @@ def test_floats_are_written_as_python_repr(numbers):
     record = {**chat("q", "a"), "tools": [{"type": "function", "function": {"x": numbers}}]}
     source = "{{ tools | tojson }}{% for m in messages %}{{ m.content }}{% endfor %}"
     assert ours(source, record) == theirs(source, record)
+
+
+GENERATION = (
+    "{% for m in messages %}{{ '<|im_start|>' + m.role + '\\n' }}"
+    "{% if m.role == 'assistant' %}\n"
+    "    {%- generation %}\n"
+    "{{ m.content }}<|im_end|>\n"
+    "    {%- endgeneration %}\n"
+    "{{ '\\n' }}"
+    "{% else %}{{ m.content + '<|im_end|>\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_generation_blocks_train_what_return_assistant_tokens_mask_marks(qwen_dir):
+    """A template with {% generation %} blocks: the trained tokens are exactly those
+    transformers' return_assistant_tokens_mask marks, on the shared chat data."""
+    from transformers import PreTrainedTokenizerFast
+
+    import seqpack
+    from conftest import load_records, require_chat_data
+
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(qwen_dir / "tokenizer.json"))
+    hf.chat_template = GENERATION
+    records = [r for path in require_chat_data() for r in load_records(path)[:40]]
+    encoded = seqpack.encode(
+        records,
+        tokenizer=qwen_dir,
+        template=GENERATION,
+        end_of_turn="<|im_end|>",
+        max_length=1 << 20,
+        on_error="skip",
+    )
+    compared = 0
+    for sample in range(len(encoded)):
+        record = records[int(encoded.sample_record[sample])]
+        messages, tools = _seqpack.NativeTemplate.normalise(record)
+        if tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages):
+            continue
+        # seqpack leaves out what follows the last answer (it trains nothing).
+        last = max(k for k, m in enumerate(messages) if m["role"] == "assistant")
+        messages = messages[: last + 1]
+        out: Any = hf.apply_chat_template(
+            messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
+        tokens, labels = encoded.sample(sample)
+        assert list(tokens) == list(out["input_ids"])
+        assert [int(label != -100) for label in labels] == list(out["assistant_masks"])
+        compared += 1
+    assert compared > 50, compared

@@ -7,6 +7,7 @@ use super::{pystr, tojson};
 use crate::conversation::records::{Conversation, Message, Role};
 use crate::error::{Error, Result};
 use serde_json::Value;
+use std::fmt::Write;
 
 /// A Hugging Face `chat_template`, compiled once: the environment holds the parsed template
 /// and every render reuses it.
@@ -20,6 +21,73 @@ pub struct JinjaTemplate {
     end_of_turn: String,
     bos_token: String,
     eos_token: String,
+    /// Whether the source has Hugging Face `{% generation %}` blocks (what
+    /// `return_assistant_tokens_mask` trains): each one becomes an assistant body.
+    has_generation: bool,
+}
+
+/// Byte ranges of a rendered text.
+type Regions = Vec<(usize, usize)>;
+
+/// Written where a `{% generation %}` block opens and closes, then taken out of the text.
+const GENERATION_OPEN: char = '\u{E002}';
+const GENERATION_CLOSE: char = '\u{E003}';
+
+/// The source with each `{% generation %}` / `{% endgeneration %}` tag (which minijinja does
+/// not know) turned into a block that writes a private-use mark, keeping the tag's
+/// whitespace control: `{%- ` strips before it, ` -%}` after, and as a block tag it trims the
+/// newline after it and the indentation before it, as transformers' environment does.
+fn generation_marks(source: &str) -> (String, bool) {
+    let mut out = String::with_capacity(source.len());
+    let mut rest = source;
+    let mut found = false;
+    while let Some(open) = rest.find("{%") {
+        let Some(close) = rest[open..].find("%}").map(|at| open + at + 2) else { break };
+        let tag = &rest[open..close];
+        let inner = tag[2..tag.len() - 2].trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
+        let mark = match inner {
+            "generation" => Some(GENERATION_OPEN),
+            "endgeneration" => Some(GENERATION_CLOSE),
+            _ => None,
+        };
+        out.push_str(&rest[..open]);
+        match mark {
+            Some(mark) => {
+                found = true;
+                let left = if tag[2..].starts_with('-') { "-" } else { "" };
+                let right = if tag[..tag.len() - 2].ends_with('-') { "-" } else { "" };
+                // Writing into a String cannot fail.
+                let _ = write!(out, "{{%{left} if true %}}{{{{ '{mark}' }}}}{{% endif {right}%}}");
+            }
+            None => out.push_str(tag),
+        }
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    (out, found)
+}
+
+/// The text without generation marks, and the regions they enclosed (byte ranges of the
+/// text without them).
+fn generation_regions(marked: &str) -> std::result::Result<(String, Regions), &'static str> {
+    let mut text = String::with_capacity(marked.len());
+    let mut regions = Vec::new();
+    let mut open: Option<usize> = None;
+    for c in marked.chars() {
+        match c {
+            GENERATION_OPEN if open.is_none() => open = Some(text.len()),
+            GENERATION_CLOSE => match open.take() {
+                Some(start) => regions.push((start, text.len())),
+                None => return Err("an endgeneration without a generation"),
+            },
+            GENERATION_OPEN => return Err("a generation block inside another"),
+            c => text.push(c),
+        }
+    }
+    if open.is_some() {
+        return Err("a generation block that is never closed");
+    }
+    Ok((text, regions))
 }
 
 /// Where a reasoning block ends inside a content (`<think>...</think>answer`).
@@ -35,6 +103,7 @@ type ContentPositions = Vec<Option<(usize, usize)>>;
 impl JinjaTemplate {
     /// Compile `source`; a syntax error surfaces here, not at the first record.
     pub fn new(source: &str, end_of_turn: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
+        let (compiled, has_generation) = generation_marks(source);
         let mut env = minijinja::Environment::new();
         env.set_fuel(Some(JINJA_FUEL));
         // As transformers compiles every chat template: a block tag eats the newline after it
@@ -46,7 +115,7 @@ impl JinjaTemplate {
         env.add_filter("trim", pystr::trim_filter);
         env.add_filter("tojson", tojson::tojson_filter);
         env.add_function("raise_exception", raise_exception);
-        env.add_template_owned("chat", source.to_string())
+        env.add_template_owned("chat", compiled)
             .map_err(|e| Error::Template { message: format!("the chat template does not compile: {e:#}") })?;
         let mut hasher = blake3::Hasher::new();
         for part in [source, end_of_turn, bos_token, eos_token] {
@@ -59,6 +128,7 @@ impl JinjaTemplate {
             end_of_turn: end_of_turn.to_string(),
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
+            has_generation,
         })
     }
 
@@ -74,6 +144,17 @@ impl JinjaTemplate {
         contents: Option<&[String]>,
         add_generation_prompt: bool,
     ) -> Result<String> {
+        Ok(self.render_regions(conversation, keep, contents, add_generation_prompt)?.0)
+    }
+
+    /// The rendered text and its generation regions (none without `{% generation %}`).
+    fn render_regions(
+        &self,
+        conversation: &Conversation,
+        keep: &[usize],
+        contents: Option<&[String]>,
+        add_generation_prompt: bool,
+    ) -> Result<(String, Regions)> {
         let messages: Vec<Value> = keep
             .iter()
             .enumerate()
@@ -90,10 +171,15 @@ impl JinjaTemplate {
             bos_token => self.bos_token.clone(),
             eos_token => self.eos_token.clone(),
         };
-        self.env
+        let text = self
+            .env
             .get_template("chat")
             .and_then(|template| template.render(context))
-            .map_err(|e| Error::Template { message: format!("the chat template raised: {e:#}") })
+            .map_err(|e| Error::Template { message: format!("the chat template raised: {e:#}") })?;
+        if !self.has_generation {
+            return Ok((text, Vec::new()));
+        }
+        generation_regions(&text).map_err(|why| Error::Template { message: format!("the chat template has {why}") })
     }
 
     /// The text alone, every message kept, as transformers' `apply_chat_template(...,
@@ -119,13 +205,16 @@ impl JinjaTemplate {
     /// the answer alone, so the template renders the reasoning as it does in the real text,
     /// and the same exact checks apply.
     pub fn render(&self, conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
-        let text = self.render_text(conversation, keep, None, false)?;
+        let (text, regions) = self.render_regions(conversation, keep, None, false)?;
         let located = self.locate(&text, conversation, keep, false);
         let has_reasoning = keep.iter().any(|&i| conversation.messages[i].content.contains(THINK_END));
-        let spans = match located {
+        let mut spans = match located {
             Err(first) if has_reasoning => self.locate(&text, conversation, keep, true).map_err(|_| first)?,
             other => other?,
         };
+        if self.has_generation {
+            apply_generation_regions(&mut spans, &regions, conversation)?;
+        }
         Ok(Rendered { text, spans })
     }
 
@@ -289,6 +378,41 @@ impl JinjaTemplate {
             None => Err(unplaceable(conversation, keep[k], "the template's generation prompt does not open this turn")),
         }
     }
+}
+
+/// With `{% generation %}` blocks, what the template marks is what is trained, as
+/// transformers' `return_assistant_tokens_mask`: the k-th block is the k-th assistant's body,
+/// and must lie within that assistant's segment.
+fn apply_generation_regions(
+    spans: &mut [MessageSpan],
+    regions: &[(usize, usize)],
+    conversation: &Conversation,
+) -> Result<()> {
+    let assistants: Vec<usize> = spans
+        .iter()
+        .enumerate()
+        .filter(|(_, span)| span.message.is_some_and(|m| conversation.messages[m].role == Role::Assistant))
+        .map(|(at, _)| at)
+        .collect();
+    if assistants.len() != regions.len() {
+        let message = format!(
+            "the chat template marks {} generation blocks for {} assistant messages, so what it \
+             trains cannot be matched to them",
+            regions.len(),
+            assistants.len()
+        );
+        return Err(Error::Template { message });
+    }
+    for (&at, &(start, end)) in assistants.iter().zip(regions) {
+        let span = &mut spans[at];
+        if start < span.start || end > span.end {
+            let index = span.message.unwrap_or_default();
+            return Err(unplaceable(conversation, index, "its generation block lies outside its turn"));
+        }
+        span.body_start = start;
+        span.body_end = end;
+    }
+    Ok(())
 }
 
 /// The error for a message whose tokens cannot be located exactly.
