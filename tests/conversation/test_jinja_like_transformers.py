@@ -297,3 +297,15 @@ def test_generation_blocks_train_what_return_assistant_tokens_mask_marks(qwen_di
         assert [int(label != -100) for label in labels] == list(out["assistant_masks"])
         compared += 1
     assert compared > 50, compared
+
+
+def test_llama3_builtin_is_named_for_its_layout():
+    record = {
+        **chat("hi", "hello"),
+        "messages": [{"role": "system", "content": "S"}, *chat("hi", "hello")["messages"]],
+    }
+    named = _seqpack.NativeTemplate.builtin("llama3.0")
+    assert named.render(record) == _seqpack.NativeTemplate.builtin("llama3").render(record)
+    assert "Cutting Knowledge Date" not in named.render_text(record)
+    with pytest.raises(_seqpack_error(), match=r"'llama3\.0' \(alias 'llama3'\)"):
+        _seqpack.NativeTemplate.builtin("llama3.1")

@@ -23,10 +23,12 @@ pub enum Template {
     Qwen3,
     /// `ChatML` as Qwen2.5 writes it: a default system prompt, no `<think>` handling.
     Qwen25,
-    /// Llama-3 (Instruct): `<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`.
+    /// Llama-3.0 (Instruct): `<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`,
+    /// without the "Cutting Knowledge Date" system block that Llama-3.1+ templates add.
     Llama3,
     /// Mistral Instruct (v0.1/v0.2 layout): `<s>[INST] user [/INST]assistant</s>`, the
-    /// system prompt prefixed to the first user message.
+    /// system prompt prefixed to the first user message (the official v0.2 template raises on
+    /// a system message instead).
     Mistral,
     /// A Hugging Face Jinja chat template.
     Jinja(Box<JinjaTemplate>),
@@ -37,13 +39,13 @@ impl Template {
         match name {
             "qwen3" | "chatml" => Ok(Self::Qwen3),
             "qwen2.5" | "qwen25" => Ok(Self::Qwen25),
-            "llama3" => Ok(Self::Llama3),
+            "llama3.0" | "llama3" => Ok(Self::Llama3),
             "mistral" => Ok(Self::Mistral),
             other => Err(Error::InvalidOption {
                 name: "template",
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
-                     'llama3', 'mistral', or a Jinja chat_template string"
+                     'llama3.0' (alias 'llama3'), 'mistral', or a Jinja chat_template string"
                 ),
             }),
         }
