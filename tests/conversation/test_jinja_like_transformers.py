@@ -309,3 +309,23 @@ def test_llama3_builtin_is_named_for_its_layout():
     assert "Cutting Knowledge Date" not in named.render_text(record)
     with pytest.raises(_seqpack_error(), match=r"'llama3\.0' \(alias 'llama3'\)"):
         _seqpack.NativeTemplate.builtin("llama3.1")
+
+
+def test_strftime_now_writes_todays_date_as_transformers():
+    """Llama-3.2+ templates put today's date in the system block through transformers'
+    strftime_now; without it they fall back to a fixed date, silently different."""
+    import datetime
+
+    source = (
+        "{%- if strftime_now is defined %}{%- set date = strftime_now('%d %b %Y') %}"
+        "{%- else %}{%- set date = '26 Jul 2024' %}{%- endif %}"
+        "Today Date: {{ date }}\n{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+    record = chat("hi", "hello")
+    ours_text = ours(source, record)
+    utc = datetime.datetime.now(datetime.timezone.utc)
+    if utc.date() == datetime.datetime.now().date():  # transformers reads local time
+        assert ours_text == theirs(source, record)
+    assert ours_text == f"Today Date: {utc.strftime('%d %b %Y')}\nhihello"
+    with pytest.raises(_seqpack_error(), match="strftime_now: the directive '%Z'"):
+        ours("{{ strftime_now('%Z') }}{% for m in messages %}{{ m.content }}{% endfor %}", record)

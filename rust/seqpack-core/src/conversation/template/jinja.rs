@@ -115,6 +115,7 @@ impl JinjaTemplate {
         env.add_filter("trim", pystr::trim_filter);
         env.add_filter("tojson", tojson::tojson_filter);
         env.add_function("raise_exception", raise_exception);
+        env.add_function("strftime_now", pystr::strftime_now);
         env.add_template_owned("chat", compiled)
             .map_err(|e| Error::Template { message: format!("the chat template does not compile: {e:#}") })?;
         let mut hasher = blake3::Hasher::new();

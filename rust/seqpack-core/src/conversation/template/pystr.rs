@@ -172,3 +172,116 @@ mod tests {
         assert_eq!(find("abc", "z", true), -1);
     }
 }
+
+/// transformers' `strftime_now(format)`: the current date and time as Python's
+/// `datetime.now().strftime(format)` writes it (Llama-3.2+ templates put today's date in the
+/// system block). The clock is read in UTC, which is the local time of the containers
+/// training runs in; a directive outside the common set raises, so the record is refused
+/// rather than rendered differently.
+///
+/// # Errors
+/// A directive this does not write.
+#[allow(clippy::needless_pass_by_value, reason = "minijinja hands function arguments over by value")]
+pub fn strftime_now(format: String) -> Result<String, Error> {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0));
+    strftime(&format, seconds)
+}
+
+const MONTHS: [&str; 12] = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+];
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
+
+/// (year, month 1..=12, day 1..=31) of a day counted from 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, usize, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, usize::try_from(month).unwrap_or(1), day)
+}
+
+/// `time.strftime(format)` for a UTC time in seconds since the epoch, for the directives chat
+/// templates use.
+fn strftime(format: &str, seconds: i64) -> Result<String, Error> {
+    use std::fmt::Write;
+    let days = seconds.div_euclid(86_400);
+    let of_day = seconds.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    let weekday = usize::try_from((days + 3).rem_euclid(7)).unwrap_or(0); // 1970-01-01 was a Thursday
+    let year_start = {
+        let mut d = days;
+        while civil_from_days(d - 1).0 == year {
+            d -= 1;
+        }
+        d
+    };
+    let mut out = String::new();
+    let mut chars = format.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        // Writing into a String cannot fail.
+        let _ = match chars.next() {
+            Some('d') => write!(out, "{day:02}"),
+            Some('m') => write!(out, "{month:02}"),
+            Some('Y') => write!(out, "{year}"),
+            Some('y') => write!(out, "{:02}", year.rem_euclid(100)),
+            Some('b') => write!(out, "{}", &MONTHS[month - 1][..3]),
+            Some('B') => write!(out, "{}", MONTHS[month - 1]),
+            Some('a') => write!(out, "{}", &WEEKDAYS[weekday][..3]),
+            Some('A') => write!(out, "{}", WEEKDAYS[weekday]),
+            Some('H') => write!(out, "{hour:02}"),
+            Some('M') => write!(out, "{minute:02}"),
+            Some('S') => write!(out, "{second:02}"),
+            Some('j') => write!(out, "{:03}", days - year_start + 1),
+            Some('%') => write!(out, "%"),
+            other => {
+                let directive = other.map_or_else(|| "%".to_string(), |c| format!("%{c}"));
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("strftime_now: the directive '{directive}' is not supported"),
+                ));
+            }
+        };
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    #[test]
+    fn dates_as_python_writes_them() {
+        // 2024-07-26 17:05:09 UTC was a Friday, day 208 of a leap year.
+        let at = 1_722_013_509;
+        assert_eq!(strftime("%d %b %Y", at).unwrap(), "26 Jul 2024");
+        assert_eq!(strftime("%A %B %d, %y %H:%M:%S %j %%", at).unwrap(), "Friday July 26, 24 17:05:09 208 %");
+        assert_eq!(strftime("%d %b %Y", 0).unwrap(), "01 Jan 1970");
+        assert_eq!(strftime("%Y-%m-%d %a", 951_782_400).unwrap(), "2000-02-29 Tue");
+        assert!(strftime("%Z", at).is_err());
+    }
+}
