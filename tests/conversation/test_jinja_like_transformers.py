@@ -220,11 +220,12 @@ def test_deepseek_r1_answers_are_located_although_its_prompt_opens_a_think_block
     of its content and the end-of-sentence token (needs ../shared)."""
     from conftest import CHAT_DATA, load_records, require_chat_data
 
+    files = require_chat_data()
     source = (CHAT_DATA.parent / "templates" / "deepseek-r1-distill-qwen.jinja").read_text()
     eos = "<｜end▁of▁sentence｜>"
     template = _seqpack.NativeTemplate.jinja(source, eos, "<｜begin▁of▁sentence｜>", eos)
     located = 0
-    for path in require_chat_data():
+    for path in files:
         for record in load_records(path):
             try:
                 messages, _tools = _seqpack.NativeTemplate.normalise(record)
