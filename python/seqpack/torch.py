@@ -129,7 +129,11 @@ def _model_inputs(raw: dict[str, Any], padding_free: bool, mask: Mask | None) ->
         elif mask == "flex":
             batch["attention_mask"] = flex_block_mask(segments)
     batch["use_cache"] = False
-    trained = int(np.count_nonzero(raw["labels"] != -100))
+    trained = (
+        int(raw["trained_tokens"])
+        if "trained_tokens" in raw
+        else int(np.count_nonzero(raw["labels"] != -100))
+    )
     batch["num_items_in_batch"] = max(1, trained)
     return batch
 

@@ -11,7 +11,7 @@ use seqpack_core::pack::{
     materialize_flat, materialize_with, source_weights, IdDtype, Labels, LayoutOptions, LossWeighting, Sequences,
 };
 use seqpack_core::schedule::{Balance, Schedule, ScheduleOptions};
-use seqpack_core::Error;
+use seqpack_core::{Error, IGNORE_INDEX};
 use std::sync::{Arc, Mutex};
 
 /// A schedule over a store's lengths. Each process (`DataLoader` worker, rank) builds its own;
@@ -206,7 +206,13 @@ fn rows_dict<O: TokenOut + numpy::Element>(
     layout: &LayoutOptions,
     weights: Option<&[f32]>,
 ) -> Result<()> {
-    let packed = py.detach(|| materialize_with::<u32, O>(sequences, plan, layout, weights))?;
+    let (packed, trained) = py.detach(|| {
+        materialize_with::<u32, O>(sequences, plan, layout, weights).map(|packed| {
+            let trained = packed.labels.iter().filter(|&&label| label != IGNORE_INDEX).count();
+            (packed, trained)
+        })
+    })?;
+    dict.set_item("trained_tokens", trained)?;
     let shape = [packed.rows, packed.max_length];
     dict.set_item("input_ids", packed.input_ids.into_pyarray(py).reshape(shape)?)?;
     dict.set_item("labels", packed.labels.into_pyarray(py).reshape(shape)?)?;
@@ -230,7 +236,13 @@ fn flat_dict<O: TokenOut + numpy::Element>(
     layout: &LayoutOptions,
     weights: Option<&[f32]>,
 ) -> Result<()> {
-    let flat = py.detach(|| materialize_flat::<u32, O>(sequences, plan, layout, weights))?;
+    let (flat, trained) = py.detach(|| {
+        materialize_flat::<u32, O>(sequences, plan, layout, weights).map(|flat| {
+            let trained = flat.labels.iter().filter(|&&label| label != IGNORE_INDEX).count();
+            (flat, trained)
+        })
+    })?;
+    dict.set_item("trained_tokens", trained)?;
     dict.set_item("input_ids", flat.input_ids.into_pyarray(py))?;
     dict.set_item("labels", flat.labels.into_pyarray(py))?;
     dict.set_item("position_ids", flat.position_ids.into_pyarray(py))?;
