@@ -28,17 +28,24 @@ def same(tokenizer, text):
     assert tokenizer.encode(text) == tokenizer.encode_reference(text), repr(text)
 
 
-def test_real_conversations(qwen):
+def real_texts() -> list[str]:
+    """Every shared conversation that renders, as Qwen3's template writes it."""
     template = _seqpack.NativeTemplate.builtin("qwen3")
-    count = 0
+    texts = []
     for path in require_chat_data():
         for record in load_records(path):
             try:
-                text, _ = template.render(record)
+                texts.append(template.render(record)[0])
             except seqpack.SeqpackError:
                 continue
-            same(qwen, text)
-            count += 1
+    return texts
+
+
+def test_real_conversations(qwen):
+    count = 0
+    for text in real_texts():
+        same(qwen, text)
+        count += 1
     # Every file is read and most records render; a test over no text would prove nothing.
     assert count > 3000, count
 
@@ -184,16 +191,10 @@ def test_llama3_and_deepseek_tokenizers_match_the_library(module, fast):
     and generated text gets the library's ids and offsets."""
     tokenizer = _seqpack.NativeTokenizer(_packaged_tokenizer(module))
     assert tokenizer.is_fast is fast
-    template = _seqpack.NativeTemplate.builtin("qwen3")
     count = 0
-    for path in require_chat_data():
-        for record in load_records(path):
-            try:
-                text, _ = template.render(record)
-            except seqpack.SeqpackError:
-                continue
-            same(tokenizer, text)
-            count += 1
+    for text in real_texts():
+        same(tokenizer, text)
+        count += 1
     assert count > 3000, count
 
 

@@ -198,6 +198,11 @@ impl NativeSchedule {
     }
 }
 
+/// Labels that are trained (what `num_items_in_batch` counts).
+fn trained_tokens(labels: &[i64]) -> usize {
+    labels.iter().filter(|&&label| label != IGNORE_INDEX).count()
+}
+
 fn rows_dict<O: TokenOut + numpy::Element>(
     py: Python<'_>,
     dict: &Bound<'_, PyDict>,
@@ -208,7 +213,7 @@ fn rows_dict<O: TokenOut + numpy::Element>(
 ) -> Result<()> {
     let (packed, trained) = py.detach(|| {
         materialize_with::<u32, O>(sequences, plan, layout, weights).map(|packed| {
-            let trained = packed.labels.iter().filter(|&&label| label != IGNORE_INDEX).count();
+            let trained = trained_tokens(&packed.labels);
             (packed, trained)
         })
     })?;
@@ -238,7 +243,7 @@ fn flat_dict<O: TokenOut + numpy::Element>(
 ) -> Result<()> {
     let (flat, trained) = py.detach(|| {
         materialize_flat::<u32, O>(sequences, plan, layout, weights).map(|flat| {
-            let trained = flat.labels.iter().filter(|&&label| label != IGNORE_INDEX).count();
+            let trained = trained_tokens(&flat.labels);
             (flat, trained)
         })
     })?;

@@ -207,10 +207,9 @@ impl JinjaTemplate {
     /// and the same exact checks apply.
     pub fn render(&self, conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
         let (text, regions) = self.render_regions(conversation, keep, None, false)?;
-        let located = self.locate(&text, conversation, keep, false);
-        let has_reasoning = keep.iter().any(|&i| conversation.messages[i].content.contains(THINK_END));
-        let mut spans = match located {
-            Err(first) if has_reasoning => self.locate(&text, conversation, keep, true).map_err(|_| first)?,
+        let has_reasoning = || keep.iter().any(|&i| conversation.messages[i].content.contains(THINK_END));
+        let mut spans = match self.locate(&text, conversation, keep, false) {
+            Err(first) if has_reasoning() => self.locate(&text, conversation, keep, true).map_err(|_| first)?,
             other => other?,
         };
         if self.has_generation {
