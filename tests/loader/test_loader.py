@@ -136,6 +136,30 @@ def test_resume_anywhere_gives_the_batches_of_an_uninterrupted_run(tmp_path_fact
     assert got == reference
 
 
+@pytest.mark.parametrize("fmt", ["rows", "padding_free"])
+@pytest.mark.parametrize("weighting", ["token", "sequence"])
+def test_loss_weights_weigh_exactly_the_trained_tokens(tmp_path_factory, fmt, weighting):
+    # Regression: the rows format with loss_weights="token" gave all-zero weights, so the
+    # documented weighted loss trained nothing.
+    store = make_store(tmp_path_factory, [5, 9, 3, 7, 2, 11, 4])
+    loader = sptorch.PackedLoader(
+        store, max_length=16, batch_rows=2, format=fmt, loss_weights=weighting
+    )
+    per_sample: Counter[int] = Counter()
+    for batch in loader:
+        weights, labels = batch["loss_weights"], batch["labels"]
+        assert torch.equal(weights != 0, labels != -100)
+        if weighting == "token":
+            assert set(weights[labels != -100].tolist()) <= {1.0}
+        for token, weight in zip(
+            labels[labels != -100].tolist(), weights[labels != -100].tolist(), strict=True
+        ):
+            per_sample[token // 1000 - 1] += weight
+    if weighting == "sequence":  # every sample's trained tokens weigh 1 in all
+        assert all(abs(total - 1.0) < 1e-5 for total in per_sample.values())
+    assert sorted(per_sample) == [0, 1, 2, 3, 4, 5, 6]
+
+
 def test_workers_do_not_change_the_batches(tmp_path_factory):
     store = make_store(tmp_path_factory, [(i * 7) % 45 + 1 for i in range(300)])
     for fmt in ("rows", "padding_free"):

@@ -3,7 +3,8 @@
 use proptest::prelude::*;
 use seqpack_core::pack::Strategy as PackStrategy;
 use seqpack_core::pack::{
-    materialize, plan, Keep, Labels, LayoutOptions, LossWeighting, Overlong, Packed, Piece, PlanOptions, Sequences,
+    materialize, materialize_flat, materialize_with, plan, source_weights, Keep, Labels, LayoutOptions, LossWeighting,
+    Overlong, Packed, Piece, Plan, PlanOptions, Sequences,
 };
 use seqpack_core::{Error, IGNORE_INDEX};
 
@@ -176,6 +177,71 @@ proptest! {
                     for k in 0..packed.seq_lens[segment] as usize { sums[source] += f64::from(weights[row * width + start + k]); }
                 }
                 for sum in sums { prop_assert!(sum == 0.0 || (sum - 1.0).abs() < 1e-4, "sum {}", sum); }
+            }
+        }
+    }
+
+    #[test]
+    fn a_trained_mask_labels_as_the_labels_it_stands_for(lengths in prop::collection::vec(1u32..70, 1..40), trained in prop::collection::vec(any::<bool>(), 2800), max_length in 70usize..200) {
+        // Pieces start at every bit offset of the mask's bytes, so the byte-wise loop's
+        // unaligned head and tail are both exercised.
+        let total: usize = lengths.iter().map(|&n| n as usize).sum();
+        let tokens: Vec<u32> = (0..total as u32).map(|t| t * 5 + 1).collect();
+        let mut bits = vec![0u8; total.div_ceil(8)];
+        for (at, _) in trained.iter().take(total).enumerate().filter(|(_, &on)| on) { bits[at / 8] |= 1 << (at % 8); }
+        let labels: Vec<i64> = (0..total).map(|at| if trained[at] { i64::from(tokens[at]) } else { IGNORE_INDEX }).collect();
+        let mut offsets = vec![0i64];
+        for &n in &lengths { offsets.push(offsets.last().unwrap() + i64::from(n)); }
+        let masked = Sequences::new(&tokens, &offsets, Labels::Trained(&bits)).unwrap();
+        let given = Sequences::new(&tokens, &offsets, Labels::Given(&labels)).unwrap();
+        let plan = plan(&lengths, &PlanOptions::new(max_length)).unwrap();
+        let layout = LayoutOptions::default();
+        prop_assert_eq!(materialize::<u32, i64>(&masked, &plan, &layout).unwrap(), materialize::<u32, i64>(&given, &plan, &layout).unwrap());
+        prop_assert_eq!(
+            materialize_flat::<u32, i64>(&masked, &plan, &layout, None).unwrap(),
+            materialize_flat::<u32, i64>(&given, &plan, &layout, None).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_micro_batch_is_the_same_cells_as_its_rows_in_the_whole_dataset(lengths in prop::collection::vec(1u32..60, 300..400), weighting in prop::option::of(prop_oneof![Just(LossWeighting::Token), Just(LossWeighting::Sequence)]), cut in 1usize..63) {
+        // The whole dataset is written in parallel into zeroed arrays; a micro-batch (under 64
+        // rows) is appended row after row. Both must give the same cells.
+        let total: usize = lengths.iter().map(|&n| n as usize).sum();
+        let tokens: Vec<u32> = (0..total as u32).map(|t| t * 3 + 2).collect();
+        let bits: Vec<u8> = (0..total.div_ceil(8)).map(|b| (b * 37 % 256) as u8).collect();
+        let mut offsets = vec![0i64];
+        for &n in &lengths { offsets.push(offsets.last().unwrap() + i64::from(n)); }
+        let sequences = Sequences::new(&tokens, &offsets, Labels::Trained(&bits)).unwrap();
+        let whole = plan(&lengths, &PlanOptions::new(128)).unwrap();
+        prop_assert!(whole.num_rows() >= 64);
+        let layout = LayoutOptions { pad_id: 9, loss_weights: weighting, ..LayoutOptions::default() };
+        // As the loader passes them: per-source weights only for sequence weighting.
+        let weights = weighting.filter(|&w| w == LossWeighting::Sequence).map(|w| source_weights(&sequences, &whole.pieces, w));
+        let all: Packed<i64> = materialize_with(&sequences, &whole, &layout, weights.as_deref()).unwrap();
+        let width = whole.max_length;
+        let mut first = 0;
+        while first < whole.num_rows() {
+            let last = (first + cut).min(whole.num_rows());
+            let (from, to) = (whole.row_offsets[first], whole.row_offsets[last]);
+            let batch = Plan {
+                pieces: whole.pieces[from..to].to_vec(),
+                row_offsets: whole.row_offsets[first..=last].iter().map(|&o| o - from).collect(),
+                events: Vec::new(),
+                ..whole.clone()
+            };
+            let part: Packed<i64> = materialize_with(&sequences, &batch, &layout, weights.as_deref()).unwrap();
+            let cells = first * width..last * width;
+            prop_assert_eq!(&part.input_ids[..], &all.input_ids[cells.clone()]);
+            prop_assert_eq!(&part.labels[..], &all.labels[cells.clone()]);
+            prop_assert_eq!(&part.position_ids[..], &all.position_ids[cells.clone()]);
+            prop_assert_eq!(&part.segment_ids[..], &all.segment_ids[cells.clone()]);
+            prop_assert_eq!(part.loss_weights.as_deref(), all.loss_weights.as_ref().map(|w| &w[cells.clone()]));
+            first = last;
+        }
+        if let Some(weights) = &all.loss_weights {
+            for (cell, &w) in weights.iter().enumerate() {
+                prop_assert_eq!(w == 0.0, all.labels[cell] == IGNORE_INDEX);
             }
         }
     }

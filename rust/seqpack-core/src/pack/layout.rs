@@ -222,13 +222,204 @@ pub struct Packed<O> {
     pub max_seqlen: usize,
 }
 
-/// One row's slices of every output array.
-struct RowOut<'a, O> {
-    input_ids: &'a mut [O],
-    labels: &'a mut [i64],
-    position_ids: &'a mut [i64],
-    segment_ids: &'a mut [i32],
-    loss_weights: Option<&'a mut [f32]>,
+/// Where output cells go, in order: appended to a vector (a micro-batch or the padding-free
+/// stream, each cell written once) or into one row of a zeroed array (the whole dataset, rows
+/// filled in parallel).
+trait Cells<T: Copy> {
+    /// One cell per value.
+    fn put(&mut self, values: impl ExactSizeIterator<Item = T>);
+    /// `n` cells of `value`.
+    fn put_n(&mut self, value: T, n: usize);
+    /// `n` cells, set to `value` and then handed to `finish`.
+    fn put_with(&mut self, n: usize, value: T, finish: impl FnOnce(&mut [T]));
+    /// The last `n` cells written.
+    fn tail(&self, n: usize) -> &[T];
+}
+
+impl<T: Copy> Cells<T> for Vec<T> {
+    fn put(&mut self, values: impl ExactSizeIterator<Item = T>) {
+        self.extend(values);
+    }
+
+    fn put_n(&mut self, value: T, n: usize) {
+        self.resize(self.len() + n, value);
+    }
+
+    fn put_with(&mut self, n: usize, value: T, finish: impl FnOnce(&mut [T])) {
+        let from = self.len();
+        self.resize(from + n, value);
+        finish(&mut self[from..]);
+    }
+
+    fn tail(&self, n: usize) -> &[T] {
+        &self[self.len() - n..]
+    }
+}
+
+/// One row of an array, written from its start.
+struct Cursor<'a, T> {
+    cells: &'a mut [T],
+    at: usize,
+}
+
+impl<'a, T> Cursor<'a, T> {
+    fn new(cells: &'a mut [T]) -> Self {
+        Self { cells, at: 0 }
+    }
+
+    fn next(&mut self, n: usize) -> &mut [T] {
+        self.at += n;
+        &mut self.cells[self.at - n..self.at]
+    }
+}
+
+impl<T: Copy> Cells<T> for Cursor<'_, T> {
+    fn put(&mut self, values: impl ExactSizeIterator<Item = T>) {
+        let n = values.len();
+        for (cell, value) in self.next(n).iter_mut().zip(values) {
+            *cell = value;
+        }
+    }
+
+    fn put_n(&mut self, value: T, n: usize) {
+        self.next(n).fill(value);
+    }
+
+    fn put_with(&mut self, n: usize, value: T, finish: impl FnOnce(&mut [T])) {
+        let cells = self.next(n);
+        cells.fill(value);
+        finish(cells);
+    }
+
+    fn tail(&self, n: usize) -> &[T] {
+        &self.cells[self.at - n..self.at]
+    }
+}
+
+/// The per-token output arrays of one row (or of the padding-free stream), as cells.
+struct Out<A, L, P, S, W> {
+    input_ids: A,
+    labels: L,
+    position_ids: P,
+    /// None in the padding-free stream.
+    segment_ids: Option<S>,
+    loss_weights: Option<W>,
+}
+
+impl<A, L, P, S, W> Out<A, L, P, S, W>
+where
+    L: Cells<i64>,
+    P: Cells<i64>,
+    S: Cells<i32>,
+    W: Cells<f32>,
+{
+    /// Append `pieces` end to end: tokens, labels (the first of each piece ignored), positions
+    /// restarting at 0, segment `slot + 1` and loss weights. The weight of a trained token is
+    /// its source's (`weight_of_source`), or 1.
+    fn pieces<I: TokenIn, O: TokenOut>(
+        &mut self,
+        sequences: &Sequences<'_, I>,
+        pieces: &[Piece],
+        weight_of_source: Option<&[f32]>,
+    ) where
+        A: Cells<O>,
+    {
+        for (slot, piece) in pieces.iter().enumerate() {
+            let n = piece.len();
+            let start = sequences.start_of(piece);
+            let tokens = &sequences.tokens[start..start + n];
+            // Validated before: every token fits `O`.
+            self.input_ids.put(tokens.iter().map(|&token| O::try_from(token.into()).unwrap_or_default()));
+            self.labels.put_with(n, IGNORE_INDEX, |labels| {
+                match sequences.labels {
+                    Labels::Given(given) => labels.copy_from_slice(&given[start..start + n]),
+                    // A store's trained mask, the common case.
+                    Labels::Trained(bits) => trained_labels(bits, start, tokens, labels),
+                    other => {
+                        for (k, (cell, &token)) in labels.iter_mut().zip(tokens).enumerate() {
+                            *cell = other.at(start + k, token.into());
+                        }
+                    }
+                }
+                // The first token of a segment is never a target: predicting it would mean
+                // predicting across the boundary from the previous segment's last token.
+                labels[0] = IGNORE_INDEX;
+            });
+            self.position_ids.put((0..n).map(|position| position as i64));
+            if let Some(segment_ids) = self.segment_ids.as_mut() {
+                segment_ids.put_n(slot as i32 + 1, n); // at most MAX_MAX_LENGTH pieces a row
+            }
+            if let Some(weights) = self.loss_weights.as_mut() {
+                let weight = weight_of_source.map_or(1.0, |w| w[piece.source()]);
+                weights.put(self.labels.tail(n).iter().map(|&label| if label == IGNORE_INDEX { 0.0 } else { weight }));
+            }
+        }
+    }
+
+    /// `n` cells of padding: its own position run from 0, segment 0, no attention, no loss.
+    fn padding<O: TokenOut>(&mut self, n: usize, pad_id: O)
+    where
+        A: Cells<O>,
+    {
+        self.input_ids.put_n(pad_id, n);
+        self.labels.put_n(IGNORE_INDEX, n);
+        self.position_ids.put((0..n).map(|position| position as i64));
+        if let Some(segment_ids) = self.segment_ids.as_mut() {
+            segment_ids.put_n(0, n);
+        }
+        if let Some(weights) = self.loss_weights.as_mut() {
+            weights.put_n(0.0, n);
+        }
+    }
+}
+
+type Arrays<O> = Out<Vec<O>, Vec<i64>, Vec<i64>, Vec<i32>, Vec<f32>>;
+
+impl<O: TokenOut> Arrays<O> {
+    fn with_capacity(cells: usize, segments: bool, weighted: bool) -> Self {
+        Out {
+            input_ids: Vec::with_capacity(cells),
+            labels: Vec::with_capacity(cells),
+            position_ids: Vec::with_capacity(cells),
+            segment_ids: segments.then(|| Vec::with_capacity(cells)),
+            loss_weights: weighted.then(|| Vec::with_capacity(cells)),
+        }
+    }
+
+    fn zeroed(cells: usize, weighted: bool) -> Self {
+        Out {
+            input_ids: vec![O::default(); cells],
+            labels: vec![0; cells],
+            position_ids: vec![0; cells],
+            segment_ids: Some(vec![0; cells]),
+            loss_weights: weighted.then(|| vec![0.0; cells]),
+        }
+    }
+
+    /// The arrays cut into rows of `width` cells (none when `width` is 0).
+    #[allow(clippy::type_complexity, reason = "one cursor per output array")]
+    fn rows(
+        &mut self,
+        width: usize,
+    ) -> Vec<Out<Cursor<'_, O>, Cursor<'_, i64>, Cursor<'_, i64>, Cursor<'_, i32>, Cursor<'_, f32>>> {
+        if width == 0 {
+            return Vec::new();
+        }
+        let mut segments = self.segment_ids.as_mut().map(|s| s.chunks_mut(width));
+        let mut weights = self.loss_weights.as_mut().map(|w| w.chunks_mut(width));
+        self.input_ids
+            .chunks_mut(width)
+            .zip(self.labels.chunks_mut(width))
+            .zip(self.position_ids.chunks_mut(width))
+            .map(|((input_ids, labels), position_ids)| Out {
+                input_ids: Cursor::new(input_ids),
+                labels: Cursor::new(labels),
+                position_ids: Cursor::new(position_ids),
+                segment_ids: segments.as_mut().and_then(Iterator::next).map(Cursor::new),
+                loss_weights: weights.as_mut().and_then(Iterator::next).map(Cursor::new),
+            })
+            .collect()
+    }
 }
 
 /// Write every output array for `plan` over `sequences`.
@@ -254,44 +445,29 @@ pub fn materialize_with<I: TokenIn, O: TokenOut>(
 
     let rows = plan.num_rows();
     let width = plan.max_length;
-    let cells = rows * width;
-    // `vec![0; n]` is a calloc: the kernel hands out zeroed pages on first touch, so each cell
-    // is written exactly once, by the row task below.
-    let mut input_ids = vec![O::default(); cells];
-    let mut labels = vec![0i64; cells];
-    let mut position_ids = vec![0i64; cells];
-    let mut segment_ids = vec![0i32; cells];
-    let mut loss_weights = options.loss_weights.map(|_| vec![0f32; cells]);
-    let weight_of_source = weight_of_source.filter(|_| loss_weights.is_some());
+    let weighted = options.loss_weights.is_some();
     let pad_id = O::try_from(options.pad_id).unwrap_or_default();
-
-    if width > 0 {
-        let mut weight_chunks: Vec<Option<&mut [f32]>> = match loss_weights.as_mut() {
-            Some(w) => w.chunks_mut(width).map(Some).collect(),
-            None => (0..rows).map(|_| None).collect(),
-        };
-        let outs: Vec<RowOut<'_, O>> = input_ids
-            .chunks_mut(width)
-            .zip(labels.chunks_mut(width))
-            .zip(position_ids.chunks_mut(width))
-            .zip(segment_ids.chunks_mut(width))
-            .zip(weight_chunks.drain(..))
-            .map(|((((input_ids, labels), position_ids), segment_ids), loss_weights)| RowOut {
-                input_ids,
-                labels,
-                position_ids,
-                segment_ids,
-                loss_weights,
-            })
-            .collect();
-        let fill =
-            |(row, out): (usize, RowOut<'_, O>)| fill_row(sequences, plan.row(row), out, pad_id, weight_of_source);
-        if rows < PARALLEL_ROWS {
-            outs.into_iter().enumerate().for_each(fill);
-        } else {
-            outs.into_par_iter().with_min_len(16).enumerate().for_each(fill);
+    let used = |row: usize| plan.row(row).iter().map(Piece::len).sum::<usize>();
+    let arrays = if rows < PARALLEL_ROWS {
+        // A micro-batch: appended row after row, each cell written once (zeroing the arrays
+        // first would double the writes to memory).
+        let mut arrays = Arrays::with_capacity(rows * width, true, weighted);
+        for row in 0..rows {
+            arrays.pieces(sequences, plan.row(row), weight_of_source);
+            arrays.padding(width - used(row), pad_id);
         }
-    }
+        arrays
+    } else {
+        // The whole dataset: zeroed arrays (fresh pages from the kernel), rows in parallel.
+        let mut arrays = Arrays::zeroed(rows * width, weighted);
+        arrays.rows(width).into_par_iter().with_min_len(16).enumerate().for_each(|(row, mut out)| {
+            out.pieces(sequences, plan.row(row), weight_of_source);
+            out.padding(width - used(row), pad_id);
+        });
+        arrays
+    };
+    let Out { input_ids, labels, position_ids, segment_ids, loss_weights } = arrays;
+    let segment_ids = segment_ids.unwrap_or_default();
 
     let columns = plan.columns();
     let seq_lens = plan.pieces.iter().map(|p| p.seq_len as i32).collect(); // at most MAX_MAX_LENGTH
@@ -358,61 +534,26 @@ pub fn source_weights<I: TokenIn>(
     }
 }
 
-fn fill_row<I: TokenIn, O: TokenOut>(
-    sequences: &Sequences<'_, I>,
-    pieces: &[Piece],
-    out: RowOut<'_, O>,
-    pad_id: O,
-    weight_of_source: Option<&[f32]>,
-) {
-    let RowOut { input_ids, labels, position_ids, segment_ids, mut loss_weights } = out;
-    let mut at = 0;
-    for (slot, piece) in pieces.iter().enumerate() {
-        let span = at..at + piece.len();
-        let start = sequences.start_of(piece);
-        let tokens = &sequences.tokens[start..start + piece.len()];
-        for (cell, &token) in input_ids[span.clone()].iter_mut().zip(tokens) {
-            // Validated above: every token fits `O`.
-            *cell = O::try_from(token.into()).unwrap_or_default();
+/// Labels from a trained mask for `tokens`, the flat tokens from index `start` on: the token
+/// where its bit is set, `IGNORE_INDEX` elsewhere. The mask's whole bytes are read eight tokens
+/// at a time (a loop the compiler vectorises); only the unaligned ends go bit by bit.
+fn trained_labels<I: TokenIn>(bits: &[u8], start: usize, tokens: &[I], out: &mut [i64]) {
+    let one = |at: usize, token: I| if (bits[at >> 3] >> (at & 7)) & 1 == 1 { token.into() } else { IGNORE_INDEX };
+    let head = ((8 - start % 8) % 8).min(tokens.len());
+    let mut done = head;
+    for (cells, (group, &byte)) in
+        out[head..].chunks_exact_mut(8).zip(tokens[head..].chunks_exact(8).zip(&bits[(start + head) / 8..]))
+    {
+        for (bit, (cell, &token)) in cells.iter_mut().zip(group).enumerate() {
+            // Branch-free: all ones where trained, so the compiler can blend eight at once.
+            let keep = -i64::from((byte >> bit) & 1);
+            *cell = (token.into() & keep) | (IGNORE_INDEX & !keep);
         }
-        let row_labels = &mut labels[span.clone()];
-        match sequences.labels {
-            Labels::Given(given) => row_labels.copy_from_slice(&given[start..start + piece.len()]),
-            // A store's trained mask, the common case: one loop without a match per token.
-            Labels::Trained(bits) => {
-                for (k, (cell, &token)) in row_labels.iter_mut().zip(tokens).enumerate() {
-                    let at = start + k;
-                    *cell = if (bits[at >> 3] >> (at & 7)) & 1 == 1 { token.into() } else { IGNORE_INDEX };
-                }
-            }
-            other => {
-                for (k, (cell, &token)) in row_labels.iter_mut().zip(tokens).enumerate() {
-                    *cell = other.at(start + k, token.into());
-                }
-            }
-        }
-        // The first token of a segment is never a target: predicting it would mean predicting
-        // across the boundary from the previous segment's last token.
-        row_labels[0] = IGNORE_INDEX;
-        for (position, cell) in position_ids[span.clone()].iter_mut().enumerate() {
-            *cell = position as i64;
-        }
-        segment_ids[span.clone()].fill(slot as i32 + 1);
-        if let (Some(weights), Some(per_source)) = (loss_weights.as_deref_mut(), weight_of_source) {
-            let weight = per_source[piece.source()];
-            for (cell, &label) in weights[span.clone()].iter_mut().zip(row_labels.iter()) {
-                *cell = if label == IGNORE_INDEX { 0.0 } else { weight };
-            }
-        }
-        at = span.end;
+        done += 8;
     }
-    // Padding: its own position run from 0, segment 0, no attention, no loss.
-    input_ids[at..].fill(pad_id);
-    labels[at..].fill(IGNORE_INDEX);
-    for (position, cell) in position_ids[at..].iter_mut().enumerate() {
-        *cell = position as i64;
+    for k in (0..head).chain(done..tokens.len()) {
+        out[k] = one(start + k, tokens[k]);
     }
-    // segment_ids and loss_weights are already 0 there.
 }
 
 /// One micro-batch in the padding-free format: the real tokens of a plan's rows end to end.
@@ -450,28 +591,9 @@ pub fn materialize_flat<I: TokenIn, O: TokenOut>(
             max_seqlen: 1,
         });
     }
-    let mut input_ids = Vec::with_capacity(total);
-    let mut labels = Vec::with_capacity(total);
-    let mut position_ids = Vec::with_capacity(total);
-    let mut loss_weights = options.loss_weights.map(|_| Vec::with_capacity(total));
-    for piece in &plan.pieces {
-        let start = sequences.start_of(piece);
-        let tokens = &sequences.tokens[start..start + piece.len()];
-        // Validated above: every token fits `O`.
-        input_ids.extend(tokens.iter().map(|&token| O::try_from(token.into()).unwrap_or_default()));
-        let first = labels.len();
-        match sequences.labels {
-            Labels::Given(given) => labels.extend_from_slice(&given[start..start + piece.len()]),
-            other => labels.extend(tokens.iter().enumerate().map(|(k, &token)| other.at(start + k, token.into()))),
-        }
-        // The first token of a sequence is never a target.
-        labels[first] = IGNORE_INDEX;
-        position_ids.extend(0..piece.len() as i64);
-        if let Some(weights) = loss_weights.as_mut() {
-            let weight = weight_of_source.map_or(1.0, |w| w[piece.source()]);
-            weights.extend(labels[first..].iter().map(|&label| if label == IGNORE_INDEX { 0.0 } else { weight }));
-        }
-    }
+    let mut arrays = Arrays::<O>::with_capacity(total, false, options.loss_weights.is_some());
+    arrays.pieces(sequences, &plan.pieces, weight_of_source);
+    let Out { input_ids, labels, position_ids, loss_weights, .. } = arrays;
     let max_seqlen = plan.pieces.iter().map(Piece::len).max().unwrap_or(0);
     Ok(FlatBatch { input_ids, labels, position_ids, loss_weights, cu_seqlens, max_seqlen })
 }
