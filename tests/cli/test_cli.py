@@ -120,7 +120,7 @@ def test_bench_on_real_file_writes_report_and_plots(tmp_path, qwen_dir):
         tmp_path / "out",
     )
     assert done.returncode == 0, done.stderr
-    assert "Recommended:" in done.stdout and "pad_to_longest" in done.stdout
+    assert "Recommended:" in done.stdout and "pad longest" in done.stdout
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     methods = {
         (r["max_length"], r["method"], r["strategy"], r["max_seqs_per_row"]) for r in report["rows"]

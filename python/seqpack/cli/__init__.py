@@ -9,7 +9,6 @@ Errors print one line naming the file, line and field, and exit with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,8 @@ from typing import Any, cast
 
 import numpy as np
 
+from seqpack.cli.budget import DEFAULT_MODEL, DEFAULT_TFLOPS, MODELS
+from seqpack.cli.budget import parse_fraction as _parse_fraction
 from seqpack.errors import SeqpackError
 
 
@@ -42,6 +43,24 @@ def _positive(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def parse_fraction(text: str) -> float:
+    try:
+        return _parse_fraction(text)
+    except SeqpackError as error:
+        message = str(error).removeprefix("option max_truncated: ")
+        raise argparse.ArgumentTypeError(message) from None
 
 
 def _limit_list(text: str) -> list[int | None]:
@@ -342,9 +361,33 @@ def command_bench(args: argparse.Namespace) -> int:
     from seqpack.cli.io import read_input, write_text
 
     out = Path(args.out)
+    device, why_not = _gpu_device(args) if args.gpu else (None, None)
+    model_size = harness.TINY_MODEL if args.gpu_model == "tiny" else harness.SMALL_MODEL
+    budget = harness.make_budget(
+        tokens_per_step=args.tokens_per_step,
+        gpu_memory=args.gpu_memory,
+        model_name=args.model,
+        world_size=args.world_size,
+        max_truncated=args.max_truncated,
+        tflops=args.tflops,
+        batch_rows=args.batch_size,
+    )
     steps = 1 + len(args.max_lengths) * (1 + len(args.strategies) * len(args.max_seqs_per_row))
-    steps += 3 + int(args.gpu)  # reading, writing, plotting (and the GPU run)
+    steps += 4 + int(args.gpu)  # reading, loader figures, writing, plotting (and the GPU run)
     with _progress(total=steps) as note:
+        if device is not None:
+            note(f"{device}: measuring the cost model's constants")
+            budget = harness.make_budget(
+                tokens_per_step=args.tokens_per_step,
+                gpu_memory=args.gpu_memory,
+                model_name=args.model,
+                world_size=args.world_size,
+                max_truncated=args.max_truncated,
+                batch_rows=args.batch_size,
+                cost=harness.measure_costs(
+                    device=device, model_size=model_size, tokens=args.gpu_tokens
+                ),
+            )
         if args.input is None:
             note("generating the built-in synthetic conversation set")
             records: Any = synthetic.conversations(args.conversations)
@@ -379,55 +422,110 @@ def command_bench(args: argparse.Namespace) -> int:
             keep_first_turn=args.keep_first_turn,
             overlong=_overlong(args)[0] or "truncate",
             truncate_keep=_overlong(args)[1],
+            budget=budget,
         )
         result.source = source
         if args.gpu:
-            note("GPU: forward+backward on packed rows vs padded batches")
-            result.gpu = _gpu(records, tokenizer, template, result.recommended.max_length)
+            note(f"{device or 'GPU'}: sweeping the micro-batch token budget, packed vs padded")
+            result.gpu = (
+                {"skipped": why_not}
+                if device is None
+                else _gpu(records, tokenizer, template, result, device, model_size)
+            )
         note(f"writing the report to {out}")
         out.mkdir(parents=True, exist_ok=True)
         write_text(result.to_markdown(), out / "report.md")
         write_text(result.to_json(), out / "report.json")
         note("plotting")
         plots = result.plots(out)
-    _print_table(
-        f"seqpack bench: {result.source}", list(harness.BenchResult.HEADERS), result.table_rows()
-    )
     console = _console()
-    rec = result.recommended
-    console.print(
-        f"\n[bold]Recommended:[/bold] max_length={rec.max_length}, strategy={rec.strategy}"
-        + (f", max_seqs_per_row={rec.max_seqs_per_row}" if rec.max_seqs_per_row else "")
-        + f"\n{result.reason}"
-    )
-    console.print(
-        "attention: work relative to each whole conversation attending only to itself "
-        "(same scale for every row); "
-        "attn vs dense: block masks vs dense masks on the same rows"
-    )
+    print_bench(result, console)
     if args.gpu:
         gpu = result.gpu or {}
-        console.print(f"GPU: {gpu.get('skipped') or json.dumps(gpu)}")
+        if "skipped" in gpu:
+            console.print(f"GPU: {gpu['skipped']}; the advice uses the modelled constants")
+        else:
+            console.print(f"\n[bold]{gpu['device']}[/bold] ({gpu['cost_model']})")
+            for line in harness.sweep_table(gpu["sweep"]):
+                console.print(line)
     console.print(
         f"wrote {out / 'report.md'}, {out / 'report.json'}, " + ", ".join(str(p) for p in plots)
     )
     return 0
 
 
-def _gpu(records: Any, tokenizer: Any, template: str | None, max_length: int) -> dict[str, Any]:
+def print_bench(result: Any, console: Any) -> None:
+    """The bench table, the recommendation and the loader's figures, readable at any console
+    width from 80 columns (short headers with units, no vertical rules)."""
+    from rich import box
+    from rich.table import Table
+
+    from seqpack.cli import harness
+
+    table = Table(
+        title=f"seqpack bench: {result.source}",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        padding=(0, 1),
+        collapse_padding=True,
+    )
+    for header in harness.BenchResult.HEADERS:
+        table.add_column(header, justify="left" if header == "method" else "right", no_wrap=True)
+    for row in result.table_rows():
+        table.add_row(*row)
+    console.print(table)
+    console.print(result.legend(), soft_wrap=False)
+    rec = result.recommended
+    console.print(
+        f"\n[bold]Recommended:[/bold] max_length={rec.max_length}, strategy={rec.strategy}"
+        + (f", max_seqs_per_row={rec.max_seqs_per_row}" if rec.max_seqs_per_row else "")
+        + f"\n{result.reason}"
+    )
+    lines = result.loader_lines()
+    if lines:
+        console.print("\n[bold]Loader[/bold] (PackedLoader with this setting):")
+        for line in lines:
+            console.print(f"  {line}")
+
+
+def _gpu_device(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The device --gpu runs on, or why there is none."""
+    if args.gpu_device != "cuda":
+        return args.gpu_device, None
     try:
         import torch
     except ImportError:
-        return {"skipped": "torch is not installed"}
+        return None, "torch is not installed"
     if not torch.cuda.is_available():
-        return {"skipped": "CUDA is not available on this machine; GPU timing not run"}
-    from seqpack.chat import encode
-    from seqpack.cli.harness import gpu_benchmark
+        return None, "CUDA is not available on this machine; the GPU sweep was not run"
+    return "cuda", None
 
+
+def _gpu(
+    records: Any,
+    tokenizer: Any,
+    template: str | None,
+    result: Any,
+    device: str,
+    model_size: dict[str, int],
+) -> dict[str, Any]:
+    from seqpack.chat import encode
+    from seqpack.cli.harness import gpu_sweep
+
+    max_length = result.recommended.max_length
     encoded = encode(
         records, tokenizer=tokenizer, template=template, max_length=max_length, on_error="skip"
     )
-    return gpu_benchmark(encoded.tokens, encoded.offsets, encoded.labels, max_length)
+    sweep = gpu_sweep(
+        encoded.tokens, encoded.offsets, encoded.labels, max_length,
+        device=device, model_size=model_size,
+        budgets=[max_length * 2**k for k in range(8 if device == "cuda" else 2)],
+    )  # fmt: skip
+    import torch
+
+    name = torch.cuda.get_device_name() if device == "cuda" else device
+    return {"device": name, "cost_model": result.budget["cost_model"], "sweep": sweep}
 
 
 def command_store(args: argparse.Namespace) -> int:
@@ -498,15 +596,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--max-seqs-per-row", type=_limit_list, default=[None])
     bench.add_argument(
-        "--batch-size", type=_positive, default=8, help="for the pad-to-longest baseline"
+        "--batch-size",
+        type=_positive,
+        default=8,
+        help="samples per batch of the pad-to-longest baseline; rows per micro-batch when no "
+        "token budget is given",
+    )
+    budget = bench.add_argument_group(
+        "budget", "what the recommendation must fit (see seqpack.cli.budget for the estimates)"
+    )
+    fits = budget.add_mutually_exclusive_group()
+    fits.add_argument(
+        "--tokens-per-step",
+        type=_positive,
+        default=None,
+        help="token budget of one micro-batch per GPU (rows × max_length must fit)",
+    )
+    fits.add_argument(
+        "--gpu-memory",
+        type=_positive_float,
+        default=None,
+        help="GiB per GPU, turned into a token budget for --model by a documented estimate",
+    )
+    budget.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        choices=sorted(MODELS),
+        help="model shape for the cost model and the memory estimate",
+    )
+    budget.add_argument("--world-size", type=_positive, default=1, help="data-parallel GPUs")
+    budget.add_argument(
+        "--max-truncated",
+        type=parse_fraction,
+        default=0.01,
+        help="most tokens the recommendation may cut, e.g. 1%% or 0.01",
+    )
+    budget.add_argument(
+        "--tflops",
+        type=_positive_float,
+        default=DEFAULT_TFLOPS,
+        help="sustained TFLOP/s per GPU for the modelled throughput",
     )
     bench.add_argument("--conversations", type=int, default=5000, help="size of the built-in set")
     bench.add_argument(
         "--out", default="seqpack-bench", help="folder for report.md, report.json and plots"
     )
     bench.add_argument(
-        "--gpu", action="store_true", help="also time training steps on CUDA, if available"
+        "--gpu",
+        action="store_true",
+        help="on CUDA: measure the cost model's constants and sweep the micro-batch token "
+        "budget, packed vs padded, with a small random-weight Llama",
     )
+    bench.add_argument("--gpu-device", default="cuda", help=argparse.SUPPRESS)  # tests: cpu
+    bench.add_argument(
+        "--gpu-model", default="small", choices=["small", "tiny"], help=argparse.SUPPRESS
+    )
+    bench.add_argument("--gpu-tokens", type=_positive, default=8192, help=argparse.SUPPRESS)
     bench.set_defaults(run=command_bench)
 
     stats = commands.add_parser(
