@@ -196,3 +196,20 @@ def test_measured_costs_and_the_gpu_sweep_run_on_the_cpu(tmp_path):
     assert all(b["packed"]["trained_tokens_per_s"] > 0 for b in sweep["budgets"])
     assert sweep["largest_fitting"] == 2 * report["recommended"]["max_length"]
     assert "micro-batch token budget" in done.stdout
+
+
+def test_the_readme_shows_what_the_command_prints(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    command = "$ seqpack bench --tokens-per-step 16384\n"
+    shown = readme[readme.index(command) + len(command) :].split("```")[0]
+    done = run("bench", "--tokens-per-step", 16384, "--out", tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    printed = " ".join(done.stdout.split())
+    table = [line for line in shown.splitlines() if line.strip()[:4].strip().isdigit()]
+    assert len(table) == 20
+    for line in table:
+        assert " ".join(line.split()) in printed, line
+    recommendation = shown[shown.index("Within") : shown.index("Loader")]
+    assert " ".join(recommendation.split()) in printed
