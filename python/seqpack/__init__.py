@@ -12,6 +12,7 @@ straight to :func:`pack`; :func:`plan` decides rows from lengths alone.
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from seqpack import store
 from seqpack.batch import PackedBatch, flex_block_mask, sdpa_mask
@@ -36,6 +37,16 @@ from seqpack.errors import (
 from seqpack.pack import STRATEGIES, Plan, pack, plan
 from seqpack.report import ConversationReport, RecordReport, ReportSummary
 from seqpack.stats import Event, PackStats
+
+
+def __getattr__(name: str) -> Any:
+    # seqpack.stream builds torch IterableDatasets: torch is imported when it is first used.
+    if name == "stream":
+        from seqpack.streaming import stream
+
+        return stream
+    raise AttributeError(f"module 'seqpack' has no attribute {name!r}")
+
 
 try:
     __version__ = version("seqpack")
@@ -74,4 +85,5 @@ __all__ = [
     "plan",
     "sdpa_mask",
     "store",
+    "stream",
 ]
