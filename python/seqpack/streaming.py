@@ -72,8 +72,8 @@ def _records(source: Any) -> Iterator[Any]:
 
 @dataclass
 class StreamStats:
-    """What a pass has done so far (this shard): windows, records, rows, tokens; the records
-    the encoder dropped or truncated; rows of padding added."""
+    """What a pass has done so far (this shard): windows packed, their records and real
+    tokens, rows emitted, rows of padding added; the records the encoder dropped or truncated."""
 
     windows: int = 0
     records: int = 0
@@ -290,6 +290,7 @@ class PackedStream(IterableDataset[dict[str, Any]]):
             packed = self._pack(records, first)
             self.stats.windows += 1
             self.stats.records += len(records)
+            self.stats.tokens += int(packed.stats.real_tokens)
             for row in range(skip_rows, packed.num_rows):
                 pending.append((packed, row))
                 if len(pending) == self.batch_rows:
@@ -324,7 +325,14 @@ class PackedStream(IterableDataset[dict[str, Any]]):
         pad_id = self.pack_options["pad_id"]
         weighted = self.pack_options["loss_weights"] is not None
 
+        first_packed, first_row = items[0] if items else (None, 0)
+        contiguous = not pad and all(
+            p is first_packed and r == first_row + k for k, (p, r) in enumerate(items)
+        )
+
         def rows_of(name: str, fill: float, dtype: Any) -> npt.NDArray[Any]:
+            if contiguous:  # the common case: a slice of one window's rows, no copy
+                return np.asarray(getattr(first_packed, name)[first_row : first_row + len(items)])
             parts = [getattr(p, name)[r] for p, r in items]
             if pad:
                 if name == "position_ids":
@@ -342,7 +350,6 @@ class PackedStream(IterableDataset[dict[str, Any]]):
             }
             if weighted:
                 arrays["loss_weights"] = rows_of("loss_weights", 0.0, np.float32)
-            self.stats.tokens += int(np.count_nonzero(arrays["segment_ids"]))
             out: dict[str, Any] = {k: torch.from_numpy(v) for k, v in arrays.items()}
         else:
             lengths: list[int] = []
@@ -364,8 +371,6 @@ class PackedStream(IterableDataset[dict[str, Any]]):
                 pieces["labels"] = [np.array([-100], np.int64)]
                 pieces["position_ids"] = [np.zeros(1, np.int64)]
                 pieces["loss_weights"] = [np.zeros(1, np.float32)] if weighted else []
-            else:
-                self.stats.tokens += sum(lengths)
             cu = np.zeros(len(lengths) + 1, dtype=np.int32)
             np.cumsum(lengths, out=cu[1:])
             names = ["input_ids", "labels", "position_ids"] + (["loss_weights"] if weighted else [])
