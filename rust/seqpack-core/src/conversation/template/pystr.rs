@@ -175,18 +175,16 @@ mod tests {
 
 /// transformers' `strftime_now(format)`: the current date and time as Python's
 /// `datetime.now().strftime(format)` writes it (Llama-3.2+ templates put today's date in the
-/// system block). The clock is read in UTC, which is the local time of the containers
-/// training runs in; a directive outside the common set raises, so the record is refused
-/// rather than rendered differently.
+/// system block), in local time as Python reads it (`TZ`, else `/etc/localtime`); a
+/// directive outside the common set raises, so the record is refused rather than rendered
+/// differently.
 ///
 /// # Errors
 /// A directive this does not write.
 #[allow(clippy::needless_pass_by_value, reason = "minijinja hands function arguments over by value")]
 pub fn strftime_now(format: String) -> Result<String, Error> {
-    let seconds = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_secs()).unwrap_or(0));
-    strftime(&format, seconds)
+    let now = chrono::Local::now();
+    strftime(&format, now.timestamp() + i64::from(now.offset().local_minus_utc()))
 }
 
 const MONTHS: [&str; 12] = [
@@ -220,8 +218,8 @@ fn civil_from_days(days: i64) -> (i64, usize, i64) {
     (year, usize::try_from(month).unwrap_or(1), day)
 }
 
-/// `time.strftime(format)` for a UTC time in seconds since the epoch, for the directives chat
-/// templates use.
+/// `time.strftime(format)` for a wall-clock time in seconds since the epoch (local time
+/// counted as if it were UTC), for the directives chat templates use.
 fn strftime(format: &str, seconds: i64) -> Result<String, Error> {
     use std::fmt::Write;
     let days = seconds.div_euclid(86_400);
