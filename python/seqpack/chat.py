@@ -180,7 +180,7 @@ def encode(
     on_error: Literal["raise", "skip"] = "raise",
     end_of_turn: str | None = None,
     fast_tokenizer: bool | None = None,
-    special_tokens_in_content: Literal["keep", "error"] = "keep",
+    special_tokens_in_content: Literal["keep", "escape", "error"] = "keep",
     overflow: str | None = None,
     cut_keep: str | None = None,
 ) -> EncodedConversations:
@@ -251,9 +251,12 @@ def encode(
     special_tokens_in_content
         A message whose content holds a special token's text (``<|im_end|>`` typed into an
         answer): ``"keep"`` (default) tokenizes it as that token, exactly as transformers does,
-        and lists the message in the record's ``special_token_messages``; ``"error"`` refuses
-        the record (raised, or skipped with reason ``special_token_in_content`` under
-        ``on_error="skip"``).
+        and lists the message in the record's ``special_token_messages``; ``"escape"``
+        tokenizes that content by itself with the special tokens' text as ordinary text (the
+        ``tokenizers`` library's ``encode_special_tokens``, transformers'
+        ``split_special_tokens=True``), so a typed ``<|im_end|>`` is never a real turn marker,
+        and still lists the message; ``"error"`` refuses the record (raised, or skipped with
+        reason ``special_token_in_content`` under ``on_error="skip"``).
     overflow, cut_keep
         Deprecated names of ``overlong`` and ``truncate_keep``.
 

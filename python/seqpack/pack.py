@@ -44,7 +44,7 @@ class EncodeKwargs(TypedDict, total=False):
     on_error: Literal["raise", "skip"]
     end_of_turn: str | None
     fast_tokenizer: bool | None
-    special_tokens_in_content: Literal["keep", "error"]
+    special_tokens_in_content: Literal["keep", "escape", "error"]
     overflow: str | None
     cut_keep: str | None
 

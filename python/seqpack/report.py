@@ -59,7 +59,8 @@ class RecordReport:
     special_token_messages: list[int] = field(default_factory=list)
     """Messages whose content holds a special token's text (``<|im_end|>``, ``<|eot_id|>``,
     ...), which the tokenizer reads as that token, as transformers does: in an assistant's
-    answer it is trained as a real turn marker. See ``special_tokens_in_content``."""
+    answer it is trained as a real turn marker (under the default ``"keep"``; ``"escape"``
+    reads it as ordinary text). See ``special_tokens_in_content``."""
 
 
 @dataclass(frozen=True)

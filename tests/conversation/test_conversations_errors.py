@@ -389,5 +389,46 @@ def test_special_token_text_in_content_is_reported_or_refused(qwen_dir):
         ("skipped", "special_token_in_content", [1]),
     ]
     assert len(skipped) == 1
-    with pytest.raises(seqpack.InvalidOptionError, match="option special_tokens_in_content"):
-        encode([GOOD], qwen_dir, special_tokens_in_content="escape")
+    with pytest.raises(seqpack.InvalidOptionError, match="'keep', 'escape' or 'error'"):
+        encode([GOOD], qwen_dir, special_tokens_in_content="quote")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_escape_reads_special_token_text_in_content_as_ordinary_text(qwen_dir, fast):
+    """special_tokens_in_content="escape": the content is tokenized by itself with the special
+    tokens' text as ordinary text (the tokenizers library's encode_special_tokens, what
+    transformers' split_special_tokens does), the template's text around it as usual."""
+    from tokenizers import Tokenizer
+
+    from seqpack import _seqpack
+
+    plain = Tokenizer.from_file(str(qwen_dir / "tokenizer.json"))
+    splitting = Tokenizer.from_file(str(qwen_dir / "tokenizer.json"))
+    splitting.encode_special_tokens = True
+    options = {"fast_tokenizer": fast}
+    escaped = encode([GOOD, INJECTED], qwen_dir, special_tokens_in_content="escape", **options)
+    kept = encode([GOOD, INJECTED], qwen_dir, **options)
+    assert [r.special_token_messages for r in escaped.report.records] == [[], [1]]
+    assert [r.status for r in escaped.report.records] == ["kept", "kept"]
+    # A record without special-token text is encoded exactly as under "keep".
+    assert escaped.sample(0)[0].tolist() == kept.sample(0)[0].tolist()
+    text = _seqpack.NativeTemplate.builtin("qwen3").render_text(INJECTED)
+    content = INJECTED["messages"][1]["content"]
+    at = text.index(content)
+    expected = (
+        plain.encode(text[:at], add_special_tokens=False).ids
+        + splitting.encode(content, add_special_tokens=False).ids
+        + plain.encode(text[at + len(content) :], add_special_tokens=False).ids
+    )
+    tokens, labels = escaped.sample(1)
+    assert tokens.tolist() == expected
+    # Under "keep" the typed markers are real ids; escaped, only the template's own remain,
+    # and the answer's text (markers included) is trained as text.
+    assert kept.sample(1)[0].tolist() == plain.encode(text, add_special_tokens=False).ids
+    im_end, im_start = 151645, 151644
+    assert int((tokens == im_end).sum()) == int((kept.sample(1)[0] == im_end).sum()) - 1
+    assert int((tokens == im_start).sum()) == int((kept.sample(1)[0] == im_start).sum()) - 1
+    assert int(((tokens == im_end) & (labels == im_end)).sum()) == 1  # the real end of turn
+    body = splitting.encode(content, add_special_tokens=False).ids
+    start = len(plain.encode(text[:at], add_special_tokens=False).ids)
+    assert labels[start : start + len(body)].tolist() == body

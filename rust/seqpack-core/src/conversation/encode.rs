@@ -6,7 +6,7 @@
 use crate::conversation::records::{Conversation, Format, Mapping, Role};
 use crate::conversation::report::{Reason, RecordReport, Status};
 use crate::conversation::template::{Rendered, Template};
-use crate::conversation::tokenize::{tokenize, TokenizedConversation, Tokenizer};
+use crate::conversation::tokenize::{tokenize_escaping, TokenizedConversation, Tokenizer};
 use crate::conversation::truncate::{keep_latest, turns, windows, Turn};
 use crate::error::{Error, Result};
 use crate::labels::IGNORE_INDEX;
@@ -65,8 +65,9 @@ pub struct EncodeOptions {
     pub mapping: Mapping,
     pub on_error: OnError,
     /// A message whose content holds a special token's text: `Keep` it (the tokenizer reads
-    /// it as that token, as transformers does; the record's report lists the message) or
-    /// refuse the record (`Error`).
+    /// it as that token, as transformers does; the record's report lists the message),
+    /// refuse the record (`Error`), or `Escape` it (the content is tokenized by itself as
+    /// ordinary text, as `split_special_tokens` does; the report still lists the message).
     pub special_tokens_in_content: SpecialTokens,
 }
 
@@ -75,6 +76,8 @@ pub struct EncodeOptions {
 pub enum SpecialTokens {
     Keep,
     Error,
+    /// Read the content's special-token text as ordinary text.
+    Escape,
 }
 
 impl EncodeOptions {
@@ -150,10 +153,11 @@ impl TryFrom<RawEncodeOptions> for EncodeOptions {
             special_tokens_in_content: match raw.special_tokens_in_content.as_deref() {
                 None | Some("keep") => SpecialTokens::Keep,
                 Some("error") => SpecialTokens::Error,
+                Some("escape") => SpecialTokens::Escape,
                 Some(other) => {
                     return Err(invalid(
                         "special_tokens_in_content",
-                        format!("unknown policy '{other}'; expected 'keep' or 'error'"),
+                        format!("unknown policy '{other}'; expected 'keep', 'escape' or 'error'"),
                     ))
                 }
             },
@@ -178,9 +182,15 @@ struct Encoded {
 }
 
 impl Encoded {
-    fn new(template: &Template, tokenizer: &Tokenizer, conversation: &Conversation, keep: &[usize]) -> Result<Self> {
+    fn new(
+        template: &Template,
+        tokenizer: &Tokenizer,
+        conversation: &Conversation,
+        keep: &[usize],
+        escaped: &[usize],
+    ) -> Result<Self> {
         let rendered = template.render(conversation, keep)?;
-        let tokens = tokenize(tokenizer, &rendered)?;
+        let tokens = tokenize_escaping(tokenizer, &rendered, escaped)?;
         Ok(Self { rendered, tokens })
     }
 
@@ -255,7 +265,11 @@ pub fn encode_conversation(
             token: token.clone(),
         });
     }
-    let job = Job { conversation, record, line, template, tokenizer, options };
+    let escaped = match options.special_tokens_in_content {
+        SpecialTokens::Escape => flagged.iter().map(|&(message, _)| message).collect(),
+        SpecialTokens::Keep | SpecialTokens::Error => Vec::new(),
+    };
+    let job = Job { conversation, record, line, template, tokenizer, options, escaped: &escaped };
     let whole = job.measure()?;
     let fitted = job.fit(&whole)?;
     let (samples, mut report) = job.finish(&whole, fitted);
@@ -281,6 +295,8 @@ struct Job<'a> {
     template: &'a Template,
     tokenizer: &'a Tokenizer,
     options: &'a EncodeOptions,
+    /// Messages whose content is read as ordinary text (`special_tokens_in_content="escape"`).
+    escaped: &'a [usize],
 }
 
 /// The conversation rendered whole, before anything is cut.
@@ -314,7 +330,7 @@ struct Fitted {
 
 impl Job<'_> {
     fn encode(&self, keep: &[usize]) -> Result<Encoded> {
-        Encoded::new(self.template, self.tokenizer, self.conversation, keep)
+        Encoded::new(self.template, self.tokenizer, self.conversation, keep, self.escaped)
             .map_err(|e| e.for_record(self.record, self.line))
     }
 

@@ -21,6 +21,8 @@ pub struct Tokenizer {
     fingerprint: String,
     /// The texts of the special added tokens, to find them inside message contents.
     special: Option<std::sync::Arc<(aho_corasick::AhoCorasick, Vec<String>)>>,
+    /// A copy that reads special tokens' text as ordinary text, made on first use.
+    as_text: std::sync::Arc<std::sync::OnceLock<tokenizers::Tokenizer>>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -62,7 +64,7 @@ impl Tokenizer {
                 .map_err(|e| Error::Tokenizer { message: format!("special tokens: {e}") })?;
             Some(std::sync::Arc::new((automaton, special)))
         };
-        Ok(Self { inner, fast, fingerprint, special })
+        Ok(Self { inner, fast, fingerprint, special, as_text: std::sync::Arc::default() })
     }
 
     /// blake3 of the `tokenizer.json` text this tokenizer was loaded from.
@@ -84,6 +86,19 @@ impl Tokenizer {
     /// The same as [`Tokenizer::encode`], always through the `tokenizers` library.
     pub fn encode_reference(&self, text: &str) -> Result<TokensWithOffsets> {
         let encoding = self.inner.encode(text, false).map_err(|e| Error::Tokenizer { message: e.to_string() })?;
+        Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
+    }
+
+    /// Token ids and byte offsets of `text` with special tokens' text read as ordinary text,
+    /// as the `tokenizers` library does with `encode_special_tokens` (transformers'
+    /// `split_special_tokens=True`); non-special added tokens are still matched.
+    pub fn encode_as_text(&self, text: &str) -> Result<TokensWithOffsets> {
+        let splitting = self.as_text.get_or_init(|| {
+            let mut copy = self.inner.clone();
+            copy.set_encode_special_tokens(true);
+            copy
+        });
+        let encoding = splitting.encode(text, false).map_err(|e| Error::Tokenizer { message: e.to_string() })?;
         Ok((encoding.get_ids().to_vec(), encoding.get_offsets().to_vec()))
     }
 
@@ -129,6 +144,48 @@ impl TokenizedConversation {
 
 pub fn tokenize(tokenizer: &Tokenizer, rendered: &Rendered) -> Result<TokenizedConversation> {
     let (ids, offsets) = tokenizer.encode(&rendered.text)?;
+    Ok(with_spans(ids, offsets, rendered))
+}
+
+/// [`tokenize`], with the content of every message `escaped` names read as ordinary text
+/// (`special_tokens_in_content="escape"`): each such content is tokenized by itself with
+/// [`Tokenizer::encode_as_text`], the text around it as usual.
+pub fn tokenize_escaping(
+    tokenizer: &Tokenizer,
+    rendered: &Rendered,
+    escaped: &[usize],
+) -> Result<TokenizedConversation> {
+    let ranges: Vec<(usize, usize)> = rendered
+        .spans
+        .iter()
+        .filter(|span| span.message.is_some_and(|m| escaped.contains(&m)) && span.content_end > span.content_start)
+        .map(|span| (span.content_start, span.content_end))
+        .collect();
+    if ranges.is_empty() {
+        return tokenize(tokenizer, rendered);
+    }
+    let text = &rendered.text;
+    let (mut ids, mut offsets) = (Vec::new(), Vec::new());
+    let mut append = |(more, spans): TokensWithOffsets, shift: usize| {
+        ids.extend(more);
+        offsets.extend(spans.into_iter().map(|(s, e)| (s + shift, e + shift)));
+    };
+    let mut at = 0;
+    for (start, end) in ranges {
+        if start > at {
+            append(tokenizer.encode(&text[at..start])?, at);
+        }
+        append(tokenizer.encode_as_text(&text[start..end])?, start);
+        at = end;
+    }
+    if at < text.len() {
+        append(tokenizer.encode(&text[at..])?, at);
+    }
+    Ok(with_spans(ids, offsets, rendered))
+}
+
+/// The token ranges of every span, and the tokens that straddle a boundary.
+fn with_spans(ids: Vec<u32>, offsets: Vec<(usize, usize)>, rendered: &Rendered) -> TokenizedConversation {
     let mut conversation = TokenizedConversation { ids, offsets, ranges: Vec::new(), boundary_merges: 0 };
     let mut boundaries: Vec<usize> = Vec::with_capacity(rendered.spans.len() * 3);
     for span in &rendered.spans {
@@ -145,5 +202,5 @@ pub fn tokenize(tokenizer: &Tokenizer, rendered: &Rendered) -> Result<TokenizedC
             at > 0 && conversation.offsets[at - 1].1 > b
         })
         .count();
-    Ok(conversation)
+    conversation
 }
