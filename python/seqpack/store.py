@@ -68,9 +68,14 @@ class TokenStore:
                 f"token store {self.path}: no manifest.json (an unfinished write leaves none)"
             )
         sizes = {p.name: p.stat().st_size for p in self.path.iterdir() if p.is_file()}
-        self.manifest: dict[str, Any] = _seqpack.store_check(
-            str(self.path), manifest_file.read_text(encoding="utf-8"), sizes
-        )
+        try:
+            manifest_text = manifest_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidStoreError(
+                f"token store {self.path}: manifest.json is not UTF-8 (byte {error.start}); the "
+                "store is corrupted"
+            ) from None
+        self.manifest: dict[str, Any] = _seqpack.store_check(str(self.path), manifest_text, sizes)
         self.tokens = _map(self.path, "tokens")
         self.offsets = _map(self.path, "offsets")
         self.lengths = _map(self.path, "lengths")

@@ -168,6 +168,13 @@ def test_truncated_changed_or_unfinished_stores_raise_typed_errors(tmp_path):
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(seqpack.InvalidStoreError, match="layout version 99"):
         seqpack.store.open(copy)
+    # Found by the atheris campaign (fuzz/atheris_entry_points.py store): a manifest with a
+    # byte that is not UTF-8 raised UnicodeDecodeError.
+    broken = bytearray(json.dumps(manifest).encode())
+    broken[40] = 0xC9
+    (copy / "manifest.json").write_bytes(bytes(broken))
+    with pytest.raises(seqpack.InvalidStoreError, match=r"manifest.json is not UTF-8 \(byte 40\)"):
+        seqpack.store.open(copy)
     (copy / "manifest.json").unlink()
     with pytest.raises(seqpack.InvalidStoreError, match=r"no manifest.json"):
         seqpack.store.open(copy)
@@ -186,6 +193,33 @@ def test_truncated_changed_or_unfinished_stores_raise_typed_errors(tmp_path):
     with pytest.raises(OSError, match="already exists"):
         seqpack.store.write(store.path, [[9]])
     assert len(seqpack.store.write(store.path, [[9]], overwrite=True)) == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_corruption_is_a_typed_error_or_a_consistent_store(tmp_path_factory, data):
+    """What the fuzz campaign's store target checks, as a property: overwrite or cut any file
+    of a store; opening and reading it either raises InvalidStoreError or gives samples whose
+    tokens and labels have the lengths the store says."""
+    folder = tmp_path_factory.mktemp("corrupt")
+    store = seqpack.store.write(folder / "s", [[1, 2, 3], [4, 5], list(range(6, 40))])
+    files = sorted(p for p in store.path.iterdir() if p.is_file())
+    target = data.draw(st.sampled_from(files))
+    content = bytearray(target.read_bytes())
+    if data.draw(st.booleans()):
+        content = content[: data.draw(st.integers(0, max(len(content) - 1, 0)))]
+    elif content:
+        at = data.draw(st.integers(0, len(content) - 1))
+        patch = data.draw(st.binary(min_size=1, max_size=8))
+        content[at : at + len(patch)] = patch
+    target.write_bytes(bytes(content))
+    try:
+        opened = seqpack.store.open(store.path)
+        for i in range(len(opened)):
+            tokens, labels = opened[i]
+            assert len(tokens) == len(labels) == opened.lengths[i]
+    except seqpack.InvalidStoreError:
+        pass
 
 
 def test_bad_input_names_the_record_in_the_whole_dataset(tmp_path, qwen_dir):
