@@ -511,3 +511,12 @@ fn a_generation_prompt_with_a_tail_history_turns_lack_opens_them_with_its_head()
     let parted = source.replace("<|A|>{{ m.content }}", "<|A|>x{{ m.content }}");
     assert_refused(jinja(&parted, "<|end|>", "", "<|end|>").render(&conv, &[0, 1, 2, 3]), "generation prompt");
 }
+
+#[test]
+fn sources_the_fuzzer_found_are_errors_not_panics() {
+    // `{%}`: the scanner for `{% generation %}` tags took the opener's `%` for a closer and
+    // sliced backwards (jinja fuzz target). Each must compile to a template or a typed error.
+    for source in ["{%}", "{%}%}", "{%-}", "{%%}", "{% generation %}{%}", "x{%"] {
+        let _ = JinjaTemplate::new(source, "<|im_end|>", "<s>", "</s>");
+    }
+}

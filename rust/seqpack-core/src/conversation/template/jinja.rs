@@ -42,7 +42,9 @@ fn generation_marks(source: &str) -> (String, bool) {
     let mut rest = source;
     let mut found = false;
     while let Some(open) = rest.find("{%") {
-        let Some(close) = rest[open..].find("%}").map(|at| open + at + 2) else { break };
+        // The tag's end is searched after its `{%`: in `{%}` the `%` is the opener's, not a
+        // closer (found by the jinja fuzz target: it sliced backwards and panicked).
+        let Some(close) = rest[open + 2..].find("%}").map(|at| open + 2 + at + 2) else { break };
         let tag = &rest[open..close];
         let inner = tag[2..tag.len() - 2].trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
         let mark = match inner {
