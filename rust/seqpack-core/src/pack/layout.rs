@@ -230,7 +230,8 @@ trait Cells<T: Copy> {
     fn put(&mut self, values: impl ExactSizeIterator<Item = T>);
     /// `n` cells of `value`.
     fn put_n(&mut self, value: T, n: usize);
-    /// `n` cells, set to `value` and then handed to `finish`.
+    /// `n` cells handed to `finish`, which writes every one of them (`value` is what a vector
+    /// grows with first).
     fn put_with(&mut self, n: usize, value: T, finish: impl FnOnce(&mut [T]));
     /// The last `n` cells written.
     fn tail(&self, n: usize) -> &[T];
@@ -285,10 +286,8 @@ impl<T: Copy> Cells<T> for Cursor<'_, T> {
         self.next(n).fill(value);
     }
 
-    fn put_with(&mut self, n: usize, value: T, finish: impl FnOnce(&mut [T])) {
-        let cells = self.next(n);
-        cells.fill(value);
-        finish(cells);
+    fn put_with(&mut self, n: usize, _value: T, finish: impl FnOnce(&mut [T])) {
+        finish(self.next(n));
     }
 
     fn tail(&self, n: usize) -> &[T] {
