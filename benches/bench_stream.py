@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import numpy as np
+from bench_loader import table  # the same markdown table as the loader benchmark
 
 L = 4096
 
@@ -53,17 +54,6 @@ def trl_efficiency(lengths: np.ndarray, window: int) -> tuple[float, float]:
     packed = pack_dataset(dataset, seq_length=L, strategy="bfd", map_kwargs={"batch_size": window})
     seconds = time.perf_counter() - start
     return float(lengths.sum()) / (len(packed) * L), seconds
-
-
-def table(titles: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in [titles, *rows]) for i in range(len(titles))]
-
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(f"{c:>{w}}" for c, w in zip(cells, widths, strict=True)) + " |"
-
-    return "\n".join(
-        [line(titles), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)]
-    )
 
 
 def main() -> None:

@@ -262,19 +262,24 @@ class PackedStream(IterableDataset[dict[str, Any]]):
             yield index, [record for _, record in chunk], chunk[0][0]
             index += 1
 
+    def _encode(self, records: list[Any]) -> Any:
+        """A window's chat records encoded with this stream's options."""
+        from seqpack.chat import encode
+
+        return encode(
+            records,
+            tokenizer=self.tokenizer,
+            template=self.template,
+            max_length=self.max_length,
+            **self.encode_options,
+        )
+
     def _pack(self, records: list[Any], first: int) -> Any:
         from seqpack import pack
-        from seqpack.chat import encode
 
         try:
             if self.tokenizer is not None:
-                encoded = encode(
-                    records,
-                    tokenizer=self.tokenizer,
-                    template=self.template,
-                    max_length=self.max_length,
-                    **self.encode_options,
-                )
+                encoded = self._encode(records)
                 for name, count in encoded.report.reasons().items():
                     self.stats.reasons[name] = self.stats.reasons.get(name, 0) + count
                 return pack(encoded, **self.pack_options)
@@ -386,7 +391,7 @@ class PackedStream(IterableDataset[dict[str, Any]]):
                 max_length_k=longest,
             )
         out["use_cache"] = False
-        out["num_items_in_batch"] = max(1, int((out["labels"] != -100).sum()))
+        out["num_items_in_batch"] = max(1, int(np.count_nonzero(out["labels"].numpy() != -100)))
         return out
 
 
@@ -449,7 +454,6 @@ def scan(source: Any, *, world_size: int = 1, num_workers: int = 0, **options: A
     learning-rate schedule and ``steps=``. ``num_workers``: the DataLoader workers per rank
     the stream will run under (sharding depends on it)."""
     from seqpack import plan
-    from seqpack.chat import encode
 
     probe = PackedStream(source, world_size=world_size, **options)
     workers = max(1, num_workers)
@@ -470,14 +474,7 @@ def scan(source: Any, *, world_size: int = 1, num_workers: int = 0, **options: A
             for _, records, first in probe._windows(shard, shards):
                 try:
                     if probe.tokenizer is not None:
-                        encoded = encode(
-                            records,
-                            tokenizer=probe.tokenizer,
-                            template=probe.template,
-                            max_length=probe.max_length,
-                            **probe.encode_options,
-                        )
-                        lengths = np.diff(encoded.offsets)
+                        lengths = np.diff(probe._encode(records).offsets)
                     else:
                         sequences, _ = _token_records(records)
                         lengths = np.array([len(s) for s in sequences], dtype=np.int64)

@@ -363,31 +363,25 @@ def command_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     device, why_not = _gpu_device(args) if args.gpu else (None, None)
     model_size = harness.TINY_MODEL if args.gpu_model == "tiny" else harness.SMALL_MODEL
-    budget = harness.make_budget(
-        tokens_per_step=args.tokens_per_step,
-        gpu_memory=args.gpu_memory,
-        model_name=args.model,
-        world_size=args.world_size,
-        max_truncated=args.max_truncated,
-        tflops=args.tflops,
-        batch_rows=args.batch_size,
-    )
+    budget_options: dict[str, Any] = {
+        "tokens_per_step": args.tokens_per_step,
+        "gpu_memory": args.gpu_memory,
+        "model_name": args.model,
+        "world_size": args.world_size,
+        "max_truncated": args.max_truncated,
+        "tflops": args.tflops,
+        "batch_rows": args.batch_size,
+    }
+    budget = harness.make_budget(**budget_options)  # checks the options before any work
     steps = 1 + len(args.max_lengths) * (1 + len(args.strategies) * len(args.max_seqs_per_row))
     steps += 4 + int(args.gpu)  # reading, loader figures, writing, plotting (and the GPU run)
     with _progress(total=steps) as note:
         if device is not None:
             note(f"{device}: measuring the cost model's constants")
-            budget = harness.make_budget(
-                tokens_per_step=args.tokens_per_step,
-                gpu_memory=args.gpu_memory,
-                model_name=args.model,
-                world_size=args.world_size,
-                max_truncated=args.max_truncated,
-                batch_rows=args.batch_size,
-                cost=harness.measure_costs(
-                    device=device, model_size=model_size, tokens=args.gpu_tokens
-                ),
+            cost = harness.measure_costs(
+                device=device, model_size=model_size, tokens=args.gpu_tokens
             )
+            budget = harness.make_budget(**budget_options, cost=cost)
         if args.input is None:
             note("generating the built-in synthetic conversation set")
             records: Any = synthetic.conversations(args.conversations)
