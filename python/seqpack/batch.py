@@ -40,6 +40,37 @@ single forward pass fits a GPU; pass ``rows=`` (or a larger ``max_tokens``)."""
 IGNORE_INDEX = -100
 
 
+def rows_varlen(position_ids: npt.NDArray[Any]) -> dict[str, Any]:
+    """FlashAttention-2's varlen keywords for ``[B, L]`` rows: ``cu_seq_lens_q/k`` over the rows
+    flattened end to end (a sequence starts at every position 0 and at every row start, so
+    each row's padding run is a sequence of its own) and ``max_length_q/k``.
+
+    Without them, transformers' FlashAttention-2 path finds packed sequences from
+    ``position_ids`` only when the batch has one row; with two or more rows it runs plain
+    causal attention over each whole row and packed sequences see each other. Eager, SDPA and
+    FlexAttention ignore these keywords.
+
+    >>> rows_varlen(np.array([[0, 1, 2, 0, 1], [0, 1, 0, 1, 2]]))["cu_seq_lens_q"].tolist()
+    [0, 3, 5, 7, 10]
+    """
+    import torch
+
+    starts = np.asarray(position_ids) == 0
+    if starts.size:
+        starts[:, 0] = True
+    cu = np.empty(int(np.count_nonzero(starts)) + 1, dtype=np.int32)
+    cu[:-1] = np.flatnonzero(starts)
+    cu[-1] = starts.size
+    longest = int(np.diff(cu).max()) if len(cu) > 1 else 0
+    tensor = torch.from_numpy(cu)
+    return {
+        "cu_seq_lens_q": tensor,
+        "cu_seq_lens_k": tensor,
+        "max_length_q": longest,
+        "max_length_k": longest,
+    }
+
+
 @dataclass(frozen=True, eq=False)
 class PackedBatch:
     """Packed rows and the metadata that keeps their sequences independent.
@@ -188,14 +219,16 @@ class PackedBatch:
         as ``model(**batch.to_torch(rows))``. Zero-copy on the CPU for a slice of rows.
 
         The dict holds ``input_ids``, ``labels``, ``position_ids`` (restarting at every
-        sequence), ``use_cache=False``, ``num_items_in_batch`` and ``loss_weights`` when
-        requested. It has no 2-D ``attention_mask``: to a Hugging Face model that means
-        "padding mask" and lets packed sequences attend to each other. Without one, the model
-        finds the sequences from the restarting ``position_ids`` (eager, SDPA and
-        FlashAttention-2; transformers >= 4.54), which it only does without a KV cache:
-        hence ``use_cache=False``. ``num_items_in_batch`` is the number of trained tokens
-        (at least 1), so the model's loss is their mean, and 0, not NaN, on rows with none
-        (the padding rows ``pad_rows_to_multiple_of`` adds). For another consumer use the
+        sequence), ``cu_seq_lens_q/k`` and ``max_length_q/k`` (see :func:`rows_varlen`),
+        ``use_cache=False``, ``num_items_in_batch`` and ``loss_weights`` when requested. It
+        has no 2-D ``attention_mask``: to a Hugging Face model that means "padding mask" and
+        lets packed sequences attend to each other. Without one, eager and SDPA find the
+        sequences from the restarting ``position_ids`` (transformers >= 4.54), which they only
+        do without a KV cache: hence ``use_cache=False``; FlashAttention-2 takes them from
+        ``cu_seq_lens_q/k`` (from ``position_ids`` it would find them in one row only).
+        ``num_items_in_batch`` is the number of trained tokens (at least 1), so the model's
+        loss is their mean, and 0, not NaN, on rows with none (the padding rows
+        ``pad_rows_to_multiple_of`` adds). For another consumer use the
         arrays (``segment_ids``, ``cu_seqlens``) or :meth:`sdpa_mask`.
 
         >>> import seqpack
@@ -233,6 +266,12 @@ class PackedBatch:
             if device is not None:
                 tensor = tensor.to(device, non_blocking=pin_memory)
             out[name] = tensor
+        varlen = rows_varlen(arrays["position_ids"])
+        if device is not None:
+            varlen = {
+                k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in varlen.items()
+            }
+        out.update(varlen)
         out["use_cache"] = False
         out["num_items_in_batch"] = max(1, self._trained_targets(labels))
         return out

@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from seqpack import _normalise
+from seqpack.batch import rows_varlen
 from seqpack.errors import InvalidOptionError, SeqpackError
 
 STATE_VERSION = 1
@@ -356,6 +357,7 @@ class PackedStream(IterableDataset[dict[str, Any]]):
             if weighted:
                 arrays["loss_weights"] = rows_of("loss_weights", 0.0, np.float32)
             out: dict[str, Any] = {k: torch.from_numpy(v) for k, v in arrays.items()}
+            out.update(rows_varlen(arrays["position_ids"]))
         else:
             lengths: list[int] = []
             pieces: dict[str, list[npt.NDArray[Any]]] = {

@@ -6,9 +6,10 @@ code that brings its own ``DataLoader``.
 
 Every batch is safe to pass as ``model(**batch)`` to a Hugging Face causal LM: there is no 2-D
 ``attention_mask`` (which a model reads as a padding mask and which would let packed sequences
-attend to each other); ``position_ids`` restart at every sequence and ``use_cache=False``, so the
-model finds the sequences (transformers >= 4.54), or ``mask=`` adds an explicit 4-D block-causal
-mask or a FlexAttention ``BlockMask``. ``num_items_in_batch`` makes the model's loss the mean
+attend to each other); ``position_ids`` restart at every sequence and ``use_cache=False``, so
+eager and SDPA find the sequences (transformers >= 4.54), ``cu_seq_lens_q/k`` give them to
+FlashAttention-2 (in ``[B, L]`` rows too), or ``mask=`` adds an explicit 4-D block-causal mask or
+a FlexAttention ``BlockMask``. ``num_items_in_batch`` makes the model's loss the mean
 over the batch's trained tokens, and 0, not NaN, for a batch of padding rows.
 
 >>> import seqpack, seqpack.torch, tempfile, pathlib
@@ -36,7 +37,12 @@ import torch
 from torch.utils.data import Dataset
 
 from seqpack import _normalise, _seqpack
-from seqpack.batch import _warn_if_transformers_cannot_find_sequences, flex_block_mask, sdpa_mask
+from seqpack.batch import (
+    _warn_if_transformers_cannot_find_sequences,
+    flex_block_mask,
+    rows_varlen,
+    sdpa_mask,
+)
 from seqpack.errors import InvalidOptionError
 from seqpack.stats import Event, PackStats, events_from_native
 from seqpack.store import TokenStore
@@ -128,6 +134,7 @@ def _model_inputs(raw: dict[str, Any], padding_free: bool, mask: Mask | None) ->
             )
         elif mask == "flex":
             batch["attention_mask"] = flex_block_mask(segments)
+        batch.update(rows_varlen(raw["position_ids"]))
     batch["use_cache"] = False
     trained = (
         int(raw["trained_tokens"])
@@ -558,6 +565,7 @@ class CollateRows:
                     tail = torch.full((extra,), fill.get(name, 0), dtype=value.dtype)
                 padded.append(torch.cat([value, tail]))
             batch[name] = torch.stack(padded)
+        batch.update(rows_varlen(batch["position_ids"].numpy()))
         batch["use_cache"] = False
         batch["num_items_in_batch"] = max(1, int((batch["labels"] != -100).sum()))
         return batch
