@@ -50,7 +50,7 @@ import seqpack.torch as sptorch
 VOCAB = 1024
 
 # (name, attn_implementation, format, mask)
-CONFIGS = [
+CONFIGS: list[tuple[str, str, sptorch.Format, sptorch.Mask | None]] = [
     ("eager-rows", "eager", "rows", "eager"),
     ("sdpa-rows", "sdpa", "rows", "sdpa"),
     ("sdpa-rows-nomask", "sdpa", "rows", None),
@@ -146,7 +146,7 @@ def model_for(attention: str, dtype: torch.dtype, device: torch.device) -> Any:
         initializer_range=0.1,
         attn_implementation="sdpa" if cpu_flash else attention,
     )
-    model = LlamaForCausalLM(config).to(device=device, dtype=dtype).eval()
+    model = LlamaForCausalLM(config).to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]
     if cpu_flash:  # transformers refuses FlashAttention on the CPU: plumbing runs only
         model.config._attn_implementation = attention
     return model
@@ -189,8 +189,8 @@ def token_mean_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, 
 def check(
     name: str,
     attention: str,
-    fmt: str,
-    mask: str | None,
+    fmt: sptorch.Format,
+    mask: sptorch.Mask | None,
     store: Any,
     sequences: list[np.ndarray],
     labels: list[np.ndarray],
@@ -280,7 +280,7 @@ def main() -> int:
     if device.type == "cpu":  # transformers offers FlashAttention only with CUDA: plumbing only
         import transformers.modeling_flash_attention_utils as fa_utils
 
-        fa_utils.is_flash_attn_2_available = lambda *args, **kwargs: True  # type: ignore[assignment]
+        setattr(fa_utils, "is_flash_attn_2_available", lambda *args, **kwargs: True)  # noqa: B010
 
     rng = np.random.default_rng(0)
     short = args.sequences // 2

@@ -470,6 +470,11 @@ def flex_block_mask(segment_ids: Any, device: str | torch.device | None = None) 
     """A FlexAttention ``BlockMask`` with the same rule as :func:`sdpa_mask`, built from
     ``[B, L]`` segment ids; fully masked blocks between segments are skipped by the kernel.
 
+    Its ``.to(device)`` moves the segment ids its ``mask_mod`` reads along with the block
+    tensors (a plain ``BlockMask.to`` leaves a closure's tensors behind, and the compiled
+    kernel then fails on the GPU), so a mask built on the CPU by a loader can be moved with
+    the rest of the batch.
+
     >>> import seqpack
     >>> seqpack.flex_block_mask([[1, 1, 2, 0]]).shape
     (1, 1, 4, 4)
@@ -487,6 +492,15 @@ def flex_block_mask(segment_ids: Any, device: str | torch.device | None = None) 
     batch, length = segments.shape
     if batch == 0 or length == 0:
         raise InvalidOptionError("flex_block_mask: segment_ids has no rows or no columns")
+    mask = create_block_mask(
+        _same_segment_causal(segments), B=batch, H=None, Q_LEN=length, KV_LEN=length,
+        device=segments.device,
+    )  # fmt: skip
+    return _segment_block_mask(mask, segments)
+
+
+def _same_segment_causal(segments: torch.Tensor) -> Any:
+    """FlexAttention's ``mask_mod`` for :func:`sdpa_mask`'s rule over ``segments``."""
 
     def same_segment_causal(
         b: torch.Tensor, h: torch.Tensor, q: torch.Tensor, kv: torch.Tensor
@@ -494,6 +508,30 @@ def flex_block_mask(segment_ids: Any, device: str | torch.device | None = None) 
         own = (segments[b, q] == segments[b, kv]) & (segments[b, q] > 0) & (q >= kv)
         return own | (q == kv)
 
-    return create_block_mask(
-        same_segment_causal, B=batch, H=None, Q_LEN=length, KV_LEN=length, device=segments.device
-    )
+    return same_segment_causal
+
+
+_SEGMENT_BLOCK_MASK: type | None = None
+
+
+def _segment_block_mask(mask: BlockMask, segments: torch.Tensor) -> BlockMask:
+    """``mask`` as a ``BlockMask`` whose ``.to(device)`` also moves ``segments``."""
+    global _SEGMENT_BLOCK_MASK
+    if _SEGMENT_BLOCK_MASK is None:
+        from torch.nn.attention.flex_attention import BlockMask
+
+        class SegmentBlockMask(BlockMask):
+            """A segment-id ``BlockMask`` (see :func:`flex_block_mask`)."""
+
+            segment_ids: torch.Tensor
+
+            def to(self, device: torch.device | str) -> BlockMask:
+                moved = super().to(device)
+                segments = self.segment_ids.to(device)
+                moved.mask_mod = _same_segment_causal(segments)
+                return _segment_block_mask(moved, segments)
+
+        _SEGMENT_BLOCK_MASK = SegmentBlockMask
+    mask.__class__ = _SEGMENT_BLOCK_MASK
+    mask.segment_ids = segments  # type: ignore[attr-defined]
+    return mask

@@ -4,10 +4,14 @@ for packed rows as for each sequence alone."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import LlamaConfig, LlamaForCausalLM
 
 import seqpack
@@ -317,3 +321,151 @@ def test_every_loader_batch_splats_into_a_model_and_keeps_sequences_apart(
                 )
                 checked += 1
         assert checked == len(sequences)
+
+
+@pytest.fixture
+def flash_attention_on_cpu(monkeypatch):
+    """transformers' own FlashAttention-2 code path (``_flash_attention_forward``: unpadding,
+    varlen bounds from ``cu_seq_lens_q/k`` or ``position_ids``) on the CPU. Only the kernel
+    behind the ``flash_attn`` names it imports is ours: SDPA run on each sequence alone, so
+    the result is exact when, and only when, transformers hands the kernel the right bounds.
+    On a GPU, benches/gpu_attention.py runs the same path on PyTorch's FlashAttention-2 kernel
+    (results in benches/results/gpu_attention.txt)."""
+    import sys
+    import types
+
+    import transformers.modeling_flash_attention_utils as fa
+
+    def varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+               dropout_p=0.0, softmax_scale=None, causal=False):  # fmt: skip
+        assert torch.equal(cu_seqlens_q, cu_seqlens_k) and int(cu_seqlens_q[-1]) == len(q)
+        bounds = cu_seqlens_q.tolist()
+        assert max(b - a for a, b in pairwise(bounds)) == max_seqlen_q
+        parts = [
+            F.scaled_dot_product_attention(
+                *(x[a:b].transpose(0, 1) for x in (q, k, v)),
+                is_causal=causal, scale=softmax_scale, enable_gqa=True,
+            ).transpose(0, 1)
+            for a, b in pairwise(bounds)
+        ]  # fmt: skip
+        return torch.cat(parts)
+
+    def dense(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False):
+        out = F.scaled_dot_product_attention(
+            *(x.transpose(1, 2) for x in (q, k, v)),
+            is_causal=causal, scale=softmax_scale, enable_gqa=True,
+        )  # fmt: skip
+        return out.transpose(1, 2)
+
+    module = types.ModuleType("flash_attn")
+    module.flash_attn_func = dense  # type: ignore[attr-defined]
+    module.flash_attn_varlen_func = varlen  # type: ignore[attr-defined]
+    module.flash_attn_with_kvcache = None  # type: ignore[attr-defined]
+    padding = types.ModuleType("flash_attn.bert_padding")
+    padding.pad_input = fa._pad_input  # type: ignore[attr-defined]
+    padding.unpad_input = fa._unpad_input  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "flash_attn", module)
+    monkeypatch.setitem(sys.modules, "flash_attn.bert_padding", padding)
+    monkeypatch.setattr(fa, "is_flash_attn_2_available", lambda *args, **kwargs: True)
+    monkeypatch.setattr(fa, "_loaded_implementation", None)
+    model = tiny_llama("sdpa")
+    # transformers offers FlashAttention-2 with CUDA only; the code path itself runs anywhere.
+    model.config._attn_implementation = "flash_attention_2"
+    return model
+
+
+def spans_in(batch, segment_ids=None):
+    """(row, start, end) of every sequence in a batch, from its own arrays (or from
+    ``segment_ids`` for a batch that does not carry them)."""
+    if segment_ids is None and "segment_ids" not in batch:
+        bounds = batch["cu_seq_lens_q"].tolist()
+        return [(0, a, b) for a, b in pairwise(bounds)]
+    spans = []
+    for row, segments in enumerate(
+        torch.as_tensor(batch["segment_ids"] if segment_ids is None else segment_ids)
+    ):
+        for seg in segments.unique().tolist():
+            if seg > 0:
+                cols = (segments == seg).nonzero().flatten()
+                spans.append((row, int(cols[0]), int(cols[-1]) + 1))
+    return spans
+
+
+@pytest.mark.parametrize("fmt", ["rows", "padding_free"])
+def test_flash_attention_2_keeps_packed_sequences_apart_in_every_format(
+    tmp_path, flash_attention_on_cpu, fmt
+):
+    import seqpack.torch as sptorch
+
+    model = flash_attention_on_cpu
+    sequences = random_sequences([5, 9, 3, 12, 7, 1, 4, 30, 17, 2, 25, 6], seed=13)
+    store = seqpack.store.write(tmp_path / "store", sequences)
+    loader = sptorch.PackedLoader(store, max_length=32, batch_rows=3, format=fmt, seed=2)
+    packed = seqpack.pack(sequences, max_length=32)
+    batches = [(b, spans_in(b)) for b in loader]
+    if fmt == "rows":
+        # The in-memory batch and the collator for a plain DataLoader give the same keywords.
+        rows = sptorch.PackedRows(store, max_length=32)
+        collated = sptorch.collate_rows([rows[i] for i in range(3)])
+        batches += [
+            (packed.to_torch(), spans_in(None, packed.segment_ids)),
+            (collated, spans_in(collated)),
+        ]
+        assert max(b["input_ids"].shape[0] for b, _ in batches) > 1  # several rows per batch
+    by_tokens = {tuple(s.tolist()): i for i, s in enumerate(sequences)}
+    with torch.no_grad():
+        alone = [model(input_ids=torch.as_tensor(s)[None]).logits[0] for s in sequences]
+        checked, leaked = 0, 0.0
+        for batch, spans in batches:
+            out = model(**batch).logits
+            # Control: the same batch without the varlen keywords, as before rows carried them.
+            bare = {k: v for k, v in batch.items() if not k.startswith(("cu_seq", "max_length"))}
+            control = model(**bare).logits
+            for row, start, end in spans:
+                source = by_tokens[tuple(batch["input_ids"][row, start:end].tolist())]
+                torch.testing.assert_close(out[row, start:end], alone[source], **tolerance(model))
+                leaked = max(leaked, float((control[row, start:end] - alone[source]).abs().max()))
+                checked += 1
+    assert checked >= len(sequences)
+    if fmt == "rows":
+        assert leaked > 1e-3  # without cu_seq_lens, FlashAttention-2 mixes a row's sequences
+
+
+@settings(max_examples=60)
+@given(
+    lengths=st.lists(st.integers(1, 40), min_size=1, max_size=30),
+    max_length=st.integers(40, 64),
+)
+def test_rows_varlen_bounds_are_the_sequences_and_padding_runs(lengths, max_length):
+    batch = seqpack.pack(random_sequences(lengths), max_length=max_length)
+    inputs = batch.to_torch()
+    bounds = inputs["cu_seq_lens_q"].tolist()
+    assert inputs["cu_seq_lens_k"] is inputs["cu_seq_lens_q"]
+    expected = []
+    for row in range(batch.num_rows):
+        segments = batch.segment_ids[row]
+        starts = [0, *(np.flatnonzero(np.diff(segments) != 0) + 1).tolist()]
+        expected += [row * max_length + s for s in starts]
+    assert bounds == [*expected, batch.num_rows * max_length]
+    assert inputs["max_length_q"] == inputs["max_length_k"] == max(np.diff(bounds))
+    assert inputs["cu_seq_lens_q"].dtype == torch.int32
+
+
+def test_a_flex_block_mask_moves_with_the_segment_ids_it_reads():
+    batch = seqpack.pack(random_sequences([20, 33, 7, 64, 1, 50]), max_length=128)
+    mask = batch.flex_block_mask()
+    moved = mask.to("meta")
+    assert moved.kv_num_blocks.device.type == "meta"
+    assert moved.segment_ids.device.type == "meta"  # what its mask_mod reads moved too
+    captured = [c.cell_contents for c in moved.mask_mod.__closure__]
+    assert all(t.device.type == "meta" for t in captured if isinstance(t, torch.Tensor))
+    back = mask.to("cpu")  # a moved mask still masks the same (meta tensors hold no data)
+    assert type(back) is type(mask)
+    from torch.nn.attention import flex_attention as flex
+
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(batch.num_rows, 2, 128, 16) for _ in range(3))
+    torch.testing.assert_close(
+        flex.flex_attention(q, k, v, block_mask=back),
+        flex.flex_attention(q, k, v, block_mask=mask),
+    )

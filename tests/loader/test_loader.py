@@ -41,7 +41,7 @@ def digest(batch: dict[str, Any]) -> str:
 
 def real_tokens(batch: dict[str, Any]) -> list[int]:
     ids = batch["input_ids"]
-    if "cu_seq_lens_q" in batch:
+    if "segment_ids" not in batch:  # padding-free
         return [int(t) for t in ids[0]]
     return [int(t) for t in ids[batch["segment_ids"] > 0]]
 

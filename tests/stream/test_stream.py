@@ -27,13 +27,13 @@ def sequences_for(lengths: list[int]) -> list[np.ndarray]:
 
 def samples_in(batch: dict[str, Any]) -> list[int]:
     ids = batch["input_ids"]
-    real = ids[0] if "cu_seq_lens_q" in batch else ids[batch["segment_ids"] > 0]
+    real = ids[0] if "segment_ids" not in batch else ids[batch["segment_ids"] > 0]
     return sorted({int(t) // 1000 - 1 for t in real.flatten().tolist()})
 
 
 def tokens_in(batch: dict[str, Any]) -> list[int]:
     ids = batch["input_ids"]
-    real = ids[0] if "cu_seq_lens_q" in batch else ids[batch["segment_ids"] > 0]
+    real = ids[0] if "segment_ids" not in batch else ids[batch["segment_ids"] > 0]
     return real.flatten().tolist()
 
 
