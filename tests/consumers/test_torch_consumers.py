@@ -342,19 +342,17 @@ def flash_attention_on_cpu(monkeypatch):
         bounds = cu_seqlens_q.tolist()
         assert max(b - a for a, b in pairwise(bounds)) == max_seqlen_q
         parts = [
-            F.scaled_dot_product_attention(
-                *(x[a:b].transpose(0, 1) for x in (q, k, v)),
-                is_causal=causal, scale=softmax_scale, enable_gqa=True,
-            ).transpose(0, 1)
+            dense(q[None, a:b], k[None, a:b], v[None, a:b], softmax_scale=softmax_scale,
+                  causal=causal)[0]
             for a, b in pairwise(bounds)
         ]  # fmt: skip
         return torch.cat(parts)
 
     def dense(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False):
+        query, key, value = (x.transpose(1, 2) for x in (q, k, v))
         out = F.scaled_dot_product_attention(
-            *(x.transpose(1, 2) for x in (q, k, v)),
-            is_causal=causal, scale=softmax_scale, enable_gqa=True,
-        )  # fmt: skip
+            query, key, value, is_causal=causal, scale=softmax_scale, enable_gqa=True
+        )
         return out.transpose(1, 2)
 
     module = types.ModuleType("flash_attn")
@@ -456,8 +454,8 @@ def test_a_flex_block_mask_moves_with_the_segment_ids_it_reads():
     mask = batch.flex_block_mask()
     moved = mask.to("meta")
     assert moved.kv_num_blocks.device.type == "meta"
-    assert moved.segment_ids.device.type == "meta"  # what its mask_mod reads moved too
-    captured = [c.cell_contents for c in moved.mask_mod.__closure__]
+    assert moved.segment_ids.device.type == "meta"  # type: ignore[attr-defined]
+    captured = [c.cell_contents for c in moved.mask_mod.__closure__ or ()]
     assert all(t.device.type == "meta" for t in captured if isinstance(t, torch.Tensor))
     back = mask.to("cpu")  # a moved mask still masks the same (meta tensors hold no data)
     assert type(back) is type(mask)
