@@ -64,6 +64,7 @@ class NativeReports:
     def __len__(self) -> int: ...
     def records(self) -> list[dict[str, Any]]: ...
     def summary(self) -> dict[str, Any]: ...
+    def to_jsonl(self) -> bytes: ...
 
 def encode_records(
     records: list[Any] | None,
@@ -71,6 +72,7 @@ def encode_records(
     tokenizer: NativeTokenizer,
     template: NativeTemplate,
     encode_options: dict[str, Any],
+    first_record: int = 0,
 ) -> dict[str, Any]: ...
 def plan_lengths(
     lengths: npt.NDArray[np.int64], plan_options: dict[str, Any]
@@ -92,6 +94,16 @@ class NativeStoreWriter:
         labels: npt.NDArray[np.int64] | None,
         sample_record: npt.NDArray[np.int64],
         sample_window: npt.NDArray[np.int64],
+    ) -> int: ...
+    def append_encoded(
+        self,
+        tokens: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.int64],
+        sample_record: npt.NDArray[np.int64],
+        sample_window: npt.NDArray[np.int64],
+        reports: bytes,
+        records: int,
     ) -> int: ...
     def encode_objects(
         self,

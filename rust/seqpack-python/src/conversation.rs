@@ -5,7 +5,7 @@ use crate::convert::{options, to_python};
 use crate::errors::Result;
 use numpy::IntoPyArray;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use seqpack_core::conversation::records::parse_record;
 use seqpack_core::conversation::template::{openai_messages, CharSpan, JinjaTemplate};
 use seqpack_core::conversation::tokenize::TokensWithOffsets;
@@ -13,6 +13,8 @@ use seqpack_core::conversation::{
     encode_records as encode, read_records, EncodeOptions, Format, Mapping, Origin, RawRecord, RecordReport,
     ReportSummary, Template, Tokenizer,
 };
+use seqpack_core::store::writer::report_lines;
+use seqpack_core::Error;
 use std::sync::Arc;
 
 /// A loaded `tokenizer.json`, shared by every call that uses it.
@@ -164,8 +166,9 @@ pub(crate) fn raw_record(record: usize, object: &Bound<'_, PyAny>) -> RawRecord 
 
 /// Encode records (Python objects, converted while attached, or a file, read while detached):
 /// flat samples as numpy arrays and the reports.
+/// Python objects are numbered from `first_record` (a chunk of a larger input).
 #[pyfunction]
-#[pyo3(signature = (records, path, tokenizer, template, encode_options))]
+#[pyo3(signature = (records, path, tokenizer, template, encode_options, first_record = 0))]
 pub fn encode_records<'py>(
     py: Python<'py>,
     records: Option<Bound<'py, PyList>>,
@@ -173,10 +176,13 @@ pub fn encode_records<'py>(
     tokenizer: &NativeTokenizer,
     template: &NativeTemplate,
     encode_options: &Bound<'py, PyAny>,
+    first_record: usize,
 ) -> Result<Bound<'py, PyDict>> {
     let encode_options: EncodeOptions = options(encode_options)?;
     let raw: Vec<RawRecord> = match (records, path) {
-        (Some(list), _) => list.iter().enumerate().map(|(index, object)| raw_record(index, &object)).collect(),
+        (Some(list), _) => {
+            list.iter().enumerate().map(|(index, object)| raw_record(first_record + index, &object)).collect()
+        }
         (None, Some(path)) => py.detach(|| read_records(std::path::Path::new(&path)))?,
         (None, None) => Vec::new(),
     };
@@ -209,6 +215,13 @@ impl NativeReports {
     /// Every report as a dict (the fields of `seqpack.RecordReport`).
     fn records<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
         to_python(py, &self.inner)
+    }
+
+    /// The reports as a token store keeps them (`report.jsonl`): one JSON object per line.
+    fn to_jsonl<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyBytes>> {
+        let text =
+            report_lines(&self.inner).map_err(|e| Error::InvalidOption { name: "reports", message: e.to_string() })?;
+        Ok(PyBytes::new(py, &text))
     }
 
     /// Totals over all records (the fields of `seqpack.ReportSummary`).

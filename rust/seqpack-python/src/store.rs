@@ -86,6 +86,38 @@ impl NativeStoreWriter {
         }
     }
 
+    /// Append a chunk encoded elsewhere (`encode_records` in another process): its samples,
+    /// its report lines (`NativeReports.to_jsonl`) and the number of records it covers.
+    #[pyo3(signature = (tokens, offsets, labels, sample_record, sample_window, reports, records))]
+    #[allow(clippy::too_many_arguments, reason = "one encoded chunk, as encode_records returns it")]
+    fn append_encoded(
+        &self,
+        py: Python<'_>,
+        tokens: PyReadonlyArray1<'_, i64>,
+        offsets: PyReadonlyArray1<'_, i64>,
+        labels: PyReadonlyArray1<'_, i64>,
+        sample_record: PyReadonlyArray1<'_, i64>,
+        sample_window: PyReadonlyArray1<'_, i64>,
+        reports: &[u8],
+        records: u64,
+    ) -> Result<usize> {
+        let chunk = Chunk {
+            tokens: tokens.as_slice().map_err(PyErr::from)?,
+            offsets: offsets.as_slice().map_err(PyErr::from)?,
+            labels: Some(labels.as_slice().map_err(PyErr::from)?),
+            sample_record: sample_record.as_slice().map_err(PyErr::from)?,
+            sample_window: sample_window.as_slice().map_err(PyErr::from)?,
+        };
+        py.detach(|| {
+            self.with(|w| {
+                w.append(&chunk)?;
+                w.append_report_lines(reports)?;
+                w.add_records(records);
+                Ok(chunk.sample_record.len())
+            })
+        })
+    }
+
     /// Encode chat records (Python objects, numbered from `first_record`) and append them.
     /// Returns (records, samples) appended.
     #[pyo3(signature = (records, first_record, tokenizer, template, encode_options))]

@@ -291,15 +291,21 @@ impl StoreWriter {
 
     /// Append the reports of the records in this chunk, one JSON object per line.
     pub fn append_reports(&mut self, reports: &[RecordReport]) -> Result<()> {
-        let mut text = Vec::new();
-        for report in reports {
-            serde_json::to_writer(&mut text, report).map_err(|e| Error::Io {
-                path: self.staging.join(REPORT).display().to_string(),
-                message: e.to_string(),
-            })?;
-            text.push(b'\n');
-        }
+        let text = report_lines(reports)
+            .map_err(|e| Error::Io { path: self.staging.join(REPORT).display().to_string(), message: e.to_string() })?;
         self.write(REPORT, &text)
+    }
+
+    /// Append report lines made by [`report_lines`] elsewhere (another process encoded the
+    /// chunk); they must be whole lines.
+    pub fn append_report_lines(&mut self, text: &[u8]) -> Result<()> {
+        if !text.is_empty() && text.last() != Some(&b'\n') {
+            return Err(Error::InvalidOption {
+                name: "reports",
+                message: "report lines must end with a newline".into(),
+            });
+        }
+        self.write(REPORT, text)
     }
 
     /// Flush everything, write the manifest (with `source`: what produced the data) and move
@@ -366,4 +372,17 @@ impl Drop for StoreWriter {
             let _ = std::fs::remove_dir_all(&self.staging);
         }
     }
+}
+
+/// Reports as the store keeps them: one JSON object per line.
+///
+/// # Errors
+/// When a report cannot be serialised (never, for the report type).
+pub fn report_lines(reports: &[RecordReport]) -> serde_json::Result<Vec<u8>> {
+    let mut text = Vec::new();
+    for report in reports {
+        serde_json::to_writer(&mut text, report)?;
+        text.push(b'\n');
+    }
+    Ok(text)
 }

@@ -1,0 +1,460 @@
+"""Ray Data scale-out: encode chat records on a pool of actors, write a token store, and
+materialise packed rows in parallel, with the same bytes as the single-process functions.
+
+Install the extra: ``pip install seqpack[ray]``. Every function takes a ``ray.data.Dataset``
+and runs wherever Ray runs: ``ray.init()`` on one machine, ``ray.init(address="auto")`` (or
+``"ray://host:10001"``) on a cluster.
+
+- :func:`encode`: ``map_batches`` with a callable class (the Rust tokenizer and template are
+  built once per actor, in ``__init__``: Rust objects do not pickle), Arrow batches in and
+  out; one row per sample.
+- :func:`write_store`: encode (or take token sequences), then append the results to a token
+  store from the driver, in input order: the store is byte-identical to
+  :func:`seqpack.store.write` on the same records, whatever the number of actors or blocks.
+- :func:`pack`: the global plan over the store's lengths (8 bytes per sample), rows
+  materialised by Ray tasks in row ranges; a Dataset with one item per packed row, in plan
+  order, byte-identical to :func:`seqpack.pack`'s rows.
+
+Records are numbered in the dataset's order (a ``ray.data.range`` zipped beside them), so a
+failing record is named by the same index as in the single-process path, and its error is
+raised in the driver as the same typed exception.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from seqpack import _normalise, _seqpack
+from seqpack.chat import encode_options
+from seqpack.errors import InvalidOptionError, SeqpackError
+from seqpack.store import TokenStore, _arrow_tokens
+from seqpack.tokenizer import load_template, load_tokenizer
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    import ray.data
+
+RECORD = "__seqpack_record"
+"""The column that numbers input records in the dataset's order (dropped before encoding)."""
+
+ENCODE_DEFAULTS: dict[str, Any] = {
+    "overlong": "truncate",
+    "truncate_keep": "head",
+    "format": "auto",
+    "mapping": None,
+    "on_error": "raise",
+    "keep_first_turn": False,
+    "train_on_cut_turns": False,
+    "train_on": ("assistant",),
+    "min_trainable_tokens": 1,
+    "special_tokens_in_content": "keep",
+}
+OTHER_ENCODE_OPTIONS = {"end_of_turn", "fast_tokenizer"}
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:  # pragma: no cover - the extra is installed in CI
+        raise ImportError("seqpack.ray needs Ray Data: pip install 'seqpack[ray]'") from None
+    return ray
+
+
+def _options(max_length: int, options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(ENCODE_DEFAULTS) - OTHER_ENCODE_OPTIONS)
+    if unknown:
+        raise InvalidOptionError(f"option {unknown[0]}: not an option of seqpack.encode")
+    chosen = {k: options.get(k, v) for k, v in ENCODE_DEFAULTS.items()}
+    return encode_options(max_length=max_length, **chosen)
+
+
+class _Encoder:
+    """One Ray actor's encoder: tokenizer and template loaded once, Arrow batches in and out."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        template: Any,
+        options: dict[str, Any],
+        extra: dict[str, Any],
+        errors_as_rows: bool = False,
+    ) -> None:
+        self.tokenizer = load_tokenizer(tokenizer, fast=extra.get("fast_tokenizer"))
+        self.template = load_template(template, self.tokenizer, extra.get("end_of_turn"))
+        self.options = options
+        # For write_store: a failing record comes back as a row that names its error, so the
+        # driver raises the first one in record order, as the same type (Ray's wrappers of a
+        # raised error keep its text, not the error).
+        self.errors_as_rows = errors_as_rows
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        import pyarrow as pa
+
+        numbers = batch.column(RECORD).to_numpy()
+        # Arrow cannot tell a missing field from a null one: a null top-level field is missing.
+        records = [
+            {k: v for k, v in row.items() if v is not None}
+            for row in batch.drop_columns([RECORD]).to_pylist()
+        ]
+        pieces = []
+        start = 0
+        # Runs of consecutive record numbers (a batch is one, unless blocks were reordered).
+        breaks = np.flatnonzero(np.diff(numbers) != 1) + 1
+        for stop in [*breaks.tolist(), len(records)]:
+            try:
+                encoded = _seqpack.encode_records(
+                    records[start:stop], None, self.tokenizer.native, self.template,
+                    self.options, first_record=int(numbers[start]),
+                )  # fmt: skip
+            except SeqpackError as error:
+                if not self.errors_as_rows:
+                    raise
+                return _error_row(error, int(numbers[start]))
+            pieces.append(_sample_rows(encoded, int(numbers[start]), stop - start))
+            start = stop
+        return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def _error_row(error: SeqpackError, record: int) -> pa.Table:
+    import pyarrow as pa
+
+    index = getattr(error, "index", None)
+    return pa.table(
+        {
+            "input_ids": pa.array([[]], pa.list_(pa.int32())),
+            "labels": pa.array([[]], pa.list_(pa.int32())),
+            "record": pa.array([record if index is None else int(index)], pa.int64()),
+            "window": pa.array([0], pa.int32()),
+            "report": pa.array([None], pa.string()),
+            "error": pa.array([f"{type(error).__name__}:{error}"], pa.string()),
+        }
+    )
+
+
+def _raise_error_row(text: str, record: int) -> None:
+    name, _, message = text.partition(":")
+    kind = getattr(_seqpack, name, None)
+    if not (isinstance(kind, type) and issubclass(kind, SeqpackError)):
+        kind = SeqpackError
+    error = kind(message)
+    with contextlib.suppress(AttributeError):
+        error.index = record
+    raise error
+
+
+def _sample_rows(encoded: dict[str, Any], first: int, count: int) -> pa.Table:
+    """One row per sample, and one empty row for each record that gave none; each record's
+    report on its first row."""
+    import pyarrow as pa
+
+    offsets = encoded["offsets"]
+    sample_record = encoded["sample_record"]
+    per_record = np.bincount(sample_record - first, minlength=count)
+    rows_per_record = np.maximum(per_record, 1)
+    total = int(rows_per_record.sum())
+    first_row = np.zeros(count, np.int64)
+    np.cumsum(rows_per_record[:-1], out=first_row[1:])
+    is_sample = np.repeat(per_record > 0, rows_per_record)
+    lengths = np.zeros(total, np.int64)
+    lengths[is_sample] = np.diff(offsets)
+    windows = np.zeros(total, np.int32)
+    windows[is_sample] = encoded["sample_window"]
+    row_offsets = np.zeros(total + 1, np.int32)
+    np.cumsum(lengths, out=row_offsets[1:])
+    tokens = encoded["tokens"]
+    if len(tokens) and int(tokens.max()) >= 2**31:
+        raise InvalidOptionError("seqpack.ray: token ids must fit int32")
+    lines = encoded["reports"].to_jsonl().decode().splitlines()
+    reports: list[str | None] = [None] * total
+    for k, row in enumerate(first_row.tolist()):
+        reports[row] = lines[k]
+    return pa.table(
+        {
+            "input_ids": pa.ListArray.from_arrays(row_offsets, tokens.astype(np.int32)),
+            "labels": pa.ListArray.from_arrays(row_offsets, encoded["labels"].astype(np.int32)),
+            "record": np.repeat(np.arange(first, first + count, dtype=np.int64), rows_per_record),
+            "window": windows,
+            "report": pa.array(reports, pa.string()),
+            "error": pa.nulls(total, pa.string()),
+        }
+    )
+
+
+def _numbered(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """``ds`` with a column numbering its rows in order."""
+    ray = _ray()
+    if RECORD in ds.schema().names:
+        raise InvalidOptionError(f"option ds: the column {RECORD!r} is seqpack's own")
+    index = ray.data.range(ds.count()).rename_columns({"id": RECORD})
+    return ds.zip(index)
+
+
+def encode(
+    ds: ray.data.Dataset,
+    *,
+    tokenizer: Any,
+    max_length: int,
+    template: str | os.PathLike[str] | None = None,
+    concurrency: int | tuple[int, int] = 1,
+    batch_size: int = 1024,
+    num_cpus: float = 1,
+    _errors_as_rows: bool = False,
+    **options: Any,
+) -> ray.data.Dataset:
+    """Encode a Dataset of chat records on ``concurrency`` actors: one output row per sample
+    (``input_ids`` and ``labels`` as ``list<int32>``, ``record`` (the record's index in
+    ``ds``), ``window`` (its window, under ``overlong="split"``) and ``report`` (the record's
+    report as a JSON line, on its first row; null on the others) and ``error`` (always null
+    here: a failing record raises, unless ``on_error="skip"``)). A record that gave no
+    sample (skipped or dropped, with its reason in the report) keeps one row with empty
+    ``input_ids``, so nothing disappears without a report; drop those rows with
+    ``.filter(lambda r: len(r["input_ids"]) > 0)`` if you only want samples.
+
+    Options are :func:`seqpack.encode`'s, checked in the driver before anything runs. The
+    tokenizer (a path, or a ``tokenizers.Tokenizer``, which pickles) and the template are
+    loaded once per actor. Records are numbered in the order Ray Data delivers the rows:
+    with ``DataContext.get_current().execution_options.preserve_order = True`` (which
+    :func:`write_store` and :func:`pack` set while they run), that is their position in
+    ``ds``. Each actor reserves ``num_cpus`` (its Rust threads use every core
+    of its node anyway): with as many actors as the cluster has CPUs, give each less than one
+    (``num_cpus=0.5``), or Ray Data cannot schedule the reads that feed them and waits.
+    """
+    _ray()
+    chosen = _options(max_length, options)
+    extra = {k: options[k] for k in OTHER_ENCODE_OPTIONS if k in options}
+    # Load once here too: a bad tokenizer or template fails now, naming itself.
+    loaded = load_tokenizer(tokenizer, fast=extra.get("fast_tokenizer"))
+    load_template(template, loaded, extra.get("end_of_turn"))
+    batch_size = _normalise.integer("batch_size", batch_size)
+    if batch_size < 1:
+        raise InvalidOptionError(f"option batch_size: must be at least 1, got {batch_size}")
+    return _numbered(ds).map_batches(
+        _Encoder,
+        fn_constructor_kwargs={
+            "tokenizer": tokenizer, "template": template, "options": chosen, "extra": extra,
+            "errors_as_rows": _errors_as_rows,
+        },
+        batch_format="pyarrow", batch_size=batch_size, concurrency=concurrency,
+        num_cpus=num_cpus, zero_copy_batch=True,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _in_order() -> Iterator[None]:
+    """Ray Data keeps the input order of rows while this is open."""
+    ray = _ray()
+    context = ray.data.DataContext.get_current()
+    before = context.execution_options.preserve_order
+    context.execution_options.preserve_order = True
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order = before
+
+
+def _unwrapped(error: BaseException) -> BaseException:
+    """The innermost seqpack error inside Ray's wrappers (task, actor and user-code errors,
+    some of which also subclass the error they wrap), or ``error`` itself."""
+    found: BaseException = error
+    current: BaseException | None = error
+    for _ in range(32):  # a chain, never a cycle; bounded anyway
+        if current is None:
+            break
+        if isinstance(current, SeqpackError) and type(current).__module__.startswith("seqpack"):
+            found = current
+        current = getattr(current, "cause", None) or current.__cause__
+    return found
+
+
+def write_store(
+    ds: ray.data.Dataset,
+    path: str | os.PathLike[str],
+    *,
+    tokenizer: Any = None,
+    max_length: int | None = None,
+    template: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    concurrency: int | tuple[int, int] = 1,
+    batch_size: int = 1024,
+    num_cpus: float = 1,
+    **options: Any,
+) -> TokenStore:
+    """Write a token store from a Dataset: chat records encoded on ``concurrency`` actors
+    (with ``tokenizer=``; options as :func:`seqpack.store.write`), or token sequences (an
+    ``input_ids`` list column and optional ``labels``). The driver appends the encoded
+    batches in the dataset's order, so the store is byte-identical to
+    :func:`seqpack.store.write` on the same records for any number of actors or blocks. The
+    path must be writable by the driver; the store's readers need it on storage they see.
+    """
+    _ray()
+    target = Path(path)
+    kind = "conversations" if tokenizer is not None else "tokens"
+    info: dict[str, Any] = {}
+    if tokenizer is None:
+        if options or template is not None or max_length is not None:
+            raise InvalidOptionError(
+                "option tokenizer: encode options were given without tokenizer= "
+                "(a Dataset of token sequences needs none)"
+            )
+        source = ds
+    else:
+        if max_length is None:
+            raise InvalidOptionError("option max_length: required with tokenizer=")
+        chosen = _options(max_length, options)
+        extra = {k: options[k] for k in OTHER_ENCODE_OPTIONS if k in options}
+        loaded = load_tokenizer(tokenizer, fast=extra.get("fast_tokenizer"))
+        native_template = load_template(template, loaded, extra.get("end_of_turn"))
+        info = {
+            "max_length": chosen["max_length"],
+            "encode_options": chosen,
+            "tokenizer": loaded.native.fingerprint,
+            "template": native_template.fingerprint,
+        }
+        source = encode(
+            ds, tokenizer=tokenizer, max_length=max_length, template=template,
+            concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
+            _errors_as_rows=True, **options,
+        )  # fmt: skip
+    writer = _seqpack.NativeStoreWriter(str(target), kind, bool(overwrite))
+    try:
+        with _in_order():
+            if tokenizer is None:
+                _append_tokens(writer, source)
+            else:
+                _append_encoded(writer, source)
+        from seqpack import __version__
+
+        info["seqpack"] = __version__
+        writer.finish(json.dumps(info))
+    except BaseException as error:
+        writer.abort()
+        cause = _unwrapped(error)
+        if cause is not error:
+            raise cause.with_traceback(None) from None
+        raise
+    return TokenStore(target)
+
+
+def _append_encoded(writer: _seqpack.NativeStoreWriter, encoded: ray.data.Dataset) -> None:
+    import pyarrow.compute as pc
+
+    batches: Iterable[Any] = encoded.iter_batches(batch_format="pyarrow", batch_size=None)
+    for batch in batches:
+        errors = batch.column("error")
+        if errors.null_count < len(errors):
+            first = next(k for k, e in enumerate(errors.to_pylist()) if e is not None)
+            _raise_error_row(errors[first].as_py(), batch.column("record")[first].as_py())
+        ids = batch.column("input_ids").combine_chunks()
+        labels = batch.column("labels").combine_chunks()
+        lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False)
+        keep = lengths > 0
+        offsets = np.zeros(int(keep.sum()) + 1, np.int64)
+        np.cumsum(lengths[keep], out=offsets[1:])
+        reports = [r for r in batch.column("report").to_pylist() if r is not None]
+        writer.append_encoded(
+            ids.flatten().to_numpy().astype(np.int64),
+            offsets,
+            labels.flatten().to_numpy().astype(np.int64),
+            batch.column("record").to_numpy()[keep].astype(np.int64),
+            batch.column("window").to_numpy()[keep].astype(np.int64),
+            "".join(line + "\n" for line in reports).encode(),
+            len(reports),
+        )
+
+
+def _append_tokens(writer: _seqpack.NativeStoreWriter, ds: ray.data.Dataset) -> None:
+    sample = 0
+    batches: Iterable[Any] = ds.iter_batches(batch_format="pyarrow", batch_size=None)
+    for batch in batches:
+        tokens, offsets, labels = _arrow_tokens(batch)
+        count = len(offsets) - 1
+        records = np.arange(sample, sample + count, dtype=np.int64)
+        writer.append_tokens(tokens, offsets, labels, records, np.zeros(count, np.int64))
+        sample += count
+
+
+def pack(
+    source: ray.data.Dataset | TokenStore | str | os.PathLike[str],
+    *,
+    max_length: int,
+    store: str | os.PathLike[str] | None = None,
+    rows_per_task: int = 256,
+    strategy: str = "bfd",
+    overlong: str = "error",
+    truncate_keep: str = "head",
+    max_seqs_per_row: int | None = None,
+    loss_weights: str | None = None,
+    pad_id: int = 0,
+    dtype: str = "int64",
+    **write_options: Any,
+) -> ray.data.Dataset:
+    """Packed rows as a Dataset, one item per row in plan order (a ``row`` column numbers
+    them): ``input_ids``, ``labels``, ``position_ids``, ``segment_ids`` (and ``loss_weights``)
+    as lists of ``max_length``, byte-identical to :func:`seqpack.pack`'s rows on the same
+    input. ``source`` is a token store (or its path) or a Dataset, first written to
+    ``store`` (a temporary folder by default) by :func:`write_store` with
+    ``write_options`` (``tokenizer=`` and encode options for chat records). The plan is
+    computed from the store's lengths; Ray tasks materialise ``rows_per_task`` rows each
+    from the memory-mapped store, so on a cluster the store must be on storage every node
+    sees. ``.write_parquet()``, ``.iter_torch_batches()`` and ``.streaming_split()`` are
+    Ray's own; keep the order with ``DataContext.execution_options.preserve_order``.
+    """
+    ray = _ray()
+    from seqpack.torch import PackedRows
+
+    if isinstance(source, TokenStore):
+        opened = source
+    elif isinstance(source, (str, os.PathLike)):
+        opened = TokenStore(source)
+    else:
+        folder = Path(store) if store is not None else Path(tempfile.mkdtemp()) / "store"
+        if write_options.get("tokenizer") is not None:
+            write_options.setdefault("max_length", max_length)  # the sample budget, as pack's
+        opened = write_store(source, folder, **write_options)
+    rows_per_task = _normalise.integer("rows_per_task", rows_per_task)
+    if rows_per_task < 1:
+        raise InvalidOptionError(f"option rows_per_task: must be at least 1, got {rows_per_task}")
+    layout = {
+        "max_length": max_length, "strategy": strategy, "overlong": overlong,
+        "truncate_keep": truncate_keep, "max_seqs_per_row": max_seqs_per_row,
+        "loss_weights": loss_weights, "pad_id": pad_id, "dtype": dtype,
+    }  # fmt: skip
+    rows = PackedRows(opened, **layout)  # type: ignore[arg-type]  # checked by PackedRows
+    tasks = -(-rows.rows // rows_per_task)
+    context = {"path": str(opened.path), "layout": layout, "every": rows_per_task}
+    blocks = max(1, min(tasks, 200))
+    packed = ray.data.range(tasks, override_num_blocks=blocks).map_batches(
+        _row_range, fn_kwargs={"context": context, "rows": rows.rows}, batch_format="numpy",
+        batch_size=1,
+    )  # fmt: skip
+    return packed  # type: ignore[no-any-return]  # ray is imported at run time here
+
+
+_PLANS: dict[str, Any] = {}
+"""Plans made in this worker process, by store and options: each worker plans once."""
+
+
+def _row_range(batch: dict[str, np.ndarray], context: dict[str, Any], rows: int) -> dict[str, Any]:
+    """Materialise the plan rows of one task id from the memory-mapped store."""
+    from seqpack.torch import PackedRows
+
+    key = json.dumps(context, sort_keys=True)
+    if key not in _PLANS:
+        _PLANS.clear()
+        _PLANS[key] = PackedRows(context["path"], **context["layout"])
+    first = int(batch["id"][0]) * context["every"]
+    index = np.arange(first, min(first + context["every"], rows), dtype=np.int64)
+    raw = _PLANS[key]._plan.materialize(index, False)
+    out: dict[str, Any] = {"row": index}
+    for name in ("input_ids", "labels", "position_ids", "segment_ids", "loss_weights"):
+        if name in raw:
+            out[name] = raw[name]
+    return out

@@ -1,0 +1,141 @@
+"""Ray Data: the store written by actors and the rows packed by Ray tasks are byte-identical
+to the single-process ones for any number of actors, blocks or batch sizes; a failing record
+is named by the same index and raised as the same typed error. The module starts and stops
+its own local Ray instance (``num_cpus=2``)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import seqpack
+from seqpack.cli import synthetic
+
+ray = pytest.importorskip("ray", reason="the seqpack[ray] extra (Ray Data) is not installed")
+import seqpack.ray as spray  # noqa: E402  # after the skip: it needs Ray
+
+OPTIONS: dict[str, Any] = {
+    "tokenizer": str(synthetic.TOKENIZER_PATH),
+    "template": "qwen3",
+    "max_length": 160,
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(
+        num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+        ignore_reinit_error=True,
+    )  # fmt: skip
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+def records(count=240):
+    """Synthetic chat records, some too long (truncated or dropped) and a few with no
+    assistant turn (skipped under on_error="skip")."""
+    out = synthetic.conversations(count, seed=3)
+    for k in range(5, count, 37):
+        out[k] = copy.deepcopy(out[k])
+        out[k]["messages"] = [m for m in out[k]["messages"] if m["role"] != "assistant"]
+    return out
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize(
+    ("concurrency", "blocks", "batch_size"), [(1, 1, 1024), (2, 7, 33), (2, 3, 1)]
+)
+def test_the_store_is_byte_identical_to_the_single_process_one(
+    tmp_path, concurrency, blocks, batch_size
+):
+    data = records()
+    single = seqpack.store.write(tmp_path / "single", data, on_error="skip", **OPTIONS)
+    statuses = single.report.summary().statuses
+    assert single.manifest["records"] == len(data) > statuses.get("kept", 0)
+    assert statuses.get("skipped", 0) > 0  # some records leave only a report
+    ds = ray.data.from_items(data, override_num_blocks=blocks)
+    distributed = spray.write_store(
+        ds, tmp_path / "ray", concurrency=concurrency, batch_size=batch_size,
+        num_cpus=0.5, on_error="skip", **OPTIONS,
+    )  # fmt: skip
+    assert files_of(distributed.path) == files_of(single.path)
+
+
+def test_encode_keeps_every_record_as_a_sample_or_a_report(tmp_path):
+    data = records(120)
+    encoded = spray.encode(ray.data.from_items(data, override_num_blocks=4), on_error="skip",
+                           concurrency=2, num_cpus=0.5, batch_size=16, **OPTIONS)  # fmt: skip
+    rows = sorted(encoded.take_all(), key=lambda r: (r["record"], r["window"]))
+    reference = seqpack.encode(data, on_error="skip", **OPTIONS)
+    samples = [r for r in rows if len(r["input_ids"])]
+    assert len(samples) == len(reference)
+    for k, row in enumerate(samples):
+        tokens, labels = reference.sample(k)
+        assert row["record"] == reference.sample_record[k]
+        np.testing.assert_array_equal(row["input_ids"], tokens)
+        np.testing.assert_array_equal(row["labels"], labels)
+    reports = [r["report"] for r in rows if r["report"] is not None]
+    assert len(reports) == len(data)  # every record, with or without a sample, is reported
+    empty = {r["record"] for r in rows if not len(r["input_ids"])}
+    assert empty == {
+        r.record for r in reference.report.records if r.status in ("skipped", "dropped")
+    }
+
+
+def test_token_sequences_too(tmp_path):
+    rng = np.random.default_rng(0)
+    sequences = [rng.integers(0, 1000, rng.integers(1, 50)).tolist() for _ in range(300)]
+    single = seqpack.store.write(tmp_path / "single", sequences)
+    ds = ray.data.from_items([{"input_ids": s} for s in sequences], override_num_blocks=5)
+    distributed = spray.write_store(ds, tmp_path / "ray")
+    assert files_of(distributed.path) == files_of(single.path)
+
+
+def test_packed_rows_are_byte_identical_to_pack(tmp_path):
+    data = records()
+    expected = seqpack.pack(data, on_error="skip", strategy="bfd", **OPTIONS)
+    ds = ray.data.from_items(data, override_num_blocks=3)
+    # From the Dataset itself: written to a store by actors, then packed by Ray tasks.
+    packed = spray.pack(
+        ds, store=tmp_path / "store", rows_per_task=7, on_error="skip", concurrency=2,
+        num_cpus=0.5, **OPTIONS,
+    )  # fmt: skip
+    rows = sorted(packed.take_all(), key=lambda r: r["row"])
+    assert [r["row"] for r in rows] == list(range(expected.num_rows))
+    for name in ("input_ids", "labels", "position_ids", "segment_ids"):
+        got = np.stack([r[name] for r in rows])
+        np.testing.assert_array_equal(got, getattr(expected, name), err_msg=name)
+        assert got.dtype == getattr(expected, name).dtype
+
+
+def test_a_failing_record_is_named_and_raised_as_in_one_process(tmp_path):
+    data = records(60)
+    with pytest.raises(seqpack.InvalidRecordError) as single:
+        seqpack.store.write(tmp_path / "single", data, **OPTIONS)
+    ds = ray.data.from_items(data, override_num_blocks=4)
+    with pytest.raises(seqpack.InvalidRecordError) as distributed:
+        spray.write_store(
+            ds, tmp_path / "ray", concurrency=2, num_cpus=0.5, batch_size=8, **OPTIONS
+        )
+    assert str(distributed.value) == str(single.value)
+    assert "record 5" in str(distributed.value)
+    assert not (tmp_path / "ray").exists()  # nothing that looks like a store
+
+
+def test_bad_options_fail_in_the_driver_naming_themselves(tmp_path):
+    ds = ray.data.from_items(records(10))
+    with pytest.raises(seqpack.InvalidOptionError, match="option max_length"):
+        spray.write_store(ds, tmp_path / "a", tokenizer=OPTIONS["tokenizer"])
+    with pytest.raises(seqpack.InvalidOptionError, match="option colour"):
+        spray.encode(ds, colour=1, **OPTIONS)
+    with pytest.raises(seqpack.InvalidOptionError, match="option rows_per_task"):
+        spray.pack(seqpack.store.write(tmp_path / "s", [[1, 2]]), max_length=4, rows_per_task=0)
