@@ -429,7 +429,8 @@ def pack(
     }  # fmt: skip
     rows = PackedRows(opened, **layout)  # type: ignore[arg-type]  # checked by PackedRows
     tasks = -(-rows.rows // rows_per_task)
-    context = {"path": str(opened.path), "layout": layout, "every": rows_per_task}
+    plan = rows._plan  # path and options only: it pickles, and opens the store where it runs
+    context = {"plan": plan, "every": rows_per_task}
     blocks = max(1, min(tasks, 200))
     packed = ray.data.range(tasks, override_num_blocks=blocks).map_batches(
         _row_range, fn_kwargs={"context": context, "rows": rows.rows}, batch_format="numpy",
@@ -439,20 +440,20 @@ def pack(
 
 
 _PLANS: dict[str, Any] = {}
-"""Plans made in this worker process, by store and options: each worker plans once."""
 
 
 def _row_range(batch: dict[str, np.ndarray], context: dict[str, Any], rows: int) -> dict[str, Any]:
-    """Materialise the plan rows of one task id from the memory-mapped store."""
-    from seqpack.torch import PackedRows
-
-    key = json.dumps(context, sort_keys=True)
-    if key not in _PLANS:
+    """Materialise the plan rows of one task id from the memory-mapped store (without
+    importing torch: a Ray worker process pays for what it imports)."""
+    plan = context["plan"]
+    key = json.dumps([plan.path, plan.schedule_options, plan.layout_options], sort_keys=True)
+    if key not in _PLANS:  # plan once per worker process, not once per task
         _PLANS.clear()
-        _PLANS[key] = PackedRows(context["path"], **context["layout"])
+        _PLANS[key] = plan
+    plan = _PLANS[key]
     first = int(batch["id"][0]) * context["every"]
     index = np.arange(first, min(first + context["every"], rows), dtype=np.int64)
-    raw = _PLANS[key]._plan.materialize(index, False)
+    raw = plan.materialize(index, False)
     out: dict[str, Any] = {"row": index}
     for name in ("input_ids", "labels", "position_ids", "segment_ids", "loss_weights"):
         if name in raw:

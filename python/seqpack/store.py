@@ -540,3 +540,50 @@ def _arrow_tokens(
             raise _seqpack.InvalidLabelsError("labels do not have one value per token in every row")
         labels = label_values.astype(np.int64, copy=False)
     return tokens, offsets, labels
+
+
+class _Plan:
+    """What every process needs to build the same batches: the store's path and the options.
+    Plain data, so it pickles into worker processes; each process opens the store and plans
+    once (a pure function of lengths and options: the same plan everywhere)."""
+
+    def __init__(self, store: TokenStore, schedule: dict[str, Any], layout: dict[str, Any]) -> None:
+        self.path = str(store.path)
+        self.schedule_options = schedule
+        self.layout_options = layout
+        self._store: TokenStore | None = store
+        self._native: _seqpack.NativeSchedule | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "schedule_options": self.schedule_options,
+            "layout_options": self.layout_options,
+        }
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._store = None
+        self._native = None
+
+    @property
+    def store(self) -> TokenStore:
+        if self._store is None:
+            self._store = TokenStore(self.path)
+        return self._store
+
+    @property
+    def native(self) -> _seqpack.NativeSchedule:
+        if self._native is None:
+            self._native = _seqpack.NativeSchedule(
+                np.asarray(self.store.lengths), self.schedule_options
+            )
+        return self._native
+
+    def materialize(self, rows: npt.NDArray[np.int64], padding_free: bool) -> dict[str, Any]:
+        store = self.store
+        labels = None if store._labels is None else np.asarray(store._labels)
+        return self.native.materialize(
+            rows, np.asarray(store.tokens), np.asarray(store.offsets),
+            np.asarray(store._trained_bits), labels, self.layout_options, padding_free,
+        )  # fmt: skip

@@ -32,11 +32,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import torch
 from torch.utils.data import Dataset
 
-from seqpack import _normalise, _seqpack
+from seqpack import _normalise
 from seqpack.batch import (
     _warn_if_transformers_cannot_find_sequences,
     flex_block_mask,
@@ -45,7 +44,7 @@ from seqpack.batch import (
 )
 from seqpack.errors import InvalidOptionError
 from seqpack.stats import Event, PackStats, events_from_native
-from seqpack.store import TokenStore
+from seqpack.store import TokenStore, _Plan
 
 Format = Literal["rows", "padding_free"]
 Mask = Literal["sdpa", "eager", "flex"]
@@ -56,53 +55,6 @@ STATE_VERSION = 1
 
 def _open(store: TokenStore | str | os.PathLike[str]) -> TokenStore:
     return store if isinstance(store, TokenStore) else TokenStore(store)
-
-
-class _Plan:
-    """What every process needs to build the same batches: the store's path and the options.
-    Plain data, so it pickles into worker processes; each process opens the store and plans
-    once (a pure function of lengths and options: the same plan everywhere)."""
-
-    def __init__(self, store: TokenStore, schedule: dict[str, Any], layout: dict[str, Any]) -> None:
-        self.path = str(store.path)
-        self.schedule_options = schedule
-        self.layout_options = layout
-        self._store: TokenStore | None = store
-        self._native: _seqpack.NativeSchedule | None = None
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "schedule_options": self.schedule_options,
-            "layout_options": self.layout_options,
-        }
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._store = None
-        self._native = None
-
-    @property
-    def store(self) -> TokenStore:
-        if self._store is None:
-            self._store = TokenStore(self.path)
-        return self._store
-
-    @property
-    def native(self) -> _seqpack.NativeSchedule:
-        if self._native is None:
-            self._native = _seqpack.NativeSchedule(
-                np.asarray(self.store.lengths), self.schedule_options
-            )
-        return self._native
-
-    def materialize(self, rows: npt.NDArray[np.int64], padding_free: bool) -> dict[str, Any]:
-        store = self.store
-        labels = None if store._labels is None else np.asarray(store._labels)
-        return self.native.materialize(
-            rows, np.asarray(store.tokens), np.asarray(store.offsets),
-            np.asarray(store._trained_bits), labels, self.layout_options, padding_free,
-        )  # fmt: skip
 
 
 def _model_inputs(raw: dict[str, Any], padding_free: bool, mask: Mask | None) -> dict[str, Any]:
