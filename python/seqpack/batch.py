@@ -40,10 +40,13 @@ single forward pass fits a GPU; pass ``rows=`` (or a larger ``max_tokens``)."""
 IGNORE_INDEX = -100
 
 
-def rows_varlen(position_ids: npt.NDArray[Any]) -> dict[str, Any]:
+def rows_varlen(
+    position_ids: npt.NDArray[Any], segment_ids: npt.NDArray[Any] | None = None
+) -> dict[str, Any]:
     """FlashAttention-2's varlen keywords for ``[B, L]`` rows: ``cu_seq_lens_q/k`` over the rows
-    flattened end to end (a sequence starts at every position 0 and at every row start, so
-    each row's padding run is a sequence of its own) and ``max_length_q/k``.
+    flattened end to end (a sequence starts wherever the segment id changes, or without
+    ``segment_ids`` at every position 0, and at every row start, so each row's padding run is
+    a sequence of its own) and ``max_length_q/k``.
 
     Without them, transformers' FlashAttention-2 path finds packed sequences from
     ``position_ids`` only when the batch has one row; with two or more rows it runs plain
@@ -55,9 +58,14 @@ def rows_varlen(position_ids: npt.NDArray[Any]) -> dict[str, Any]:
     """
     import torch
 
-    starts = np.asarray(position_ids) == 0
-    if starts.size:
-        starts[:, 0] = True
+    if segment_ids is not None:
+        segments = np.asarray(segment_ids)
+        starts = np.ones(segments.shape, dtype=bool)
+        np.not_equal(segments[:, 1:], segments[:, :-1], out=starts[:, 1:])
+    else:
+        starts = np.asarray(position_ids) == 0
+        if starts.size:
+            starts[:, 0] = True
     cu = np.empty(int(np.count_nonzero(starts)) + 1, dtype=np.int32)
     cu[:-1] = np.flatnonzero(starts)
     cu[-1] = starts.size
@@ -266,7 +274,7 @@ class PackedBatch:
             if device is not None:
                 tensor = tensor.to(device, non_blocking=pin_memory)
             out[name] = tensor
-        varlen = rows_varlen(arrays["position_ids"])
+        varlen = rows_varlen(arrays["position_ids"], self.segment_ids[index])
         if device is not None:
             varlen = {
                 k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in varlen.items()

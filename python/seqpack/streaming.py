@@ -357,7 +357,7 @@ class PackedStream(IterableDataset[dict[str, Any]]):
             if weighted:
                 arrays["loss_weights"] = rows_of("loss_weights", 0.0, np.float32)
             out: dict[str, Any] = {k: torch.from_numpy(v) for k, v in arrays.items()}
-            out.update(rows_varlen(arrays["position_ids"]))
+            out.update(rows_varlen(arrays["position_ids"], arrays["segment_ids"]))
         else:
             lengths: list[int] = []
             pieces: dict[str, list[npt.NDArray[Any]]] = {

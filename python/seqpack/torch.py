@@ -86,7 +86,13 @@ def _model_inputs(raw: dict[str, Any], padding_free: bool, mask: Mask | None) ->
             )
         elif mask == "flex":
             batch["attention_mask"] = flex_block_mask(segments)
-        batch.update(rows_varlen(raw["position_ids"]))
+        bounds = torch.from_numpy(raw["row_cu_seqlens"])  # rows_varlen's, computed in Rust
+        batch.update(
+            cu_seq_lens_q=bounds,
+            cu_seq_lens_k=bounds,
+            max_length_q=raw["row_max_seqlen"],
+            max_length_k=raw["row_max_seqlen"],
+        )
     batch["use_cache"] = False
     trained = (
         int(raw["trained_tokens"])
@@ -517,7 +523,8 @@ class CollateRows:
                     tail = torch.full((extra,), fill.get(name, 0), dtype=value.dtype)
                 padded.append(torch.cat([value, tail]))
             batch[name] = torch.stack(padded)
-        batch.update(rows_varlen(batch["position_ids"].numpy()))
+        segments = batch["segment_ids"].numpy() if "segment_ids" in batch else None
+        batch.update(rows_varlen(batch["position_ids"].numpy(), segments))
         batch["use_cache"] = False
         batch["num_items_in_batch"] = max(1, int((batch["labels"] != -100).sum()))
         return batch

@@ -16,6 +16,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 import seqpack
 from conftest import segments_of
+from seqpack.batch import rows_varlen
 
 VOCAB = 97
 
@@ -401,6 +402,11 @@ def test_flash_attention_2_keeps_packed_sequences_apart_in_every_format(
     loader = sptorch.PackedLoader(store, max_length=32, batch_rows=3, format=fmt, seed=2)
     packed = seqpack.pack(sequences, max_length=32)
     batches = [(b, spans_in(b)) for b in loader]
+    if fmt == "rows":  # the loader's bounds (made in Rust) are rows_varlen's
+        for b, _ in batches:
+            same = rows_varlen(b["position_ids"].numpy(), b["segment_ids"].numpy())
+            assert b["cu_seq_lens_q"].tolist() == same["cu_seq_lens_q"].tolist()
+            assert b["max_length_q"] == same["max_length_q"]
     if fmt == "rows":
         # The in-memory batch and the collator for a plain DataLoader give the same keywords.
         rows = sptorch.PackedRows(store, max_length=32)

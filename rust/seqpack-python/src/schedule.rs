@@ -226,11 +226,39 @@ fn rows_dict<O: TokenOut + numpy::Element>(
     if let Some(weights) = packed.loss_weights {
         dict.set_item("loss_weights", weights.into_pyarray(py).reshape(shape)?)?;
     }
+    let (row_cu_seqlens, row_max_seqlen) = row_bounds(&packed.seq_lens, &packed.row_offsets, packed.max_length);
+    dict.set_item("row_cu_seqlens", row_cu_seqlens.into_pyarray(py))?;
+    dict.set_item("row_max_seqlen", row_max_seqlen)?;
     dict.set_item("cu_seqlens", packed.cu_seqlens.into_pyarray(py))?;
     dict.set_item("seq_lens", packed.seq_lens.into_pyarray(py))?;
     dict.set_item("source_index", packed.source_index.into_pyarray(py))?;
     dict.set_item("max_seqlen", packed.max_seqlen)?;
     Ok(())
+}
+
+/// FlashAttention-2's varlen bounds over `[rows, max_length]` rows flattened end to end:
+/// every segment, and each row's padding run as a sequence of its own; and the longest.
+fn row_bounds(seq_lens: &[i32], row_offsets: &[i64], max_length: usize) -> (Vec<i32>, usize) {
+    let mut bounds = Vec::with_capacity(seq_lens.len() + row_offsets.len());
+    bounds.push(0_i32);
+    let (mut at, mut longest) = (0_usize, 0_usize);
+    for row in row_offsets.windows(2) {
+        let mut used = 0_usize;
+        for &length in &seq_lens[row[0] as usize..row[1] as usize] {
+            let length = length as usize;
+            used += length;
+            at += length;
+            longest = longest.max(length);
+            bounds.push(at as i32);
+        }
+        let padding = max_length - used;
+        if padding > 0 {
+            at += padding;
+            longest = longest.max(padding);
+            bounds.push(at as i32);
+        }
+    }
+    (bounds, longest)
 }
 
 fn flat_dict<O: TokenOut + numpy::Element>(
