@@ -173,9 +173,11 @@ class PackedLoader:
         rank's cost is smallest (see :meth:`imbalance`).
     mask
         For ``format="rows"``: ``None`` (restarting ``position_ids`` and ``use_cache=False``
-        let the model find the sequences), ``"sdpa"`` (a 4-D boolean block-causal mask, for
-        SDPA), ``"eager"`` (a 4-D additive float32 mask, for eager attention) or ``"flex"``
-        (a FlexAttention ``BlockMask``).
+        let eager and SDPA find the sequences, ``cu_seq_lens_q/k`` FlashAttention-2),
+        ``"sdpa"`` (a 4-D boolean block-causal mask, for SDPA), ``"eager"`` (a 4-D additive
+        float32 mask, for eager attention) or ``"flex"`` (a FlexAttention ``BlockMask``; move
+        it with the batch: its ``.to(device)`` moves what it reads). A FlashAttention-2 model
+        reads any ``attention_mask`` as a 2-D padding mask and fails on these: leave ``None``.
     strategy, overlong, truncate_keep, max_seqs_per_row
         How the plan is made, as for :func:`seqpack.pack`.
     loss_weights, pad_id, dtype
