@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from seqpack import _normalise, _seqpack
-from seqpack.chat import encode_options
 from seqpack.errors import InvalidOptionError, SeqpackError
-from seqpack.store import TokenStore, _arrow_tokens
+from seqpack.store import LOADING_OPTIONS, TokenStore, _arrow_tokens, conversation_options
 from seqpack.tokenizer import load_template, load_tokenizer
 
 if TYPE_CHECKING:
@@ -45,20 +44,6 @@ if TYPE_CHECKING:
 RECORD = "__seqpack_record"
 """The column that numbers input records in the dataset's order (dropped before encoding)."""
 
-ENCODE_DEFAULTS: dict[str, Any] = {
-    "overlong": "truncate",
-    "truncate_keep": "head",
-    "format": "auto",
-    "mapping": None,
-    "on_error": "raise",
-    "keep_first_turn": False,
-    "train_on_cut_turns": False,
-    "train_on": ("assistant",),
-    "min_trainable_tokens": 1,
-    "special_tokens_in_content": "keep",
-}
-OTHER_ENCODE_OPTIONS = {"end_of_turn", "fast_tokenizer"}
-
 
 def _ray() -> Any:
     try:
@@ -66,14 +51,6 @@ def _ray() -> Any:
     except ImportError:  # pragma: no cover - the extra is installed in CI
         raise ImportError("seqpack.ray needs Ray Data: pip install 'seqpack[ray]'") from None
     return ray
-
-
-def _options(max_length: int, options: dict[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(options) - set(ENCODE_DEFAULTS) - OTHER_ENCODE_OPTIONS)
-    if unknown:
-        raise InvalidOptionError(f"option {unknown[0]}: not an option of seqpack.encode")
-    chosen = {k: options.get(k, v) for k, v in ENCODE_DEFAULTS.items()}
-    return encode_options(max_length=max_length, **chosen)
 
 
 class _Encoder:
@@ -206,7 +183,6 @@ def encode(
     concurrency: int | tuple[int, int] = 1,
     batch_size: int = 1024,
     num_cpus: float = 1,
-    _errors_as_rows: bool = False,
     **options: Any,
 ) -> ray.data.Dataset:
     """Encode a Dataset of chat records on ``concurrency`` actors: one output row per sample
@@ -228,11 +204,28 @@ def encode(
     (``num_cpus=0.5``), or Ray Data cannot schedule the reads that feed them and waits.
     """
     _ray()
-    chosen = _options(max_length, options)
-    extra = {k: options[k] for k in OTHER_ENCODE_OPTIONS if k in options}
+    chosen = conversation_options(max_length, options)
+    extra = {k: options[k] for k in LOADING_OPTIONS if k in options}
     # Load once here too: a bad tokenizer or template fails now, naming itself.
     loaded = load_tokenizer(tokenizer, fast=extra.get("fast_tokenizer"))
     load_template(template, loaded, extra.get("end_of_turn"))
+    return _encode(ds, tokenizer, template, chosen, extra, concurrency, batch_size, num_cpus,
+                   errors_as_rows=False)  # fmt: skip
+
+
+def _encode(
+    ds: ray.data.Dataset,
+    tokenizer: Any,
+    template: Any,
+    chosen: dict[str, Any],
+    extra: dict[str, Any],
+    concurrency: int | tuple[int, int],
+    batch_size: int,
+    num_cpus: float,
+    *,
+    errors_as_rows: bool,
+) -> ray.data.Dataset:
+    """:func:`encode` with options already checked (and the tokenizer already loaded once)."""
     batch_size = _normalise.integer("batch_size", batch_size)
     if batch_size < 1:
         raise InvalidOptionError(f"option batch_size: must be at least 1, got {batch_size}")
@@ -240,7 +233,7 @@ def encode(
         _Encoder,
         fn_constructor_kwargs={
             "tokenizer": tokenizer, "template": template, "options": chosen, "extra": extra,
-            "errors_as_rows": _errors_as_rows,
+            "errors_as_rows": errors_as_rows,
         },
         batch_format="pyarrow", batch_size=batch_size, concurrency=concurrency,
         num_cpus=num_cpus, zero_copy_batch=True,
@@ -308,8 +301,8 @@ def write_store(
     else:
         if max_length is None:
             raise InvalidOptionError("option max_length: required with tokenizer=")
-        chosen = _options(max_length, options)
-        extra = {k: options[k] for k in OTHER_ENCODE_OPTIONS if k in options}
+        chosen = conversation_options(max_length, options)
+        extra = {k: options[k] for k in LOADING_OPTIONS if k in options}
         loaded = load_tokenizer(tokenizer, fast=extra.get("fast_tokenizer"))
         native_template = load_template(template, loaded, extra.get("end_of_turn"))
         info = {
@@ -318,11 +311,8 @@ def write_store(
             "tokenizer": loaded.native.fingerprint,
             "template": native_template.fingerprint,
         }
-        source = encode(
-            ds, tokenizer=tokenizer, max_length=max_length, template=template,
-            concurrency=concurrency, batch_size=batch_size, num_cpus=num_cpus,
-            _errors_as_rows=True, **options,
-        )  # fmt: skip
+        source = _encode(ds, tokenizer, template, chosen, extra, concurrency, batch_size,
+                         num_cpus, errors_as_rows=True)  # fmt: skip
     writer = _seqpack.NativeStoreWriter(str(target), kind, bool(overwrite))
     try:
         with _in_order():

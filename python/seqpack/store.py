@@ -310,6 +310,33 @@ def _is_dataset(source: Any) -> bool:
     return type(source).__module__.split(".")[0] == "datasets"
 
 
+ENCODE_DEFAULTS: dict[str, Any] = {
+    "overlong": "truncate",
+    "truncate_keep": "head",
+    "format": "auto",
+    "mapping": None,
+    "on_error": "raise",
+    "keep_first_turn": False,
+    "train_on_cut_turns": False,
+    "train_on": ("assistant",),
+    "min_trainable_tokens": 1,
+    "special_tokens_in_content": "keep",
+}
+"""seqpack.encode's options (and defaults) as a store records them."""
+LOADING_OPTIONS = {"end_of_turn", "fast_tokenizer"}
+"""seqpack.encode's options that choose how the tokenizer and template are loaded."""
+
+
+def conversation_options(max_length: int, encode_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The checked encode options of a store of chat records: unknown names refused,
+    defaults filled in."""
+    unknown = sorted(set(encode_kwargs) - set(ENCODE_DEFAULTS) - LOADING_OPTIONS)
+    if unknown:
+        raise InvalidOptionError(f"option {unknown[0]}: not an option of seqpack.encode")
+    chosen = {k: encode_kwargs.get(k, v) for k, v in ENCODE_DEFAULTS.items()}
+    return encode_options(max_length=max_length, **chosen)
+
+
 def _write_conversations(
     writer: _seqpack.NativeStoreWriter,
     source: Any,
@@ -320,37 +347,7 @@ def _write_conversations(
     progress: _Progress,
     encode_kwargs: dict[str, Any],
 ) -> dict[str, Any]:
-    known = {
-        "keep_first_turn",
-        "train_on",
-        "train_on_cut_turns",
-        "min_trainable_tokens",
-        "format",
-        "mapping",
-        "on_error",
-        "overlong",
-        "truncate_keep",
-        "end_of_turn",
-        "fast_tokenizer",
-        "special_tokens_in_content",
-    }
-    unknown = sorted(set(encode_kwargs) - known)
-    if unknown:
-        raise InvalidOptionError(f"option {unknown[0]}: not an option of seqpack.encode")
-    defaults: dict[str, Any] = {
-        "overlong": "truncate",
-        "truncate_keep": "head",
-        "format": "auto",
-        "mapping": None,
-        "on_error": "raise",
-        "keep_first_turn": False,
-        "train_on_cut_turns": False,
-        "train_on": ("assistant",),
-        "min_trainable_tokens": 1,
-        "special_tokens_in_content": "keep",
-    }
-    chosen = {k: encode_kwargs.get(k, v) for k, v in defaults.items()}
-    options = encode_options(max_length=max_length, **chosen)
+    options = conversation_options(max_length, encode_kwargs)
     loaded = load_tokenizer(tokenizer, fast=encode_kwargs.get("fast_tokenizer"))
     native_template = load_template(template, loaded, encode_kwargs.get("end_of_turn"))
     info: dict[str, Any] = {
