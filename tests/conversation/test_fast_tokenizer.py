@@ -50,6 +50,21 @@ def test_real_conversations(qwen):
     assert count > 3000, count
 
 
+@pytest.mark.parametrize("threads", [0, 1, 2])
+def test_encode_batch_is_encode_of_each_text(qwen, threads):
+    # What benches/bench_tokenizer.py times: the same ids, in order, on any pool, with the
+    # word caches warm (the second call) or cold (another pool's threads).
+    texts = [*real_texts()[:400], "", "<|im_start|>user\nhi<|im_end|>", "数据集 " * 50]
+    expected = [qwen.encode(text)[0] for text in texts]
+    for _ in range(2):
+        ids, ends = qwen.encode_batch(texts, threads=threads)
+        assert ids.dtype.name == "uint32" and ends.dtype.name == "uint64"
+        assert len(ends) == len(texts) and ends[-1] == len(ids)
+        starts = [0, *ends[:-1].tolist()]
+        got = [ids[a:b].tolist() for a, b in zip(starts, ends.tolist(), strict=True)]
+        assert got == expected
+
+
 pieces = st.sampled_from(
     [
         "'s",

@@ -52,6 +52,19 @@ impl NativeTokenizer {
         Ok(py.detach(|| self.inner.encode(text))?)
     }
 
+    /// Many texts at once on `threads` threads (0: all cores): the flat ids (uint32) and
+    /// each text's end in them (uint64). What `benches/bench_tokenizer.py` times.
+    #[pyo3(signature = (texts, *, threads = 0))]
+    fn encode_batch<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+        threads: usize,
+    ) -> Result<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let (ids, ends) = py.detach(|| self.inner.encode_batch(&texts, threads))?;
+        Ok((ids.into_pyarray(py).into_any(), ends.into_pyarray(py).into_any()))
+    }
+
     /// The same, always through the `tokenizers` library (the reference for the fast path).
     fn encode_reference(&self, py: Python<'_>, text: &str) -> Result<TokensWithOffsets> {
         Ok(py.detach(|| self.inner.encode_reference(text))?)

@@ -14,6 +14,9 @@ mod store;
 
 use pyo3::prelude::*;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule(gil_used = false)]
 fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(module)?;

@@ -40,5 +40,8 @@ pub fn encode_records(
         })
         .collect();
     let (samples, reports) = encode_all(&parsed, template, tokenizer, options)?;
-    Ok(Encoded { flat: flatten(&samples)?, reports })
+    let flat = flatten(&samples)?;
+    // Freeing a million small vectors is work too: in parallel, not after the fact on one thread.
+    rayon::join(|| samples.into_par_iter().for_each(drop), || parsed.into_par_iter().for_each(drop));
+    Ok(Encoded { flat, reports })
 }

@@ -33,6 +33,17 @@ pub fn read_record_chunks(
     first_record: usize,
     sink: &mut dyn FnMut(Vec<RawRecord>) -> Result<()>,
 ) -> Result<usize> {
+    read_in_blocks(path, chunk_size, first_record, BLOCK, sink)
+}
+
+/// [`read_record_chunks`], reading a `.jsonl` file `block` bytes at a time.
+fn read_in_blocks(
+    path: &Path,
+    chunk_size: usize,
+    first_record: usize,
+    block_size: usize,
+    sink: &mut dyn FnMut(Vec<RawRecord>) -> Result<()>,
+) -> Result<usize> {
     let name = path.display().to_string();
     let file_error = |line: Option<usize>, message: String| Error::InvalidFile { path: name.clone(), line, message };
     let file = std::fs::File::open(path).map_err(|e| file_error(None, format!("cannot open: {e}")))?;
@@ -40,36 +51,48 @@ pub fn read_record_chunks(
     let mut input = std::io::BufReader::new(file);
     skip_byte_order_mark(&mut input).map_err(|e| file_error(None, format!("cannot read: {e}")))?;
     if path.extension().is_some_and(|e| e == "jsonl" || e == "ndjson") {
-        let mut pending: Vec<(Origin, LineText)> = Vec::new();
+        // Blocks of whole lines: the lines are found and numbered in order (memchr), then
+        // checked as UTF-8 and parsed in parallel, straight from the block.
+        let mut pending: Vec<RawRecord> = Vec::new();
         let mut count = 0;
-        let mut bytes = Vec::new();
         let mut number = 0;
+        let mut block: Vec<u8> = Vec::new();
         loop {
-            bytes.clear();
-            let read = input
-                .read_until(b'\n', &mut bytes)
+            let kept = block.len();
+            block.resize(kept + block_size.max(1), 0);
+            let read = read_full(&mut input, &mut block[kept..])
                 .map_err(|e| file_error(Some(number + 1), format!("cannot read: {e}")))?;
-            if read == 0 {
+            block.truncate(kept + read);
+            let at_end = read == 0;
+            let Some(end) = (if at_end { Some(block.len()) } else { memchr::memrchr(b'\n', &block).map(|i| i + 1) })
+            else {
+                continue; // one line longer than the block so far: read on
+            };
+            let mut lines: Vec<(Origin, &[u8])> = Vec::new();
+            for line in block[..end].split_inclusive(|&b| b == b'\n') {
+                number += 1;
+                let line = line.strip_suffix(b"\n").unwrap_or(line);
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if is_blank(line) {
+                    continue;
+                }
+                lines.push((Origin { record: first_record + count, line: Some(number) }, line));
+                count += 1;
+            }
+            let parsed: Vec<RawRecord> = lines.into_par_iter().map(|(origin, line)| parse_line(origin, line)).collect();
+            for record in parsed {
+                pending.push(record);
+                if pending.len() == chunk_size {
+                    sink(std::mem::take(&mut pending))?;
+                }
+            }
+            if at_end {
                 break;
             }
-            number += 1;
-            let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            // A line that is not UTF-8 is a bad record, not a bad file: the rest still reads.
-            let text = std::str::from_utf8(line).map(str::to_string).map_err(|e| {
-                format!("not valid UTF-8 (byte {} of the line cannot start or continue a character)", e.valid_up_to())
-            });
-            if text.as_ref().is_ok_and(|t| t.trim().is_empty()) {
-                continue;
-            }
-            pending.push((Origin { record: first_record + count, line: Some(number) }, text));
-            count += 1;
-            if pending.len() == chunk_size {
-                sink(parse_all(std::mem::take(&mut pending)))?;
-            }
+            block.drain(..end);
         }
         if !pending.is_empty() {
-            sink(parse_all(pending))?;
+            sink(pending)?;
         }
         return Ok(count);
     }
@@ -89,11 +112,53 @@ pub fn read_record_chunks(
     result.map_err(|e| file_error(Some(e.line()), format!("not a JSON array of records: {e}")))
 }
 
-/// A record's text (a line of a `.jsonl` file, an element of a `.json` array), or why it is
-/// not text.
+/// A record's text (an element of a `.json` array), or why it is not text.
 type LineText = std::result::Result<String, String>;
 
-/// A UTF-8 byte order mark (what Windows tools write first) is not part of the first record.
+/// Bytes of a `.jsonl` file read at a time (whole lines of it are parsed in parallel).
+const BLOCK: usize = 1 << 22;
+
+/// Fill `buffer` from `input` unless the input ends first; the bytes read.
+fn read_full(input: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match input.read(&mut buffer[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// A line with nothing but white space (as `str::trim` reads it) holds no record.
+fn is_blank(line: &[u8]) -> bool {
+    match line.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => true,
+        Some(b) if b.is_ascii() => false,
+        Some(_) => std::str::from_utf8(line).is_ok_and(|t| t.trim().is_empty()),
+    }
+}
+
+/// One `.jsonl` line as a record. A line that is not UTF-8 is a bad record, not a bad file:
+/// the rest still reads.
+fn parse_line(origin: Origin, line: &[u8]) -> RawRecord {
+    let value = std::str::from_utf8(line)
+        .map_err(|e| {
+            origin.error(
+                "",
+                format!("not valid UTF-8 (byte {} of the line cannot start or continue a character)", e.valid_up_to()),
+            )
+        })
+        .and_then(|text| {
+            serde_json::from_str::<Value>(text).map_err(|e| origin.error("", format!("not valid JSON: {e}")))
+        });
+    RawRecord { origin, value }
+}
+
+/// Skip a UTF-8 byte order mark (what Windows tools write first): it is not part of the
+/// first record.
 fn skip_byte_order_mark(input: &mut std::io::BufReader<std::fs::File>) -> std::io::Result<()> {
     if input.fill_buf()?.starts_with(b"\xEF\xBB\xBF") {
         input.consume(3);
@@ -215,6 +280,38 @@ mod tests {
         assert_eq!(error, Error::EmptyInput);
         let truncated = write(&dir, "t.json", "[{\"x\": 1},\n{\"x\": 2");
         assert!(matches!(read_records(&truncated), Err(Error::InvalidFile { line: Some(2), .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn jsonl_lines_are_the_same_whatever_the_block_size() {
+        let dir = std::env::temp_dir().join(format!("seqpack-blocks-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("b.jsonl");
+        let long = format!("{{\"x\": \"{}\"}}", "é".repeat(40));
+        let mut bytes = b"\xEF\xBB\xBF{\"x\": 1}\r\n\n  \xE3\x80\x80 \n".to_vec();
+        bytes.extend_from_slice(long.as_bytes());
+        bytes.extend_from_slice(b"\n\xFF{\"x\": 2}\n{bad\n\n{\"x\": 4}");
+        std::fs::write(&path, &bytes).unwrap();
+        for block in [1, 2, 3, 7, 16, 50, 83, 84, 85, 200, BLOCK] {
+            for chunk in [1, 2, 100] {
+                let mut seen = Vec::new();
+                let count = read_in_blocks(&path, chunk, 10, block, &mut |records| {
+                    assert!(!records.is_empty() && records.len() <= chunk);
+                    seen.extend(records.into_iter().map(|r| (r.origin.record, r.origin.line, r.value)));
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(count, 5, "block {block}");
+                let lines: Vec<_> = seen.iter().map(|(record, line, _)| (*record, line.unwrap())).collect();
+                assert_eq!(lines, [(10, 1), (11, 4), (12, 5), (13, 6), (14, 8)], "block {block}");
+                assert_eq!(seen[1].2.as_ref().unwrap()["x"].as_str().unwrap().chars().count(), 40);
+                let utf8 = seen[2].2.as_ref().unwrap_err().to_string();
+                assert!(utf8.contains("not valid UTF-8 (byte 0"), "{utf8}");
+                assert!(seen[3].2.as_ref().unwrap_err().to_string().contains("not valid JSON"));
+                assert_eq!(seen[4].2.as_ref().unwrap()["x"], 4);
+            }
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
