@@ -214,7 +214,8 @@ def encode(
     template
         ``None`` (the tokenizer's own chat template), a built-in name (``"qwen3"``,
         ``"qwen2.5"``, ``"llama3.0"`` (alias ``"llama3"``; the Llama-3.0 layout),
-        ``"mistral"``), a Jinja ``chat_template`` string, a
+        ``"llama3.1"`` (Llama-3.1's official template, tools included), ``"mistral"``), a
+        Jinja ``chat_template`` string, a
         ``tokenizer_config.json`` or a ``.jinja`` file.
     overlong
         A conversation longer than ``max_length``: ``"truncate"`` (default; the system prompt

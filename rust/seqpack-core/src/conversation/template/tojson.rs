@@ -19,6 +19,21 @@ pub fn dumps(value: &Value) -> String {
     out
 }
 
+/// `json.dumps(value, ensure_ascii=False, indent=indent)`: one item per line, `","` after
+/// each but the last.
+pub fn dumps_indented(value: &Value, indent: usize) -> String {
+    let layout = Layout {
+        indent: Some(" ".repeat(indent)),
+        item_separator: ",".into(),
+        key_separator: ": ".into(),
+        sort_keys: false,
+        ensure_ascii: false,
+    };
+    let mut out = String::new();
+    write_value(&mut out, value, &layout, 0);
+    out
+}
+
 /// Python's `repr(float)`, which `json.dumps` writes: the shortest digits that read back as
 /// the same number, in positional notation when the decimal exponent is in -4..16 (`0.0001`,
 /// `1e-05`, `1e+16`, `100.0`), always with a `.0` or an exponent.
