@@ -25,7 +25,16 @@ from typing import Any
 from seqpack import _seqpack
 from seqpack.errors import InvalidOptionError, TokenizerError
 
-BUILTIN_TEMPLATES = ("qwen3", "chatml", "qwen2.5", "llama3.0", "llama3", "llama3.1", "mistral")
+BUILTIN_TEMPLATES = (
+    "qwen3",
+    "chatml",
+    "qwen2.5",
+    "llama3.0",
+    "llama3",
+    "llama3.1",
+    "deepseek-v3.1",
+    "mistral",
+)
 
 
 @dataclass(frozen=True, eq=False)

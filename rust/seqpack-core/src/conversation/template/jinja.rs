@@ -253,9 +253,47 @@ impl JinjaTemplate {
             })
             .collect();
         let marked = self.render_text(conversation, keep, Some(&substitutes), false)?;
+        let (marked, markers) = self.probe_empty_contents(conversation, keep, marked, markers, &substitutes);
         let literals = template_literals(&marked, &markers, conversation, keep)?;
         let contents = content_positions(text, &literals, &markers, conversation, keep)?;
         self.message_spans(text, &contents, conversation, keep)
+    }
+
+    /// Empty contents are left empty in the marked render (templates test them), so where
+    /// they lie is not known. A third render gives them markers too: when the template then
+    /// writes exactly the same text apart from those markers, it does not look at them, and
+    /// the markers stand where the empty contents are. Otherwise the marked render stays as
+    /// it was.
+    fn probe_empty_contents(
+        &self,
+        conversation: &Conversation,
+        keep: &[usize],
+        marked: String,
+        markers: Vec<String>,
+        substitutes: &[String],
+    ) -> (String, Vec<String>) {
+        let empty: Vec<usize> = (0..keep.len()).filter(|&k| markers[k].is_empty()).collect();
+        if empty.is_empty() {
+            return (marked, markers);
+        }
+        let mut probe_markers = markers.clone();
+        let mut probe_substitutes = substitutes.to_vec();
+        for &k in &empty {
+            probe_markers[k] = format!("\u{E000}{k}\u{E001}");
+            probe_substitutes[k].clone_from(&probe_markers[k]);
+        }
+        let Ok(probe) = self.render_text(conversation, keep, Some(&probe_substitutes), false) else {
+            return (marked, markers);
+        };
+        let mut stripped = probe.clone();
+        for &k in &empty {
+            stripped = stripped.replacen(probe_markers[k].as_str(), "", 1);
+        }
+        if stripped == marked {
+            (probe, probe_markers)
+        } else {
+            (marked, markers)
+        }
     }
 
     /// The spans of every kept message (and of the template's preamble, if any), given where
@@ -346,7 +384,7 @@ impl JinjaTemplate {
     /// Some generation prompts end with text that history turns do not repeat (DeepSeek-R1's
     /// `<｜Assistant｜><think>\n`, whose history turns hold `<｜Assistant｜>` and the answer):
     /// then the part of the prompt that opens the turn is its header, when the content
-    /// (located exactly) starts right after it. Anything else is refused.
+    /// (located exactly, so not empty) starts right after it. Anything else is refused.
     fn generation_prompt_end(
         &self,
         text: &str,
@@ -370,7 +408,9 @@ impl JinjaTemplate {
                     .take_while(|&end| turn.starts_with(&header[..end]))
                     .last()
                     .unwrap_or(0);
-                let opens_content = content_start.is_none_or(|start| segment_start + common == start);
+                // Only a content located exactly vouches for a partial prompt: without one, a
+                // shared prefix may be another tag's (DeepSeek's `<｜` opens every tag).
+                let opens_content = content_start.is_some_and(|start| segment_start + common == start);
                 if common > 0 && opens_content {
                     Ok(Some(segment_start + common))
                 } else {

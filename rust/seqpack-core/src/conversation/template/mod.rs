@@ -1,6 +1,6 @@
 //! Rendering a conversation to text with the byte span of every message, so labels can be
 //! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3.0,
-//! Llama-3.1 with tools, Mistral) are written out in Rust; any Hugging Face Jinja
+//! Llama-3.1 with tools, DeepSeek-V3.1, Mistral) are written out in Rust; any Hugging Face Jinja
 //! `chat_template` is rendered by minijinja in a sandbox (no file system, no Python objects,
 //! bounded work).
 
@@ -31,6 +31,9 @@ pub enum Template {
     /// system block, tools in the first user message, one JSON tool call per answer,
     /// `ipython` tool results.
     Llama31,
+    /// DeepSeek-V3.1 (official template, non-thinking mode): `<｜User｜>` / `<｜Assistant｜>`
+    /// turns, tool calls and results in the model's own tags.
+    DeepSeekV31,
     /// Mistral Instruct (v0.1/v0.2 layout): `<s>[INST] user [/INST]assistant</s>`, the
     /// system prompt prefixed to the first user message (the official v0.2 template raises on
     /// a system message instead).
@@ -46,13 +49,14 @@ impl Template {
             "qwen2.5" | "qwen25" => Ok(Self::Qwen25),
             "llama3.0" | "llama3" => Ok(Self::Llama3),
             "llama3.1" => Ok(Self::Llama31),
+            "deepseek-v3.1" => Ok(Self::DeepSeekV31),
             "mistral" => Ok(Self::Mistral),
             other => Err(Error::InvalidOption {
                 name: "template",
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
-                     'llama3.0' (alias 'llama3'), 'llama3.1', 'mistral', or a Jinja chat_template \
-                     string"
+                     'llama3.0' (alias 'llama3'), 'llama3.1', 'deepseek-v3.1', 'mistral', or a Jinja \
+                     chat_template string"
                 ),
             }),
         }
@@ -66,6 +70,7 @@ impl Template {
             Self::Qwen25 => "builtin:qwen2.5".into(),
             Self::Llama3 => "builtin:llama3".into(),
             Self::Llama31 => "builtin:llama3.1".into(),
+            Self::DeepSeekV31 => "builtin:deepseek-v3.1".into(),
             Self::Mistral => "builtin:mistral".into(),
             Self::Jinja(template) => format!("jinja:{}", template.fingerprint()),
         }
@@ -99,6 +104,7 @@ impl Template {
             Self::Qwen25 => Ok(builtin::render_chatml(conversation, keep, builtin::ChatMl::Qwen25)),
             Self::Llama3 => builtin::render_llama3(conversation, keep),
             Self::Llama31 => builtin::render_llama31(conversation, keep),
+            Self::DeepSeekV31 => builtin::render_deepseek_v31(conversation, keep),
             Self::Mistral => builtin::render_mistral(conversation, keep),
             Self::Jinja(template) => template.render(conversation, keep),
         }
