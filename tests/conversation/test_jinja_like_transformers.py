@@ -550,3 +550,77 @@ def test_deepseek_v31_builtin_is_the_official_template():
         tokens, labels = encoded.sample(k)
         assert list(tokens) == hf(text, add_special_tokens=False)["input_ids"][: len(tokens)]
         assert tokens[-1] == eos_id and labels[-1] == eos_id
+
+
+def _assigned(text: str) -> bool:
+    """Whether every character is assigned in this Python's Unicode database (seqpack's
+    tables are newer: a character assigned since prints as Python cannot know)."""
+    import unicodedata
+
+    return all(unicodedata.category(c) != "Cn" for c in text)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.text(max_size=6).filter(_assigned),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=3).filter(_assigned), children, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=json_values)
+def test_values_print_as_python_prints_them(value):
+    """{{ value }} and |string write Python's str(): floats as repr, dicts and lists with
+    their items' repr (quotes, escapes), True / None."""
+    record = {**chat("q", "a"), "tools": [{"type": "function", "function": {"v": value}}]}
+    for expr in ["{{ tools[0].function.v }}", "{{ tools[0].function.v | string }}"]:
+        source = expr + "{% for m in messages %}{{ m.content }}{% endfor %}"
+        assert ours(source, record) == theirs(source, record), expr
+
+
+@settings(max_examples=400, deadline=None)
+@given(text=st.text(max_size=10).filter(_assigned))
+def test_title_and_capitalize_as_python(text):
+    """str.title(), str.capitalize() and Jinja2's |title and |capitalize filters: the same
+    text, or a refusal for the few title cases seqpack does not write."""
+    record = chat(text, "a")
+    for expr in [".title()", ".capitalize()", "|title", "|capitalize"]:
+        source = (
+            "{{ messages[0].content"
+            + expr
+            + " }}{% for m in messages %}{{ m.content }}{% endfor %}"
+        )
+        try:
+            got = ours(source, record)
+        except _seqpack_error() as error:
+            assert "title case of" in str(error) or "capital sigma" in str(error), error
+            continue
+        assert got == theirs(source, record), expr
+
+
+@pytest.mark.parametrize(
+    ("expr", "text"),
+    [
+        ("{{ 1e-5 }}", "1e-05"),
+        ("{{ 1e16 }}", "1e+16"),
+        (
+            "{{ {'city': 'Oslo', 'n': [1.0, none, true]} }}",
+            "{'city': 'Oslo', 'n': [1.0, None, True]}",
+        ),
+        ("{{ ['it\\'s', 'a\"b', 'x\\n'] }}", "[\"it's\", 'a\"b', 'x\\n']"),
+        ("{{ 'ǆemal ΑΣ'.capitalize() }}", "ǅemal ας"),
+        ('{{ "o\'neil 3rd".title() }}', "O'Neil 3Rd"),
+        ('{{ "o\'neil 3rd-x (y" | title }}', "O'neil 3rd-X (Y"),
+    ],
+)
+def test_python_printing_regressions(expr, text):
+    """Each was written minijinja's way before (0.00001, {"city": "Oslo"}, Ǆemal, O'Neil)."""
+    source = expr + "{% for m in messages %}{{ m.content }}{% endfor %}"
+    assert ours(source, chat("q", "a")) == theirs(source, chat("q", "a")) == text + "qa"

@@ -728,3 +728,25 @@ fn deepseek_v31_refuses_what_its_template_moves_or_cannot_join() {
         assert_refused(Template::DeepSeekV31.render(&conv, &everything(&conv)), why);
     }
 }
+
+#[test]
+fn generation_marks_in_the_data_are_refused_not_dropped() {
+    // seqpack marks `{% generation %}` blocks with U+E002 / U+E003 and takes them out after
+    // rendering: the same characters in a content used to vanish with them, silently.
+    let source = "{% for m in messages %}<|{{ m.role }}|>{% if m.role == 'assistant' %}{% generation %}\
+                  {{ m.content }}</s>{% endgeneration %}{% else %}{{ m.content }}</s>{% endif %}{% endfor %}\
+                  {% if add_generation_prompt %}<|assistant|>{% endif %}";
+    let template = jinja(source, "</s>", "", "</s>");
+    let clean = conversation(vec![user("Hi"), assistant("Hello")]);
+    let rendered = template.render(&clean, &[0, 1]).unwrap();
+    assert_eq!(&rendered.text[span_of(&rendered, 1).body_start..span_of(&rendered, 1).body_end], "Hello</s>");
+    for odd in ["a\u{E002}b", "\u{E003}"] {
+        for conv in [
+            conversation(vec![user(odd), assistant("Hello")]),
+            conversation(vec![user("Hi"), assistant(odd)]),
+            with_tools(vec![user("Hi"), calling("", odd, json!({}))]),
+        ] {
+            assert_refused(template.render(&conv, &everything(&conv)), "U+E002 or U+E003");
+        }
+    }
+}

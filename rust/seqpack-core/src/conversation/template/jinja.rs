@@ -3,7 +3,7 @@
 //! record refused.
 
 use super::spans::{MessageSpan, Rendered};
-use super::{pystr, tojson};
+use super::{pystr, pyvalue, tojson};
 use crate::conversation::records::{Conversation, Message, Role};
 use crate::error::{Error, Result};
 use serde_json::Value;
@@ -115,6 +115,12 @@ impl JinjaTemplate {
         // Python's string semantics, not Rust's, for what templates call on strings.
         env.set_unknown_method_callback(pystr::unknown_method_callback);
         env.add_filter("trim", pystr::trim_filter);
+        // Values printed as Python prints them (floats as repr, dicts and lists with their
+        // items' repr), and Jinja2's own capitalize / title filters.
+        env.set_formatter(pyvalue::formatter);
+        env.add_filter("string", pyvalue::string_filter);
+        env.add_filter("capitalize", |text: &str| pyvalue::capitalize(text));
+        env.add_filter("title", |text: &str| pyvalue::title_filter(text));
         env.add_filter("tojson", tojson::tojson_filter);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", pystr::strftime_now);
@@ -167,6 +173,18 @@ impl JinjaTemplate {
             })
             .collect();
         let tools = if conversation.tools.is_empty() { Value::Null } else { Value::Array(conversation.tools.clone()) };
+        if self.has_generation {
+            // The marks of generation blocks are taken out of the text after rendering: the
+            // same characters in the data would vanish with them.
+            let data = serde_json::to_string(&(&messages, &tools)).unwrap_or_default();
+            if data.contains([GENERATION_OPEN, GENERATION_CLOSE]) {
+                return Err(Error::Template {
+                    message: "the record holds U+E002 or U+E003, private-use characters seqpack writes to \
+                              mark the template's generation blocks; refused rather than lost"
+                        .into(),
+                });
+            }
+        }
         let context = minijinja::context! {
             messages => minijinja::Value::from_serialize(&messages),
             tools => minijinja::Value::from_serialize(&tools),

@@ -7,6 +7,7 @@
 mod builtin;
 mod jinja;
 pub mod pystr;
+pub mod pyvalue;
 mod spans;
 pub mod tojson;
 

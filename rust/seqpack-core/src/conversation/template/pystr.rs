@@ -145,6 +145,12 @@ pub fn unknown_method_callback(state: &State, value: &Value, method: &str, args:
                 let (sub,): (&str,) = from_args(args)?;
                 return Ok(Value::from(find(s, sub, method == "rfind")));
             }
+            "capitalize" | "title" => {
+                let () = from_args(args)?;
+                let changed =
+                    if method == "title" { super::pyvalue::title(s)? } else { super::pyvalue::capitalize(s)? };
+                return Ok(Value::from(changed));
+            }
             "isspace" => {
                 let () = from_args(args)?;
                 return Ok(Value::from(!s.is_empty() && s.chars().all(is_space)));
