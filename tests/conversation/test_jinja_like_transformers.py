@@ -184,13 +184,27 @@ def _seqpack_error() -> type[Exception]:
 
 def test_every_shared_template_renders_the_shared_data_as_transformers():
     """Every official template in ../shared/data/templates on every record of the shared chat
-    data (needs ../shared): the same text as transformers, or the same refusal."""
+    data (needs ../shared), with and without a system prompt (one added where the record has
+    none, taken away where it has one): the same text as transformers, or the same refusal."""
     from conftest import CHAT_DATA, load_records, require_chat_data
 
     files = require_chat_data()
     templates = sorted((CHAT_DATA.parent / "templates").glob("*.jinja"))
     assert templates, "the shared templates are missing"
-    records = [r for path in files for r in load_records(path)]
+    records: list[Any] = []
+    for path in files:
+        for record in load_records(path):
+            records.append(record)
+            try:
+                messages, tools = _seqpack.NativeTemplate.normalise(record)
+            except _seqpack_error():
+                continue
+            if messages[0]["role"] == "system":
+                other = messages[1:]
+            else:
+                other = [{"role": "system", "content": "You are a careful assistant."}, *messages]
+            if other:
+                records.append({"messages": other, "tools": tools or None})
     for path in templates:
         source = path.read_text(encoding="utf-8")
         compiled = _compile_jinja_template(source)
@@ -211,7 +225,7 @@ def test_every_shared_template_renders_the_shared_data_as_transformers():
                 continue
             assert template.render_text(record) == expected, f"{path.name} record {index}"
             compared += 1
-        assert compared > 1000, path.name
+        assert compared > 2500, (path.name, compared)
 
 
 def test_deepseek_r1_answers_are_located_although_its_prompt_opens_a_think_block():
@@ -624,3 +638,36 @@ def test_python_printing_regressions(expr, text):
     """Each was written minijinja's way before (0.00001, {"city": "Oslo"}, Ǆemal, O'Neil)."""
     source = expr + "{% for m in messages %}{{ m.content }}{% endfor %}"
     assert ours(source, chat("q", "a")) == theirs(source, chat("q", "a")) == text + "qa"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    text=st.text(
+        st.characters(codec="utf-8").filter(lambda c: _assigned(c))
+        | st.sampled_from(list("aZ09 ²½三ǅ\u093e①⑩"))
+        | st.characters(min_codepoint=0x2070, max_codepoint=0x2500),
+        max_size=6,
+    ).filter(_assigned)
+)
+def test_string_predicates_as_python(text):
+    """isalpha, isalnum, isdecimal, isdigit, isnumeric, islower, isupper, istitle: Python's
+    answer (minijinja's pycompat answered 'HELLO WORLD'.isupper() False, ''.isdigit() True,
+    '½'.isdigit() True), or a refusal for a character the categories do not settle."""
+    record = chat(text, "a")
+    for method in [
+        "isalpha",
+        "isalnum",
+        "isdecimal",
+        "isdigit",
+        "isnumeric",
+        "islower",
+        "isupper",
+        "istitle",
+    ]:
+        source = "{{ messages[0].content." + method + "() }}{% for m in messages %}{% endfor %}"
+        try:
+            got = ours(source, record)
+        except _seqpack_error() as error:
+            assert "not a character seqpack answers exactly" in str(error), error
+            continue
+        assert got == theirs(source, record), method

@@ -151,6 +151,12 @@ pub fn unknown_method_callback(state: &State, value: &Value, method: &str, args:
                     if method == "title" { super::pyvalue::title(s)? } else { super::pyvalue::capitalize(s)? };
                 return Ok(Value::from(changed));
             }
+            "isalpha" | "isalnum" | "isdecimal" | "isdigit" | "isnumeric" | "islower" | "isupper" | "istitle" => {
+                let () = from_args(args)?;
+                if let Some(answer) = super::pyvalue::predicate(method, s)? {
+                    return Ok(Value::from(answer));
+                }
+            }
             "isspace" => {
                 let () = from_args(args)?;
                 return Ok(Value::from(!s.is_empty() && s.chars().all(is_space)));

@@ -299,6 +299,130 @@ pub fn title_filter(text: &str) -> Result<String, Error> {
     Ok(out)
 }
 
+fn category(c: char) -> GeneralCategory {
+    get_general_category(c)
+}
+
+fn is_letter(c: char) -> bool {
+    matches!(
+        category(c),
+        GeneralCategory::UppercaseLetter
+            | GeneralCategory::LowercaseLetter
+            | GeneralCategory::TitlecaseLetter
+            | GeneralCategory::ModifierLetter
+            | GeneralCategory::OtherLetter
+    )
+}
+
+fn is_number(c: char) -> bool {
+    matches!(category(c), GeneralCategory::DecimalNumber | GeneralCategory::LetterNumber | GeneralCategory::OtherNumber)
+}
+
+fn cannot_tell(method: &str, c: char) -> Error {
+    Error::new(
+        ErrorKind::InvalidOperation,
+        format!("str.{method}() of {}: not a character seqpack answers exactly as Python", repr_str(&c.to_string())),
+    )
+}
+
+/// Python's `Numeric_Type=Digit` for the `No` characters of the blocks templates could meet
+/// (superscripts, subscripts, circled and dingbat digits); `None` elsewhere.
+fn no_is_digit(c: char) -> Option<bool> {
+    let code = u32::from(c);
+    let digit = matches!(
+        code,
+        0xB2 | 0xB3
+            | 0xB9
+            | 0x2070..=0x209F
+            | 0x2460..=0x2468
+            | 0x2474..=0x247C
+            | 0x2488..=0x2490
+            | 0x24EA
+            | 0x24F5..=0x24FD
+            | 0x24FF
+            | 0x2776..=0x277E
+            | 0x2780..=0x2788
+            | 0x278A..=0x2792
+    );
+    let known = matches!(code, 0xB2..=0xBE | 0x2070..=0x218F | 0x2460..=0x24FF | 0x2776..=0x2793);
+    known.then_some(digit)
+}
+
+/// Han ideographs, some of which are numeric to Python (一, 十, 萬, ...).
+fn is_han(c: char) -> bool {
+    matches!(u32::from(c), 0x3400..=0x4DBF | 0x4E00..=0x9FFF | 0xF900..=0xFAFF | 0x20000..=0x3134F)
+}
+
+/// Python's `str.isX()` predicates, on the Unicode general categories and case properties
+/// they are defined by; a character whose answer the categories do not settle (an `No`
+/// outside the known blocks for `isdigit`, a Han ideograph for `isnumeric`) is refused.
+///
+/// # Errors
+/// Such a character.
+pub fn predicate(method: &str, text: &str) -> Result<Option<bool>, Error> {
+    let titlecase = |c: char| category(c) == GeneralCategory::TitlecaseLetter;
+    let answer = match method {
+        "isalpha" => !text.is_empty() && text.chars().all(is_letter),
+        "isalnum" => !text.is_empty() && text.chars().all(|c| is_letter(c) || is_number(c)),
+        "isdecimal" => !text.is_empty() && text.chars().all(|c| category(c) == GeneralCategory::DecimalNumber),
+        "isdigit" => {
+            let mut all = !text.is_empty();
+            for c in text.chars() {
+                all &= match category(c) {
+                    GeneralCategory::DecimalNumber => true,
+                    GeneralCategory::OtherNumber => no_is_digit(c).ok_or_else(|| cannot_tell(method, c))?,
+                    _ => false,
+                };
+            }
+            all
+        }
+        "isnumeric" => {
+            let mut all = !text.is_empty();
+            for c in text.chars() {
+                if is_han(c) {
+                    return Err(cannot_tell(method, c));
+                }
+                all &= is_number(c);
+            }
+            all
+        }
+        "islower" | "isupper" => {
+            let lower = method == "islower";
+            let wanted = |c: char| if lower { c.is_lowercase() } else { c.is_uppercase() };
+            let other = |c: char| if lower { c.is_uppercase() } else { c.is_lowercase() };
+            let mut cased = false;
+            for c in text.chars() {
+                if other(c) || titlecase(c) {
+                    return Ok(Some(false));
+                }
+                cased |= wanted(c);
+            }
+            cased
+        }
+        "istitle" => {
+            let (mut cased, mut previous_cased) = (false, false);
+            for c in text.chars() {
+                if c.is_uppercase() || titlecase(c) {
+                    if previous_cased {
+                        return Ok(Some(false));
+                    }
+                    (previous_cased, cased) = (true, true);
+                } else if c.is_lowercase() {
+                    if !previous_cased {
+                        return Ok(Some(false));
+                    }
+                    (previous_cased, cased) = (true, true);
+                } else {
+                    previous_cased = false;
+                }
+            }
+            cased
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(answer))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,5 +437,12 @@ mod tests {
         assert_eq!(title("o'neil 3rd ǳx").unwrap(), "O'Neil 3Rd ǲx");
         assert_eq!(title_filter("o'neil 3rd-x (y").unwrap(), "O'neil 3rd-X (Y");
         assert!(title("ΑΣ").is_err());
+        let ask = |method: &str, text: &str| predicate(method, text).unwrap().unwrap();
+        assert!(ask("islower", "abc1 !") && !ask("islower", "") && !ask("islower", "aB"));
+        assert!(ask("isupper", "HELLO WORLD") && !ask("isupper", "123"));
+        assert!(ask("isdigit", "²3") && !ask("isdigit", "½") && !ask("isdigit", ""));
+        assert!(ask("isalpha", "数据") && !ask("isalpha", "\u{93e}") && ask("isalnum", "a½"));
+        assert!(ask("istitle", "Hello World") && !ask("istitle", "HEllo"));
+        assert!(predicate("isnumeric", "三").is_err() && predicate("isdigit", "\u{10E60}").is_err());
     }
 }
