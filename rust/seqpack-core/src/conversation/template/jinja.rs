@@ -37,36 +37,90 @@ const GENERATION_CLOSE: char = '\u{E003}';
 /// not know) turned into a block that writes a private-use mark, keeping the tag's
 /// whitespace control: `{%- ` strips before it, ` -%}` after, and as a block tag it trims the
 /// newline after it and the indentation before it, as transformers' environment does.
+///
+/// Tags are found as Jinja's lexer finds them: not inside a `{# comment #}`, a `{{ ... }}`
+/// expression or a string literal, nor inside a `{% raw %}` block (all of which Jinja2 writes
+/// or skips as text).
 fn generation_marks(source: &str) -> (String, bool) {
     let mut out = String::with_capacity(source.len());
-    let mut rest = source;
+    let mut copied = 0;
+    let mut at = 0;
     let mut found = false;
-    while let Some(open) = rest.find("{%") {
-        // The tag's end is searched after its `{%`: in `{%}` the `%` is the opener's, not a
-        // closer (found by the jinja fuzz target: it sliced backwards and panicked).
-        let Some(close) = rest[open + 2..].find("%}").map(|at| open + 2 + at + 2) else { break };
-        let tag = &rest[open..close];
-        let inner = tag[2..tag.len() - 2].trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
-        let mark = match inner {
-            "generation" => Some(GENERATION_OPEN),
-            "endgeneration" => Some(GENERATION_CLOSE),
-            _ => None,
-        };
-        out.push_str(&rest[..open]);
-        match mark {
-            Some(mark) => {
+    while let Some(offset) = source[at..].find('{') {
+        let open = at + offset;
+        let rest = &source[open..];
+        if let Some(comment) = rest.strip_prefix("{#") {
+            at = comment.find("#}").map_or(source.len(), |end| open + 2 + end + 2);
+        } else if rest.starts_with("{{") {
+            at = skip_to_closer(source, open + 2, "}}").unwrap_or(source.len());
+        } else if rest.starts_with("{%") {
+            // The tag's end is searched after its `{%`: in `{%}` the `%` is the opener's, not a
+            // closer (found by the jinja fuzz target: it sliced backwards and panicked).
+            let Some(close) = skip_to_closer(source, open + 2, "%}") else { break };
+            let tag = &source[open..close];
+            let inner = tag[2..tag.len() - 2].trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
+            let mark = match inner {
+                "generation" => Some(GENERATION_OPEN),
+                "endgeneration" => Some(GENERATION_CLOSE),
+                _ => None,
+            };
+            if let Some(mark) = mark {
                 found = true;
+                out.push_str(&source[copied..open]);
                 let left = if tag[2..].starts_with('-') { "-" } else { "" };
                 let right = if tag[..tag.len() - 2].ends_with('-') { "-" } else { "" };
                 // Writing into a String cannot fail.
                 let _ = write!(out, "{{%{left} if true %}}{{{{ '{mark}' }}}}{{% endif {right}%}}");
+                copied = close;
             }
-            None => out.push_str(tag),
+            at = if inner == "raw" { end_of_raw(source, close) } else { close };
+        } else {
+            at = open + 1;
         }
-        rest = &rest[close..];
     }
-    out.push_str(rest);
+    out.push_str(&source[copied..]);
     (out, found)
+}
+
+/// Where `closer` ends an expression or tag that starts at `from`, string literals (which may
+/// hold it) skipped; `None` if it never does.
+fn skip_to_closer(source: &str, from: usize, closer: &str) -> Option<usize> {
+    let mut chars = source[from..].char_indices();
+    while let Some((offset, c)) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                // A string literal, with backslash escapes, up to its closing quote.
+                let mut escaped = false;
+                for (_, d) in chars.by_ref() {
+                    match d {
+                        _ if escaped => escaped = false,
+                        '\\' => escaped = true,
+                        d if d == c => break,
+                        _ => {}
+                    }
+                }
+            }
+            _ if source[from + offset..].starts_with(closer) => return Some(from + offset + closer.len()),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The end of the `{% endraw %}` tag that closes a raw block whose content starts at `from`
+/// (the end of the source if none does).
+fn end_of_raw(source: &str, from: usize) -> usize {
+    let mut at = from;
+    while let Some(offset) = source[at..].find("{%") {
+        let open = at + offset;
+        let Some(close) = source[open + 2..].find("%}").map(|end| open + 2 + end + 2) else { break };
+        let inner = source[open + 2..close - 2].trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
+        if inner == "endraw" {
+            return close;
+        }
+        at = open + 2;
+    }
+    source.len()
 }
 
 /// The text without generation marks, and the regions they enclosed (byte ranges of the
