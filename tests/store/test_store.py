@@ -262,3 +262,22 @@ def test_bad_input_names_the_record_in_the_whole_dataset(tmp_path, qwen_dir):
             tmp_path / "g", pd.DataFrame({"x": [1]}), tokenizer=qwen_dir, max_length=8
         )
     assert not [p for p in Path(tmp_path).iterdir() if p.name != "d"]
+
+
+def test_a_bad_record_in_one_of_several_files_names_the_file_and_line(tmp_path, qwen_dir):
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    first.write_text(json.dumps(good) + "\n")
+    second.write_text(json.dumps(good) + "\n\n" + json.dumps({"messages": 5}) + "\n")
+    options: dict[str, Any] = {"tokenizer": qwen_dir, "template": "qwen3", "max_length": 64}
+    # Record 2 of the whole dataset in the store, record 1 of the file alone; line 3 of b.
+    cases = [
+        (lambda: seqpack.store.write(tmp_path / "s", str(tmp_path / "*.jsonl"), **options), 2),
+        (lambda: seqpack.encode(second, **options), 1),
+    ]
+    for run, index in cases:
+        with pytest.raises(seqpack.InvalidRecordError) as caught:
+            run()
+        message = str(caught.value)
+        assert message.startswith(f"{second}: record {index} (line 3): field 'messages'"), message
+        assert caught.value.index == index

@@ -92,6 +92,10 @@ pub enum Error {
     /// A template or tokenizer error raised while processing one record.
     #[error("record {record}{}: {source}", line.map(|l| format!(" (line {l})")).unwrap_or_default())]
     InRecord { record: usize, line: Option<usize>, source: Box<Error> },
+
+    /// A record's error, naming the file the record came from.
+    #[error("{path}: {source}")]
+    InFile { path: String, source: Box<Error> },
 }
 
 impl Error {
@@ -105,17 +109,34 @@ impl Error {
         }
     }
 
+    /// Name the file of a record's error (a file's own errors already name it).
+    #[must_use]
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::InvalidRecord { .. }
+            | Error::InRecord { .. }
+            | Error::SpecialTokenInContent { .. }
+            | Error::OverlongRecord { .. } => {
+                Error::InFile { path: path.display().to_string(), source: Box::new(self) }
+            }
+            other => other,
+        }
+    }
+
     /// Whether this is a problem with one record's input (its JSON, shape, template or
     /// tokenization), which `on_error="skip"` may count and pass over; a policy the caller
     /// chose (`overlong="error"`) or a bad option is never skipped.
     pub fn is_record_input(&self) -> bool {
-        matches!(
-            self,
-            Error::InvalidRecord { .. }
-                | Error::InvalidFile { .. }
-                | Error::InRecord { .. }
-                | Error::SpecialTokenInContent { .. }
-        )
+        match self {
+            Error::InFile { source, .. } => source.is_record_input(),
+            other => matches!(
+                other,
+                Error::InvalidRecord { .. }
+                    | Error::InvalidFile { .. }
+                    | Error::InRecord { .. }
+                    | Error::SpecialTokenInContent { .. }
+            ),
+        }
     }
 }
 

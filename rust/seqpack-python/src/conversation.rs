@@ -192,15 +192,18 @@ pub fn encode_records<'py>(
     first_record: usize,
 ) -> Result<Bound<'py, PyDict>> {
     let encode_options: EncodeOptions = options(encode_options)?;
-    let raw: Vec<RawRecord> = match (records, path) {
+    let raw: Vec<RawRecord> = match (records, path.as_deref()) {
         (Some(list), _) => {
             list.iter().enumerate().map(|(index, object)| raw_record(first_record + index, &object)).collect()
         }
-        (None, Some(path)) => py.detach(|| read_records(std::path::Path::new(&path)))?,
+        (None, Some(path)) => py.detach(|| read_records(std::path::Path::new(path)))?,
         (None, None) => Vec::new(),
     };
     let (tokenizer, template) = (tokenizer.inner.clone(), template.inner.clone());
-    let encoded = py.detach(move || encode(raw, &template, &tokenizer, &encode_options))?;
+    let encoded = py.detach(move || encode(raw, &template, &tokenizer, &encode_options)).map_err(|e| match &path {
+        Some(path) => e.in_file(std::path::Path::new(path)),
+        None => e,
+    })?;
     let flat = encoded.flat;
     let dict = PyDict::new(py);
     dict.set_item("tokens", flat.tokens.into_pyarray(py))?;

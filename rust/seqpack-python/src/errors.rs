@@ -85,7 +85,12 @@ impl From<Failure> for PyErr {
 /// The exception for a core error, with `.index` set to the sequence or record it names.
 fn core_error(error: &Error) -> PyErr {
     let message = error.to_string();
-    let (exception, index) = match error {
+    // A record's error in a named file: the record's exception, with the file in the message.
+    let named = match error {
+        Error::InFile { source, .. } => source.as_ref(),
+        other => other,
+    };
+    let (exception, index) = match named {
         Error::InvalidOption { .. } => (InvalidOptionError::new_err(message), None),
         Error::EmptyInput => (EmptyInputError::new_err(message), None),
         Error::EmptySequence { index } => (EmptySequenceError::new_err(message), Some(*index)),
@@ -108,6 +113,7 @@ fn core_error(error: &Error) -> PyErr {
             Error::Tokenizer { .. } => (TokenizerError::new_err(message), Some(*record)),
             _ => (TemplateError::new_err(message), Some(*record)),
         },
+        Error::InFile { .. } => (SeqpackError::new_err(message), None),
     };
     // Setting an attribute on a fresh exception instance cannot fail in practice; if it did,
     // the message still names the sequence, which is what matters.

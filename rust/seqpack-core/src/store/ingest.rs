@@ -84,8 +84,8 @@ pub fn encode_file_into(
             message: "the store writer thread panicked".into(),
         })?;
         // A writer error explains a read that stopped because of it.
-        let samples = samples?;
-        read?;
+        let samples = samples.map_err(|e| e.in_file(path))?;
+        read.map_err(|e| e.in_file(path))?;
         Ok((records_read, samples))
     })
 }
