@@ -76,7 +76,11 @@ def encode_records(
     template: NativeTemplate,
     encode_options: dict[str, Any],
     first_record: int = 0,
+    lines: list[int] | None = None,
 ) -> dict[str, Any]: ...
+def jsonl_lines(
+    data: bytes,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 def plan_lengths(
     lengths: npt.NDArray[np.int64], plan_options: dict[str, Any]
 ) -> dict[str, Any]: ...

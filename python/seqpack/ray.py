@@ -11,6 +11,9 @@ and runs wherever Ray runs: ``ray.init()`` on one machine, ``ray.init(address="a
 - :func:`write_store`: encode (or take token sequences), then append the results to a token
   store from the driver, in input order: the store is byte-identical to
   :func:`seqpack.store.write` on the same records, whatever the number of actors or blocks.
+- :func:`read_jsonl`: ``.jsonl`` files as raw lines with their file and line number, parsed
+  by :func:`encode` / :func:`write_store` in Rust as the single-process reader parses them,
+  so a failing record is named by file and line.
 - :func:`pack`: the global plan over the store's lengths (8 bytes per sample), rows
   materialised by Ray tasks in row ranges; a Dataset with one item per packed row, in plan
   order, byte-identical to :func:`seqpack.pack`'s rows.
@@ -43,6 +46,8 @@ if TYPE_CHECKING:
 
 RECORD = "__seqpack_record"
 """The column that numbers input records in the dataset's order (dropped before encoding)."""
+LINE_TEXT, LINE_FILE, LINE_NUMBER = "__seqpack_text", "__seqpack_file", "__seqpack_line"
+"""The columns of :func:`read_jsonl`: a record's raw line, its file, its line number."""
 
 
 def _ray() -> Any:
@@ -76,28 +81,101 @@ class _Encoder:
         import pyarrow as pa
 
         numbers = batch.column(RECORD).to_numpy()
-        # Arrow cannot tell a missing field from a null one: a null top-level field is missing.
-        records = [
-            {k: v for k, v in row.items() if v is not None}
-            for row in batch.drop_columns([RECORD]).to_pylist()
-        ]
+        lines: list[int] | None = None
+        files: list[str] = []
+        if LINE_TEXT in batch.column_names:
+            # Raw .jsonl lines (read_jsonl): parsed in Rust as the file reader parses them.
+            records: list[Any] = batch.column(LINE_TEXT).to_pylist()
+            lines = batch.column(LINE_NUMBER).to_pylist()
+            files = batch.column(LINE_FILE).to_pylist()
+        else:
+            # Arrow cannot tell a missing field from a null one: a null top-level field is
+            # missing.
+            records = [
+                {k: v for k, v in row.items() if v is not None}
+                for row in batch.drop_columns([RECORD]).to_pylist()
+            ]
         pieces = []
         start = 0
         # Runs of consecutive record numbers (a batch is one, unless blocks were reordered).
         breaks = np.flatnonzero(np.diff(numbers) != 1) + 1
         for stop in [*breaks.tolist(), len(records)]:
+            first = int(numbers[start])
             try:
                 encoded = _seqpack.encode_records(
                     records[start:stop], None, self.tokenizer.native, self.template,
-                    self.options, first_record=int(numbers[start]),
+                    self.options, first_record=first,
+                    lines=None if lines is None else lines[start:stop],
                 )  # fmt: skip
             except SeqpackError as error:
+                if files:
+                    error = _in_file(error, files, start - first)
                 if not self.errors_as_rows:
-                    raise
-                return _error_row(error, int(numbers[start]))
+                    raise error from None
+                return _error_row(error, first)
             pieces.append(_sample_rows(encoded, int(numbers[start]), stop - start))
             start = stop
         return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def _in_file(error: SeqpackError, files: list[str], shift: int) -> SeqpackError:
+    """The error of a record read by :func:`read_jsonl`, naming its file first, as the
+    single-process path does (``<file>: record N (line L): ...``)."""
+    index = getattr(error, "index", None)
+    if index is None or not 0 <= index + shift < len(files):
+        return error
+    named = type(error)(f"{files[index + shift]}: {error}")
+    with contextlib.suppress(AttributeError):
+        named.index = index
+    return named
+
+
+def read_jsonl(paths: Any, **read_options: Any) -> ray.data.Dataset:
+    """Read ``.jsonl`` files (a path, a glob, a list of them, or URIs Ray reads through
+    pyarrow filesystems such as ``s3://bucket/*.jsonl``) into a Dataset of their records'
+    raw lines, with each one's file and line number. :func:`encode` and :func:`write_store`
+    parse the lines in Rust exactly as :func:`seqpack.store.write` reads the same files, so
+    a store is byte-identical to it and a failing record is named by its file and line
+    (``data/b.jsonl: record 7 (line 3): ...``), its report giving the line. Blank lines hold
+    no record; a line that is not UTF-8 or not JSON is that record's error (skipped and
+    reported under ``on_error="skip"``). ``read_options`` go to
+    ``ray.data.read_binary_files`` (one file is one read task; files keep their order).
+    """
+    from seqpack.store import _paths
+
+    files: list[str] = []
+    for item in paths if isinstance(paths, (list, tuple)) else [paths]:
+        if "://" in str(item):  # a URI: Ray and pyarrow resolve it
+            files.append(str(item))
+            continue
+        for found in _paths(item) or []:
+            if found.suffix not in (".jsonl", ".ndjson"):
+                raise InvalidOptionError(f"option paths: {found} is not a .jsonl file")
+            files.append(str(found))
+    ds: ray.data.Dataset = _ray().data.read_binary_files(files, include_paths=True, **read_options)
+    return ds.map_batches(_jsonl_rows, batch_format="pyarrow", batch_size=1)
+
+
+def _jsonl_rows(batch: pa.Table) -> pa.Table:
+    """The records of the files in ``batch`` (from ``read_binary_files``), one row each."""
+    import pyarrow as pa
+
+    texts: list[bytes] = []
+    files: list[str] = []
+    numbers: list[int] = []
+    for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist(),
+                          strict=True):  # fmt: skip
+        starts, ends, lines = _seqpack.jsonl_lines(data)
+        texts += [data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+        files += [path] * len(lines)
+        numbers += lines.tolist()
+    return pa.table(
+        {
+            LINE_TEXT: pa.array(texts, pa.binary()),
+            LINE_FILE: pa.array(files, pa.string()),
+            LINE_NUMBER: pa.array(numbers, pa.int64()),
+        }
+    )
 
 
 def _error_row(error: SeqpackError, record: int) -> pa.Table:

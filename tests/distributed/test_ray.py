@@ -6,6 +6,7 @@ its own local Ray instance (``num_cpus=2``)."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,55 @@ def test_a_failing_record_is_named_and_raised_as_in_one_process(tmp_path):
     assert str(distributed.value) == str(single.value)
     assert "record 5" in str(distributed.value)
     assert not (tmp_path / "ray").exists()  # nothing that looks like a store
+
+
+def write_jsonl(folder: Path, data: list[Any], parts: int) -> None:
+    """``data`` in ``parts`` .jsonl files, with blank lines, CRLF and a byte order mark."""
+    folder.mkdir()
+    size = -(-len(data) // parts)
+    for k in range(parts):
+        lines = [json.dumps(r, ensure_ascii=False) for r in data[k * size : (k + 1) * size]]
+        text = "\n\n".join(lines[:3]) + "\r\n" + "\n".join(lines[3:]) + "\n  \n"
+        (folder / f"part-{k}.jsonl").write_bytes(b"\xef\xbb\xbf" * (k == 1) + text.encode())
+
+
+def test_jsonl_files_give_the_same_store_and_name_a_failing_record_by_file_and_line(tmp_path):
+    data = records(90)
+    write_jsonl(tmp_path / "in", data, parts=3)
+    pattern = str(tmp_path / "in" / "*.jsonl")
+    single = seqpack.store.write(tmp_path / "single", pattern, on_error="skip", **OPTIONS)
+    distributed = spray.write_store(
+        spray.read_jsonl(pattern), tmp_path / "ray", concurrency=2, num_cpus=0.5,
+        batch_size=7, on_error="skip", **OPTIONS,
+    )  # fmt: skip
+    # The same tokens, labels and reports (with their lines); the manifests differ only in
+    # the single-process one listing its input files.
+    ours, theirs = files_of(distributed.path), files_of(single.path)
+    manifests = [json.loads(f.pop("manifest.json")) for f in (ours, theirs)]
+    assert ours == theirs
+    assert manifests[1]["source"].pop("inputs") and manifests[0] == manifests[1]
+    # Without skipping: the first failing record (record 5, in part-0) raises, named by its
+    # file and line, exactly as store.write names it.
+    with pytest.raises(seqpack.InvalidRecordError) as expected:
+        seqpack.store.write(tmp_path / "single2", pattern, **OPTIONS)
+    with pytest.raises(seqpack.InvalidRecordError) as got:
+        spray.write_store(spray.read_jsonl(pattern), tmp_path / "ray2", concurrency=2,
+                          num_cpus=0.5, batch_size=4, **OPTIONS)  # fmt: skip
+    assert str(got.value) == str(expected.value)
+    assert str(got.value).startswith(f"{tmp_path / 'in' / 'part-0.jsonl'}: record 5 (line "), (
+        got.value
+    )
+    # A line that is not JSON in the second file of records that are otherwise good.
+    write_jsonl(tmp_path / "good", synthetic.conversations(30, seed=4), parts=3)
+    bad = tmp_path / "good" / "part-1.jsonl"
+    bad.write_bytes(bad.read_bytes() + b"{oops\n")
+    pattern = str(tmp_path / "good" / "*.jsonl")
+    with pytest.raises(seqpack.InvalidRecordError) as expected:
+        seqpack.store.write(tmp_path / "single3", pattern, **OPTIONS)
+    with pytest.raises(seqpack.InvalidRecordError) as got:
+        spray.write_store(spray.read_jsonl(pattern), tmp_path / "ray3", num_cpus=0.5, **OPTIONS)
+    assert str(got.value) == str(expected.value)
+    assert str(got.value).startswith(f"{bad}: record 20 (line 14): not valid JSON"), got.value
 
 
 def test_bad_options_fail_in_the_driver_naming_themselves(tmp_path):

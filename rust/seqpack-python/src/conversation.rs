@@ -10,8 +10,8 @@ use seqpack_core::conversation::records::parse_record;
 use seqpack_core::conversation::template::{openai_messages, CharSpan, JinjaTemplate};
 use seqpack_core::conversation::tokenize::TokensWithOffsets;
 use seqpack_core::conversation::{
-    encode_records as encode, read_records, EncodeOptions, Format, Mapping, Origin, RawRecord, RecordReport,
-    ReportSummary, Template, Tokenizer,
+    encode_records as encode, jsonl_lines as find_lines, parse_line, read_records, EncodeOptions, Format, Mapping,
+    Origin, RawRecord, RecordReport, ReportSummary, Template, Tokenizer,
 };
 use seqpack_core::store::writer::report_lines;
 use seqpack_core::Error;
@@ -179,9 +179,12 @@ pub(crate) fn raw_record(record: usize, object: &Bound<'_, PyAny>) -> RawRecord 
 
 /// Encode records (Python objects, converted while attached, or a file, read while detached):
 /// flat samples as numpy arrays and the reports.
-/// Python objects are numbered from `first_record` (a chunk of a larger input).
+/// Python objects are numbered from `first_record` (a chunk of a larger input). With
+/// `lines`, each record is the raw bytes of a `.jsonl` line and `lines` their line numbers:
+/// parsed (in parallel) as the file reader parses them, so errors and reports are the same.
 #[pyfunction]
-#[pyo3(signature = (records, path, tokenizer, template, encode_options, first_record = 0))]
+#[pyo3(signature = (records, path, tokenizer, template, encode_options, first_record = 0, lines = None))]
+#[allow(clippy::too_many_arguments, reason = "one binding mirrors the core call")]
 pub fn encode_records<'py>(
     py: Python<'py>,
     records: Option<Bound<'py, PyList>>,
@@ -190,14 +193,34 @@ pub fn encode_records<'py>(
     template: &NativeTemplate,
     encode_options: &Bound<'py, PyAny>,
     first_record: usize,
+    lines: Option<Vec<usize>>,
 ) -> Result<Bound<'py, PyDict>> {
     let encode_options: EncodeOptions = options(encode_options)?;
-    let raw: Vec<RawRecord> = match (records, path.as_deref()) {
-        (Some(list), _) => {
+    let raw: Vec<RawRecord> = match (records, path.as_deref(), lines) {
+        (Some(list), _, Some(lines)) => {
+            let texts: Vec<Vec<u8>> = list.iter().map(|item| item.extract::<Vec<u8>>()).collect::<PyResult<_>>()?;
+            if texts.len() != lines.len() {
+                return Err(Error::InvalidOption {
+                    name: "lines",
+                    message: format!("{} line numbers for {} lines", lines.len(), texts.len()),
+                }
+                .into());
+            }
+            py.detach(|| {
+                use rayon::prelude::*;
+                texts
+                    .par_iter()
+                    .zip(&lines)
+                    .enumerate()
+                    .map(|(k, (text, &line))| parse_line(Origin { record: first_record + k, line: Some(line) }, text))
+                    .collect()
+            })
+        }
+        (Some(list), _, None) => {
             list.iter().enumerate().map(|(index, object)| raw_record(first_record + index, &object)).collect()
         }
-        (None, Some(path)) => py.detach(|| read_records(std::path::Path::new(path)))?,
-        (None, None) => Vec::new(),
+        (None, Some(path), _) => py.detach(|| read_records(std::path::Path::new(path)))?,
+        (None, None, _) => Vec::new(),
     };
     let (tokenizer, template) = (tokenizer.inner.clone(), template.inner.clone());
     let encoded = py.detach(move || encode(raw, &template, &tokenizer, &encode_options)).map_err(|e| match &path {
@@ -244,4 +267,19 @@ impl NativeReports {
     fn summary<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyAny>> {
         to_python(py, &ReportSummary::of(&self.inner))
     }
+}
+
+/// Where the records of a whole `.jsonl` text lie, as the file reader finds them: starts,
+/// ends and line numbers (int64) of the lines that are not blank.
+#[pyfunction]
+pub fn jsonl_lines<'py>(py: Python<'py>, data: &[u8]) -> (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>) {
+    let found = py.detach(|| find_lines(data));
+    let column = |pick: fn(&(usize, usize, usize)) -> usize| -> Vec<i64> {
+        found.iter().map(|line| i64::try_from(pick(line)).unwrap_or(i64::MAX)).collect()
+    };
+    (
+        column(|l| l.0).into_pyarray(py).into_any(),
+        column(|l| l.1).into_pyarray(py).into_any(),
+        column(|l| l.2).into_pyarray(py).into_any(),
+    )
 }

@@ -23,6 +23,7 @@ fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(pack::plan_lengths, module)?)?;
     module.add_function(wrap_pyfunction!(pack::pack_flat, module)?)?;
     module.add_function(wrap_pyfunction!(conversation::encode_records, module)?)?;
+    module.add_function(wrap_pyfunction!(conversation::jsonl_lines, module)?)?;
     module.add_class::<conversation::NativeTokenizer>()?;
     module.add_class::<conversation::NativeTemplate>()?;
     module.add_class::<conversation::NativeReports>()?;

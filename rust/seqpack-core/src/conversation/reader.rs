@@ -132,6 +132,25 @@ fn read_full(input: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Resu
     Ok(filled)
 }
 
+/// The records of a whole `.jsonl` text as the file reader finds them: (start, end, line
+/// number) of every line that is not blank, without its line break; a byte order mark
+/// before the first is skipped.
+pub fn jsonl_lines(data: &[u8]) -> Vec<(usize, usize, usize)> {
+    let skip = if data.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+    let mut out = Vec::new();
+    let mut at = skip;
+    for (number, line) in data[skip..].split_inclusive(|&b| b == b'\n').enumerate() {
+        let start = at;
+        at += line.len();
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if !is_blank(line) {
+            out.push((start, start + line.len(), number + 1));
+        }
+    }
+    out
+}
+
 /// A line with nothing but white space (as `str::trim` reads it) holds no record.
 fn is_blank(line: &[u8]) -> bool {
     match line.iter().find(|b| !b.is_ascii_whitespace()) {
@@ -143,7 +162,7 @@ fn is_blank(line: &[u8]) -> bool {
 
 /// One `.jsonl` line as a record. A line that is not UTF-8 is a bad record, not a bad file:
 /// the rest still reads.
-fn parse_line(origin: Origin, line: &[u8]) -> RawRecord {
+pub fn parse_line(origin: Origin, line: &[u8]) -> RawRecord {
     let value = std::str::from_utf8(line)
         .map_err(|e| {
             origin.error(
@@ -280,6 +299,21 @@ mod tests {
         assert_eq!(error, Error::EmptyInput);
         let truncated = write(&dir, "t.json", "[{\"x\": 1},\n{\"x\": 2");
         assert!(matches!(read_records(&truncated), Err(Error::InvalidFile { line: Some(2), .. })));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn jsonl_lines_of_a_whole_text_are_the_file_readers() {
+        let text = b"\xEF\xBB\xBF{\"x\": 1}\r\n\n  \xE3\x80\x80 \n\xFF{\n{\"x\": 4}";
+        let lines = jsonl_lines(text);
+        let found: Vec<(&[u8], usize)> = lines.iter().map(|&(s, e, n)| (&text[s..e], n)).collect();
+        assert_eq!(found, [(&b"{\"x\": 1}"[..], 1), (&b"\xFF{"[..], 4), (&b"{\"x\": 4}"[..], 5)]);
+        let dir = std::env::temp_dir().join(format!("seqpack-lines-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("l.jsonl");
+        std::fs::write(&path, text).unwrap();
+        let read: Vec<_> = read_records(&path).unwrap().iter().map(|r| r.origin.line.unwrap()).collect();
+        assert_eq!(read, [1, 4, 5]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
