@@ -124,7 +124,8 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
         return {"seconds": time.perf_counter() - start, "steps": len(loader)}
     if kind == "resume":
         loader = sptorch.PackedLoader(store_path, max_length=L, batch_rows=1)
-        state = {**loader.state_dict(), "step": int(extra)}
+        # Step 100,000, or the last step of a smaller store's epoch.
+        state = {**loader.state_dict(), "step": min(int(extra), len(loader) - 1)}
         start = time.perf_counter()
         loader.load_state_dict(state)
         next(iter(loader))
@@ -319,8 +320,9 @@ def main() -> None:
             f"batch): {first['seconds'] * 1000:,.0f} ms"
         )
     if resume:
+        step = min(100_000, resume["steps"] - 1)
         print(
-            f"resume at step 100,000 of {resume['steps']:,} (load_state_dict + next batch): "
+            f"resume at step {step:,} of {resume['steps']:,} (load_state_dict + next batch): "
             f"{resume['seconds'] * 1000:,.1f} ms"
         )
     plans = [
