@@ -385,7 +385,7 @@ def test_llama31_builtin_is_the_official_template():
     from transformers import PreTrainedTokenizerFast
 
     import seqpack
-    from conftest import CHAT_DATA, load_records, require_chat_data
+    from conftest import CHAT_DATA, require_chat_data
 
     files = require_chat_data()
     source = (CHAT_DATA.parent / "templates" / "llama3.1.jinja").read_text(encoding="utf-8")
@@ -394,17 +394,7 @@ def test_llama31_builtin_is_the_official_template():
     tokenizer_json = _llama3_tokenizer_json()
     hf = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json))
     bos = "<|begin_of_text|>"
-    records: list[dict[str, Any]] = []
-    for path in files:
-        for record in load_records(path):
-            try:
-                messages, tools = _seqpack.NativeTemplate.normalise(record)
-            except _seqpack_error():
-                continue
-            records.append({"messages": messages, "tools": tools or None})
-            if messages[0]["role"] != "system":
-                system = {"role": "system", "content": " Answer briefly.\n"}
-                records.append({"messages": [system, *messages], "tools": tools or None})
+    records = _shared_variants(files)
     compared: list[dict[str, Any]] = []
     lost = 0
     for index, record in enumerate(records):
@@ -449,6 +439,29 @@ def test_llama31_builtin_is_the_official_template():
         assert labels[-1] != -100
 
 
+def _shared_variants(files: Any, text_arguments: bool = False) -> list[dict[str, Any]]:
+    """Every shared record that normalises, as given and (without one) with a system prompt
+    added; with ``text_arguments``, also the last of those with tool-call arguments as JSON
+    text where it calls tools."""
+    from conftest import load_records
+
+    records: list[dict[str, Any]] = []
+    for path in files:
+        for record in load_records(path):
+            try:
+                messages, tools = _seqpack.NativeTemplate.normalise(record)
+            except _seqpack_error():
+                continue
+            variants = [{"messages": messages, "tools": tools or None}]
+            if messages[0]["role"] != "system":
+                system = {"role": "system", "content": " Answer briefly.\n"}
+                variants.append({"messages": [system, *messages], "tools": tools or None})
+            if text_arguments and any(m.get("tool_calls") for m in messages):
+                variants.append(_with_text_arguments(variants[-1]))
+            records.extend(variants)
+    return records
+
+
 def _llama3_tokenizer_json():
     import importlib.util
     from pathlib import Path
@@ -490,7 +503,7 @@ def test_deepseek_v31_builtin_is_the_official_template():
     raises; the same tokens through DeepSeek's tokenizer; the same trained bodies as the Jinja
     path gives the official template."""
     import seqpack
-    from conftest import CHAT_DATA, load_records, require_chat_data
+    from conftest import CHAT_DATA, require_chat_data
 
     files = require_chat_data()
     source = (CHAT_DATA.parent / "templates" / "deepseek-v3.1.jinja").read_text(encoding="utf-8")
@@ -498,20 +511,7 @@ def test_deepseek_v31_builtin_is_the_official_template():
     bos, eos = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
     builtin = _seqpack.NativeTemplate.builtin("deepseek-v3.1")
     official = _seqpack.NativeTemplate.jinja(source, eos, bos, eos)
-    records: list[dict[str, Any]] = []
-    for path in files:
-        for record in load_records(path):
-            try:
-                messages, tools = _seqpack.NativeTemplate.normalise(record)
-            except _seqpack_error():
-                continue
-            variants = [{"messages": messages, "tools": tools or None}]
-            if messages[0]["role"] != "system":
-                system = {"role": "system", "content": " Answer briefly.\n"}
-                variants.append({"messages": [system, *messages], "tools": tools or None})
-            if any(m.get("tool_calls") for m in messages):
-                variants.append(_with_text_arguments(variants[-1]))
-            records.extend(variants)
+    records = _shared_variants(files, text_arguments=True)
     compared: list[dict[str, Any]] = []
     raised = 0
     for index, record in enumerate(records):

@@ -515,6 +515,23 @@ fn sources_the_fuzzer_found_are_errors_not_panics() {
     }
 }
 
+/// Whole conversations, the last turn alone and, with a system prompt, the system prompt
+/// with the last turn.
+fn tail_selections(conv: &Conversation) -> Vec<Vec<usize>> {
+    let n = conv.messages.len();
+    let last_user = conv.messages.iter().rposition(|m| m.role == Role::User).unwrap();
+    let mut selections = vec![everything(conv), (last_user..n).collect()];
+    if conv.messages[0].role == Role::System {
+        selections.push([0].into_iter().chain(last_user..n).collect());
+    }
+    selections
+}
+
+/// The kept messages as a conversation of their own (what the official template renders).
+fn kept(conv: &Conversation, keep: &[usize]) -> Conversation {
+    Conversation { messages: keep.iter().map(|&i| conv.messages[i].clone()).collect(), tools: conv.tools.clone() }
+}
+
 /// Conversations the Llama-3.1 template renders: with and without a system prompt and tools,
 /// multi-turn, one tool call per answer (object and string arguments), results with quotes
 /// and non-ASCII text, padded contents the template trims.
@@ -552,20 +569,10 @@ fn official_llama31_matches_the_builtin() {
     let official = jinja(&source, "<|eot_id|>", "<|begin_of_text|>", "<|eot_id|>");
     let mut located = 0;
     for conv in llama31_conversations() {
-        let n = conv.messages.len();
-        let last_user = conv.messages.iter().rposition(|m| m.role == Role::User).unwrap();
-        let mut selections = vec![everything(&conv), (last_user..n).collect()];
-        if conv.messages[0].role == Role::System {
-            selections.push([0].into_iter().chain(last_user..n).collect());
-        }
-        for keep in selections {
+        for keep in tail_selections(&conv) {
             let b = Template::Llama31.render(&conv, &keep).unwrap();
             assert_tiles(&b);
-            let part = Conversation {
-                messages: keep.iter().map(|&i| conv.messages[i].clone()).collect(),
-                tools: conv.tools.clone(),
-            };
-            assert_eq!(official.render_text(&part, false).unwrap(), b.text, "keep {keep:?}");
+            assert_eq!(official.render_text(&kept(&conv, &keep), false).unwrap(), b.text, "keep {keep:?}");
             match official.render(&conv, &keep) {
                 Ok(o) => {
                     assert_eq!(o.text, b.text);
@@ -664,20 +671,10 @@ fn official_deepseek_v31_matches_the_builtin() {
     let official = jinja(&source, eos, bos, eos);
     let mut located = 0;
     for conv in deepseek_conversations() {
-        let n = conv.messages.len();
-        let last_user = conv.messages.iter().rposition(|m| m.role == Role::User).unwrap();
-        let mut selections = vec![everything(&conv), (last_user..n).collect()];
-        if conv.messages[0].role == Role::System {
-            selections.push([0].into_iter().chain(last_user..n).collect());
-        }
-        for keep in selections {
+        for keep in tail_selections(&conv) {
             let b = Template::DeepSeekV31.render(&conv, &keep).unwrap();
             assert_tiles(&b);
-            let part = Conversation {
-                messages: keep.iter().map(|&i| conv.messages[i].clone()).collect(),
-                tools: conv.tools.clone(),
-            };
-            assert_eq!(official.render_text(&part, false).unwrap(), b.text, "keep {keep:?}");
+            assert_eq!(official.render_text(&kept(&conv, &keep), false).unwrap(), b.text, "keep {keep:?}");
             match official.render(&conv, &keep) {
                 Ok(o) => {
                     assert_eq!(o.text, b.text);

@@ -68,17 +68,16 @@ fn read_in_blocks(
             else {
                 continue; // one line longer than the block so far: read on
             };
-            let mut lines: Vec<(Origin, &[u8])> = Vec::new();
-            for line in block[..end].split_inclusive(|&b| b == b'\n') {
-                number += 1;
-                let line = line.strip_suffix(b"\n").unwrap_or(line);
-                let line = line.strip_suffix(b"\r").unwrap_or(line);
-                if is_blank(line) {
-                    continue;
-                }
-                lines.push((Origin { record: first_record + count, line: Some(number) }, line));
-                count += 1;
-            }
+            let (found, lines_after) = record_lines(&block[..end], number);
+            number = lines_after;
+            let lines: Vec<(Origin, &[u8])> = found
+                .into_iter()
+                .enumerate()
+                .map(|(k, (start, stop, line))| {
+                    (Origin { record: first_record + count + k, line: Some(line) }, &block[start..stop])
+                })
+                .collect();
+            count += lines.len();
             let parsed: Vec<RawRecord> = lines.into_par_iter().map(|(origin, line)| parse_line(origin, line)).collect();
             for record in parsed {
                 pending.push(record);
@@ -137,18 +136,26 @@ fn read_full(input: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Resu
 /// before the first is skipped.
 pub fn jsonl_lines(data: &[u8]) -> Vec<(usize, usize, usize)> {
     let skip = if data.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
-    let mut out = Vec::new();
-    let mut at = skip;
-    for (number, line) in data[skip..].split_inclusive(|&b| b == b'\n').enumerate() {
+    let (found, _) = record_lines(&data[skip..], 0);
+    found.into_iter().map(|(start, end, line)| (start + skip, end + skip, line)).collect()
+}
+
+/// The lines of `data` (whole lines) that hold a record: (start, end, line number) without
+/// the line break, numbered after `lines_before`; and the number of the last line.
+fn record_lines(data: &[u8], lines_before: usize) -> (Vec<(usize, usize, usize)>, usize) {
+    let mut found = Vec::new();
+    let (mut at, mut number) = (0, lines_before);
+    for line in data.split_inclusive(|&b| b == b'\n') {
         let start = at;
         at += line.len();
+        number += 1;
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if !is_blank(line) {
-            out.push((start, start + line.len(), number + 1));
+            found.push((start, start + line.len(), number));
         }
     }
-    out
+    (found, number)
 }
 
 /// A line with nothing but white space (as `str::trim` reads it) holds no record.

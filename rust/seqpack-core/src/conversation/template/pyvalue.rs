@@ -26,8 +26,12 @@ fn unsupported(what: &str) -> Error {
 /// # Errors
 /// A value Python would print in a form seqpack does not write.
 pub fn formatter(out: &mut Output, _state: &State, value: &Value) -> Result<(), Error> {
-    let text = python_str(value)?;
-    out.write_str(&text).map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
+    let written = match value.as_str() {
+        // Strings, nearly all of a chat template's output, without a copy.
+        Some(text) => out.write_str(text),
+        None => out.write_str(&python_str(value)?),
+    };
+    written.map_err(|e| Error::new(ErrorKind::WriteFailure, e.to_string()))
 }
 
 /// The `string` filter: Python's `str()`.

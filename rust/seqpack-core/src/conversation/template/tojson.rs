@@ -7,24 +7,22 @@ use std::fmt::Write;
 
 /// `json.dumps(value, ensure_ascii=False)`.
 pub fn dumps(value: &Value) -> String {
-    let layout = Layout {
-        indent: None,
-        item_separator: ", ".into(),
-        key_separator: ": ".into(),
-        sort_keys: false,
-        ensure_ascii: false,
-    };
-    let mut out = String::new();
-    write_value(&mut out, value, &layout, 0);
-    out
+    dumps_with(value, None)
 }
 
 /// `json.dumps(value, ensure_ascii=False, indent=indent)`: one item per line, `","` after
 /// each but the last.
 pub fn dumps_indented(value: &Value, indent: usize) -> String {
+    dumps_with(value, Some(" ".repeat(indent)))
+}
+
+/// `json.dumps` with its default separators for the given indent (`", "` without one, `","`
+/// with one).
+fn dumps_with(value: &Value, indent: Option<String>) -> String {
+    let item_separator = if indent.is_some() { "," } else { ", " };
     let layout = Layout {
-        indent: Some(" ".repeat(indent)),
-        item_separator: ",".into(),
+        indent,
+        item_separator: item_separator.into(),
         key_separator: ": ".into(),
         sort_keys: false,
         ensure_ascii: false,
