@@ -29,13 +29,15 @@ def make_store(
 
 
 def digest(batch: dict[str, Any]) -> str:
+    """The batch's keys in order, each value's bytes, and each tensor's dtype and shape."""
     h = hashlib.sha256()
-    for name in sorted(batch):
-        value = batch[name]
+    for name, value in batch.items():
         h.update(name.encode())
-        h.update(
-            value.numpy().tobytes() if isinstance(value, torch.Tensor) else repr(value).encode()
-        )
+        if isinstance(value, torch.Tensor):
+            h.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            h.update(value.numpy().tobytes())
+        else:
+            h.update(repr(value).encode())
     return h.hexdigest()
 
 
@@ -180,6 +182,28 @@ def test_workers_do_not_change_the_batches(tmp_path_factory):
                 next(iterator)
             assert loader.state_dict()["step"] == 5
         assert all(stream == streams[0] for stream in streams)
+
+
+def test_worker_processes_hand_over_masks_and_weights_unchanged(tmp_path_factory):
+    # Process workers move each batch's tensors in one shared buffer; every tensor comes back
+    # with its dtype, shape and bytes, and the same object under cu_seq_lens_q and _k.
+    store = make_store(tmp_path_factory, [(i * 11) % 29 + 1 for i in range(60)])
+    choices: list[dict[str, Any]] = [
+        {"mask": "sdpa", "loss_weights": "sequence"},
+        {"mask": "eager"},
+        {"format": "padding_free", "loss_weights": "token"},
+    ]
+    for options in choices:
+        here = sptorch.PackedLoader(store, max_length=32, batch_rows=2, seed=3, **options)
+        there = sptorch.PackedLoader(
+            store, max_length=32, batch_rows=2, seed=3, num_workers=2, worker_type="process",
+            **options,
+        )  # fmt: skip
+        pairs = list(zip(here, there, strict=True))
+        assert len(pairs) == len(here) > 1
+        for a, b in pairs:
+            assert digest(a) == digest(b)
+            assert b["cu_seq_lens_q"] is b["cu_seq_lens_k"]
 
 
 def test_global_steps_hold_the_same_rows_for_any_world_size(tmp_path_factory):
