@@ -166,3 +166,17 @@ class NativeSchedule:
         layout_options: dict[str, Any],
         padding_free: bool,
     ) -> dict[str, Any]: ...
+
+class NativeWindow:
+    def __init__(
+        self,
+        tokens: npt.NDArray[np.int64],
+        offsets: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.int64] | None,
+        plan_options: dict[str, Any],
+        layout_options: dict[str, Any],
+    ) -> None: ...
+    @property
+    def rows(self) -> int: ...
+    def report(self) -> dict[str, Any]: ...
+    def materialize(self, rows: npt.NDArray[np.int64], padding_free: bool) -> dict[str, Any]: ...

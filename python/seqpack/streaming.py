@@ -4,9 +4,11 @@ window, resumable exactly, as a torch ``IterableDataset``.
 For data that arrives as a stream (a generator, many large files, a Hugging Face
 ``IterableDataset``) and gets no lengths pass first. The source is read in windows of
 ``window`` records (per shard); each window is encoded (chat records with ``tokenizer=``) and
-packed by itself with the same best fit as :func:`seqpack.pack`, and its rows are cut into
-micro-batches of ``batch_rows`` rows, one stream of rows across windows. Memory is set by the
-window, not by the stream. A window's rows are a pure function of its records and the
+planned by itself with the same best fit as :func:`seqpack.pack`, and its rows are cut into
+micro-batches of ``batch_rows`` rows, one stream of rows across windows. Each micro-batch is
+materialised in Rust when it is asked for, as :class:`seqpack.torch.PackedLoader` builds its
+batches from a store, in the same format: a window holds its tokens, never all its rows.
+Memory is set by the window, not by the stream. A window's rows are a pure function of its records and the
 options, so the state is two numbers: the window being emitted and how many of its rows went
 out. Resuming re-reads the records before that window (reading, not encoding) and replays the
 window: nothing is lost, nothing repeats.
@@ -36,11 +38,9 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from seqpack import _normalise
-from seqpack.batch import rows_varlen
 from seqpack.errors import InvalidOptionError, SeqpackError
 
 STATE_VERSION = 1
@@ -175,6 +175,7 @@ class PackedStream(IterableDataset[dict[str, Any]]):
         self._rows_done = 0
         self._batches_done = 0
         self._shards = self.world_size
+        self._padding: Any = None  # a NativeWindow for batches of padding rows only
         self.stats = StreamStats()
         identity = {
             "max_length": self.max_length,
@@ -275,39 +276,76 @@ class PackedStream(IterableDataset[dict[str, Any]]):
             **self.encode_options,
         )
 
-    def _pack(self, records: list[Any], first: int) -> Any:
-        from seqpack import pack
+    def _pack(self, records: list[Any], first: int) -> _Window | None:
+        """A window's records planned (encoded first, for chat records); None when the
+        encoder left no sample (each record's reason is in the counts)."""
+        from seqpack import _seqpack
+        from seqpack.inputs import flatten
 
+        options = self.pack_options
+        overlong, keep = options["overlong"] or "error", options["truncate_keep"] or "head"
         try:
             if self.tokenizer is not None:
                 encoded = self._encode(records)
                 for name, count in encoded.report.reasons().items():
                     self.stats.reasons[name] = self.stats.reasons.get(name, 0) + count
-                return pack(encoded, **self.pack_options)
-            sequences, labels = _token_records(records)
-            return pack(sequences, labels=labels, **self.pack_options)
+                if len(encoded) == 0:
+                    return None
+                tokens, offsets, labels = encoded.tokens, encoded.offsets, encoded.labels
+                overlong, keep = "error", "head"  # the encoder made every sample fit
+            else:
+                sequences, given = _token_records(records)
+                flat = flatten(sequences, labels=given)
+                tokens, offsets, labels = flat.tokens, flat.offsets, flat.labels
+            native = _seqpack.NativeWindow(
+                _held(tokens), _held(offsets), None if labels is None else _held(labels),
+                *self._window_options(overlong, keep),
+            )  # fmt: skip
         except SeqpackError as error:
             raise type(error)(_global_record(str(error), first, self._shards)) from None
+        return _Window(native, int(native.report()["stats"]["real_tokens"]))
+
+    def _window_options(self, overlong: str, keep: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A window's plan and layout options, as :func:`seqpack.pack` makes them."""
+        from seqpack.pack import _plan_options
+
+        options = self.pack_options
+        plan = _plan_options(
+            max_length=self.max_length, strategy=options["strategy"],
+            max_seqs_per_row=options["max_seqs_per_row"], overlong=overlong, truncate_keep=keep,
+            pad_rows_to_multiple_of=1, seed=None,
+        )  # fmt: skip
+        layout = {"pad_id": options["pad_id"], "loss_weights": options["loss_weights"],
+                  "dtype": "int64"}  # fmt: skip
+        return plan, layout
 
     def _batches(self, shard: int, shards: int) -> Iterator[dict[str, Any]]:
-        pending: list[tuple[Any, int]] = []
+        pending: list[tuple[_Window, int]] = []
         skip_rows = self._rows_done
+        # The state after the stream's last rows went out: its last window, all rows done.
+        last = (self._window_index, self._rows_done)
         for index, records, first in self._windows(shard, shards):
-            packed = self._pack(records, first)
+            window = self._pack(records, first)
             self.stats.windows += 1
             self.stats.records += len(records)
-            self.stats.tokens += int(packed.stats.real_tokens)
-            for row in range(skip_rows, packed.num_rows):
-                pending.append((packed, row))
+            rows = 0 if window is None else window.native.rows
+            if window is not None:
+                self.stats.tokens += window.tokens
+            for row in range(skip_rows, rows):
+                assert window is not None
+                pending.append((window, row))
                 if len(pending) == self.batch_rows:
                     batch = self._build(pending)
                     pending = []
                     self._window_index, self._rows_done = index, row + 1
                     yield batch
             skip_rows = 0
+            last = (index, rows)
+            window = None  # only rows still pending keep it: not held while the next is made
         while pending or (self.steps is not None and self._batches_done < self.steps):
             batch = self._build(pending)
             pending = []
+            self._window_index, self._rows_done = last
             yield batch
         self._restart()
 
@@ -315,9 +353,12 @@ class PackedStream(IterableDataset[dict[str, Any]]):
         """A finished pass: the next iteration starts the stream again."""
         self._window_index = self._rows_done = self._batches_done = 0
 
-    def _build(self, items: list[tuple[Any, int]]) -> dict[str, Any]:
-        """One micro-batch from (packed window, row) pairs, padded with empty rows to
-        ``batch_rows``."""
+    def _build(self, items: list[tuple[_Window, int]]) -> dict[str, Any]:
+        """One micro-batch from (window, row) pairs, padded with empty rows to
+        ``batch_rows``: each window's rows materialised in Rust, as the loader's are."""
+        from seqpack import _seqpack
+        from seqpack.torch import _model_inputs
+
         if self.steps is not None and self._batches_done >= self.steps:
             raise InvalidOptionError(
                 f"option steps: this rank has more than steps={self.steps} batches; pass the "
@@ -327,74 +368,64 @@ class PackedStream(IterableDataset[dict[str, Any]]):
         pad = self.batch_rows - len(items)
         self.stats.padding_rows += pad
         self.stats.rows += len(items)
-        width = self.max_length
-        pad_id = self.pack_options["pad_id"]
-        weighted = self.pack_options["loss_weights"] is not None
+        groups: list[tuple[Any, list[int]]] = []
+        for window, row in items:
+            if groups and groups[-1][0] is window.native:
+                groups[-1][1].append(row)
+            else:
+                groups.append((window.native, [row]))
+        if pad:
+            if not groups:  # only padding: any window gives it; a one-token one, unused
+                if self._padding is None:
+                    self._padding = _seqpack.NativeWindow(
+                        np.zeros(1, np.int64), np.array([0, 1], np.int64), None,
+                        *self._window_options("error", "head"),
+                    )  # fmt: skip
+                groups.append((self._padding, []))
+            groups[-1][1].extend([-1] * pad)
+        padding_free = self.format == "padding_free"
+        raws = [native.materialize(np.array(rows, np.int64), padding_free)
+                for native, rows in groups]  # fmt: skip
+        return _model_inputs(_joined(raws, padding_free), padding_free, None)
 
-        first_packed, first_row = items[0] if items else (None, 0)
-        contiguous = not pad and all(
-            p is first_packed and r == first_row + k for k, (p, r) in enumerate(items)
-        )
 
-        def rows_of(name: str, fill: float, dtype: Any) -> npt.NDArray[Any]:
-            if contiguous:  # the common case: a slice of one window's rows, no copy
-                return np.asarray(getattr(first_packed, name)[first_row : first_row + len(items)])
-            parts = [getattr(p, name)[r] for p, r in items]
-            if pad:
-                if name == "position_ids":
-                    parts += [np.arange(width, dtype=dtype)] * pad
-                else:
-                    parts += [np.full(width, fill, dtype=dtype)] * pad
-            return np.stack(parts) if parts else np.zeros((0, width), dtype)
+def _held(values: Any) -> npt.NDArray[np.int64]:
+    """An int64 array a window holds (not copied when it is one already), made read-only:
+    the window reads it for every batch and checked it once."""
+    array = np.asarray(values, dtype=np.int64)
+    array.flags.writeable = False
+    return array
 
-        if self.format == "rows":
-            arrays = {
-                "input_ids": rows_of("input_ids", pad_id, np.int64),
-                "labels": rows_of("labels", -100, np.int64),
-                "position_ids": rows_of("position_ids", 0, np.int64),
-                "segment_ids": rows_of("segment_ids", 0, np.int32),
-            }
-            if weighted:
-                arrays["loss_weights"] = rows_of("loss_weights", 0.0, np.float32)
-            out: dict[str, Any] = {k: torch.from_numpy(v) for k, v in arrays.items()}
-            out.update(rows_varlen(arrays["position_ids"], arrays["segment_ids"]))
-        else:
-            lengths: list[int] = []
-            pieces: dict[str, list[npt.NDArray[Any]]] = {
-                "input_ids": [], "labels": [], "position_ids": [], "loss_weights": []
-            }  # fmt: skip
-            for packed, row in items:
-                segments = slice(packed.row_offsets[row], packed.row_offsets[row + 1])
-                row_lengths = packed.seq_lens[segments].astype(np.int64)
-                used = int(row_lengths.sum())
-                lengths += row_lengths.tolist()
-                for name in ("input_ids", "labels", "position_ids"):
-                    pieces[name].append(getattr(packed, name)[row, :used])
-                if weighted:
-                    pieces["loss_weights"].append(packed.loss_weights[row, :used])
-            if not lengths:  # only padding: one untrained token, so the step still runs
-                lengths = [1]
-                pieces["input_ids"] = [np.array([pad_id], np.int64)]
-                pieces["labels"] = [np.array([-100], np.int64)]
-                pieces["position_ids"] = [np.zeros(1, np.int64)]
-                pieces["loss_weights"] = [np.zeros(1, np.float32)] if weighted else []
-            cu = np.zeros(len(lengths) + 1, dtype=np.int32)
-            np.cumsum(lengths, out=cu[1:])
-            names = ["input_ids", "labels", "position_ids"] + (["loss_weights"] if weighted else [])
-            out = {
-                name: torch.from_numpy(np.concatenate(pieces[name])).unsqueeze(0) for name in names
-            }
-            cu_tensor = torch.from_numpy(cu)
-            longest = max(lengths)
-            out.update(
-                cu_seq_lens_q=cu_tensor,
-                cu_seq_lens_k=cu_tensor,
-                max_length_q=longest,
-                max_length_k=longest,
-            )
-        out["use_cache"] = False
-        out["num_items_in_batch"] = max(1, int(np.count_nonzero(out["labels"].numpy() != -100)))
-        return out
+
+@dataclass(frozen=True)
+class _Window:
+    native: Any
+    """The window's ``NativeWindow``: its plan, materialising rows on request."""
+    tokens: int
+    """Real tokens in its rows."""
+
+
+def _joined(raws: list[dict[str, Any]], padding_free: bool) -> dict[str, Any]:
+    """Micro-batch arrays of consecutive parts (rows of two windows) as one micro-batch."""
+    if len(raws) == 1:
+        return raws[0]
+    names = ["input_ids", "labels", "position_ids", "loss_weights"]
+    bounds, longest = ("cu_seqlens", "max_seqlen") if padding_free else (
+        "row_cu_seqlens", "row_max_seqlen")  # fmt: skip
+    if not padding_free:
+        names.append("segment_ids")
+    joined: dict[str, Any] = {
+        name: np.concatenate([raw[name] for raw in raws]) for name in names if name in raws[0]
+    }
+    shift = 0
+    pieces = [raws[0][bounds][:1]]
+    for raw in raws:
+        pieces.append(raw[bounds][1:] + shift)
+        shift += int(raw[bounds][-1])
+    joined[bounds] = np.concatenate(pieces).astype(np.int32)
+    joined[longest] = max(int(raw[longest]) for raw in raws)
+    joined["trained_tokens"] = sum(int(raw["trained_tokens"]) for raw in raws)
+    return joined
 
 
 def _positive(name: str, value: Any) -> int:

@@ -80,6 +80,10 @@ def test_resume_anywhere_twice_gives_the_batches_of_an_uninterrupted_pass(
         state = stream.state_dict()
     assert len(got) == len(reference)
     assert all(same(a, b) for a, b in zip(got, reference, strict=True))
+    # A state taken after the last batch (before the pass ended) resumes to nothing more.
+    resumed = seqpack.stream(sequences, **options)
+    resumed.load_state_dict(state)
+    assert list(resumed) == []
     # Every token of every sample, once, in some batch.
     everything = sorted(t for b in reference for t in tokens_in(b))
     assert everything == sorted(int(t) for s in sequences for t in s)
@@ -235,3 +239,33 @@ def test_every_batch_is_safe_to_splat(fmt):
         for row, cells in spans:
             alone = model(input_ids=ids[row, cells].unsqueeze(0)).logits[0]
             assert torch.allclose(logits[row, cells], alone, rtol=1e-9, atol=1e-9)
+
+
+def test_a_window_whose_records_all_fail_is_skipped_and_counted():
+    # Under on_error="skip", a window can leave no sample: the stream goes on past it (the
+    # records are counted by reason), and resuming inside or after it stays exact.
+    from seqpack.cli import synthetic
+
+    records: list[Any] = synthetic.conversations(24, seed=4)
+    for k in range(4, 10):  # window 1 (records 4..7) and half of window 2: no messages
+        records[k] = {"messages": []}
+    options: dict[str, Any] = {
+        "max_length": 256, "window": 4, "batch_rows": 2, "tokenizer": synthetic.TOKENIZER_PATH,
+        "template": "qwen3", "on_error": "skip",
+    }  # fmt: skip
+    stream = seqpack.stream(records, **options)
+    reference = list(stream)
+    assert reference and stream.stats.reasons["invalid_record"] == 6
+    packed = seqpack.pack(records, **{k: v for k, v in options.items() if k not in
+                                      ("window", "batch_rows")})  # fmt: skip
+    assert sorted(t for b in reference for t in tokens_in(b)) == sorted(
+        int(t) for t in packed.input_ids[packed.segment_ids > 0]
+    )
+    for stop in range(len(reference) + 1):
+        first = seqpack.stream(records, **options)
+        head = [b for _, b in zip(range(stop), first, strict=False)]
+        resumed = seqpack.stream(records, **options)
+        resumed.load_state_dict(first.state_dict())
+        got = head + list(resumed)
+        assert len(got) == len(reference)
+        assert all(same(a, b) for a, b in zip(got, reference, strict=True))

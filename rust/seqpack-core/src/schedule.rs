@@ -18,7 +18,7 @@
 use crate::error::{Error, Result};
 use crate::options::{at_least, invalid};
 use crate::pack::options::PlanOptions;
-use crate::pack::plan::{plan, Piece, Plan};
+use crate::pack::plan::{plan, Plan};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::Deserialize;
@@ -264,23 +264,7 @@ impl Schedule {
     /// A plan of just these step rows (in this order; `None` becomes an empty row), for
     /// materialising one micro-batch.
     pub fn batch_plan(&self, rows: &[StepRow]) -> Plan {
-        let mut pieces: Vec<Piece> = Vec::new();
-        let mut row_offsets = vec![0];
-        for &row in rows {
-            if let Some(row) = row {
-                pieces.extend_from_slice(self.plan.row(row as usize));
-            }
-            row_offsets.push(pieces.len());
-        }
-        Plan {
-            max_length: self.plan.max_length,
-            pieces,
-            row_offsets,
-            events: Vec::new(),
-            input_sequences: self.plan.input_sequences,
-            input_tokens: 0,
-            padding_rows: rows.iter().filter(|r| r.is_none()).count(),
-        }
+        self.plan.subset(rows)
     }
 }
 

@@ -29,6 +29,7 @@ fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<conversation::NativeReports>()?;
     module.add_class::<store::NativeStoreWriter>()?;
     module.add_class::<schedule::NativeSchedule>()?;
+    module.add_class::<schedule::NativeWindow>()?;
     module.add_function(wrap_pyfunction!(store::store_check, module)?)?;
     module.add_function(wrap_pyfunction!(store::store_check_offsets, module)?)?;
     Ok(())

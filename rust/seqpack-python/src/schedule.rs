@@ -3,14 +3,15 @@
 
 use crate::convert::{options, to_python};
 use crate::errors::{Failure, Result};
-use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArray1};
+use numpy::{IntoPyArray, PyArray1, PyArrayMethods, PyReadonlyArray1};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use seqpack_core::pack::layout::TokenOut;
+use seqpack_core::pack::layout::{TokenIn, TokenOut};
 use seqpack_core::pack::{
-    materialize_flat, materialize_with, source_weights, IdDtype, Labels, LayoutOptions, LossWeighting, Sequences,
+    materialize_flat, materialize_with, plan, source_weights, IdDtype, Labels, LayoutOptions, LossWeighting, Plan,
+    PlanOptions, Sequences,
 };
-use seqpack_core::schedule::{Balance, Schedule, ScheduleOptions};
+use seqpack_core::schedule::{Balance, Schedule, ScheduleOptions, StepRow};
 use seqpack_core::{Error, IGNORE_INDEX};
 use std::sync::{Arc, Mutex};
 
@@ -160,20 +161,7 @@ impl NativeSchedule {
         let layout: LayoutOptions = options(layout_options)?;
         let arrays = StoreArrays { tokens, offsets, trained, labels };
         let sequences = arrays.sequences()?;
-        let count = self.inner.rows();
-        let rows = rows
-            .as_slice()
-            .map_err(PyErr::from)?
-            .iter()
-            .map(|&row| match row {
-                -1 => Ok(None),
-                row if (0..count as i64).contains(&row) => Ok(Some(row as u32)),
-                row => Err(Failure::Core(Error::InvalidOption {
-                    name: "rows",
-                    message: format!("row {row} is outside the plan's 0..{count} (and not -1, an empty row)"),
-                })),
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let rows = step_rows(rows.as_slice().map_err(PyErr::from)?, self.inner.rows())?;
         let plan = self.inner.batch_plan(&rows);
         let weights = match layout.loss_weights {
             None | Some(LossWeighting::Token) => None,
@@ -186,15 +174,160 @@ impl NativeSchedule {
                 cached.as_ref().map(|(_, w)| w.clone())
             }
         };
-        let dict = PyDict::new(py);
-        let weights = weights.as_ref().map(|w| w.as_slice());
-        match (layout.dtype, padding_free) {
-            (IdDtype::Int64, false) => rows_dict::<i64>(py, &dict, &sequences, &plan, &layout, weights)?,
-            (IdDtype::Int32, false) => rows_dict::<i32>(py, &dict, &sequences, &plan, &layout, weights)?,
-            (IdDtype::Int64, true) => flat_dict::<i64>(py, &dict, &sequences, &plan, &layout, weights)?,
-            (IdDtype::Int32, true) => flat_dict::<i32>(py, &dict, &sequences, &plan, &layout, weights)?,
+        batch_dict(py, &sequences, &plan, &layout, weights.as_ref().map(|w| w.as_slice()), padding_free)
+    }
+}
+
+/// Plan rows as a caller names them (-1: an empty row), checked against the plan's `count`.
+fn step_rows(rows: &[i64], count: usize) -> Result<Vec<StepRow>> {
+    rows.iter()
+        .map(|&row| match row {
+            -1 => Ok(None),
+            row if (0..count as i64).contains(&row) => Ok(Some(row as u32)),
+            row => Err(Failure::Core(Error::InvalidOption {
+                name: "rows",
+                message: format!("row {row} is outside the plan's 0..{count} (and not -1, an empty row)"),
+            })),
+        })
+        .collect()
+}
+
+/// One micro-batch as a dict of arrays: `[B, L]` rows or the padding-free `[T]` stream.
+fn batch_dict<'py, I: TokenIn>(
+    py: Python<'py>,
+    sequences: &Sequences<'_, I>,
+    plan: &Plan,
+    layout: &LayoutOptions,
+    weights: Option<&[f32]>,
+    padding_free: bool,
+) -> Result<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    match (layout.dtype, padding_free) {
+        (IdDtype::Int64, false) => rows_dict::<I, i64>(py, &dict, sequences, plan, layout, weights)?,
+        (IdDtype::Int32, false) => rows_dict::<I, i32>(py, &dict, sequences, plan, layout, weights)?,
+        (IdDtype::Int64, true) => flat_dict::<I, i64>(py, &dict, sequences, plan, layout, weights)?,
+        (IdDtype::Int32, true) => flat_dict::<I, i32>(py, &dict, sequences, plan, layout, weights)?,
+    }
+    Ok(dict)
+}
+
+/// One window of a stream: its sequences (the caller's arrays, held, not copied) planned
+/// once with the best fit of `pack`; micro-batches of its rows are materialised when asked
+/// for, as a schedule's are from a store, so a window never holds all its rows at once.
+#[pyclass(frozen, module = "seqpack._seqpack")]
+pub struct NativeWindow {
+    plan: Plan,
+    tokens: Py<PyArray1<i64>>,
+    offsets: Py<PyArray1<i64>>,
+    labels: Option<Py<PyArray1<i64>>>,
+    layout: LayoutOptions,
+    /// Per-sample loss weights over the whole window (`loss_weights="sequence"`).
+    weights: Option<Vec<f32>>,
+}
+
+/// A window's arrays, borrowed for one call.
+struct WindowArrays<'py> {
+    tokens: PyReadonlyArray1<'py, i64>,
+    offsets: PyReadonlyArray1<'py, i64>,
+    labels: Option<PyReadonlyArray1<'py, i64>>,
+}
+
+impl WindowArrays<'_> {
+    /// The sequences; their offsets and label count checked when `checked` (the window's
+    /// constructor checks them once: the arrays are seqpack's own, read-only, from then on).
+    fn sequences(&self, checked: bool) -> Result<Sequences<'_, i64>> {
+        let tokens = self.tokens.as_slice().map_err(PyErr::from)?;
+        let offsets = self.offsets.as_slice().map_err(PyErr::from)?;
+        let labels = match &self.labels {
+            Some(labels) => Labels::Given(labels.as_slice().map_err(PyErr::from)?),
+            None => Labels::Tokens,
+        };
+        if checked {
+            return Ok(Sequences::new(tokens, offsets, labels)?);
         }
+        Ok(Sequences { tokens, offsets, labels })
+    }
+}
+
+impl NativeWindow {
+    fn arrays<'py>(&self, py: Python<'py>) -> Result<WindowArrays<'py>> {
+        Ok(WindowArrays {
+            tokens: self.tokens.bind(py).try_readonly().map_err(PyErr::from)?,
+            offsets: self.offsets.bind(py).try_readonly().map_err(PyErr::from)?,
+            labels: self.labels.as_ref().map(|l| l.bind(py).try_readonly()).transpose().map_err(PyErr::from)?,
+        })
+    }
+}
+
+#[pymethods]
+impl NativeWindow {
+    /// Plan the window and check every token and label a row will hold (errors name the
+    /// sequence, as `pack_flat`'s do), so no batch of it fails later.
+    #[new]
+    #[pyo3(signature = (tokens, offsets, labels, plan_options, layout_options))]
+    fn new(
+        py: Python<'_>,
+        tokens: Bound<'_, PyArray1<i64>>,
+        offsets: Bound<'_, PyArray1<i64>>,
+        labels: Option<Bound<'_, PyArray1<i64>>>,
+        plan_options: &Bound<'_, PyAny>,
+        layout_options: &Bound<'_, PyAny>,
+    ) -> Result<Self> {
+        let plan_options: PlanOptions = options(plan_options)?;
+        let layout: LayoutOptions = options(layout_options)?;
+        let arrays = WindowArrays {
+            tokens: tokens.try_readonly().map_err(PyErr::from)?,
+            offsets: offsets.try_readonly().map_err(PyErr::from)?,
+            labels: labels.as_ref().map(PyArrayMethods::try_readonly).transpose().map_err(PyErr::from)?,
+        };
+        let sequences = arrays.sequences(true)?;
+        let (plan, weights) = py.detach(|| -> Result<_> {
+            let plan = plan(&sequences.lengths()?, &plan_options)?;
+            match layout.dtype {
+                IdDtype::Int64 => sequences.validate::<i64>(&plan.pieces, layout.pad_id)?,
+                IdDtype::Int32 => sequences.validate::<i32>(&plan.pieces, layout.pad_id)?,
+            }
+            let weights = match layout.loss_weights {
+                None | Some(LossWeighting::Token) => None,
+                Some(weighting) => Some(source_weights(&sequences, &plan.pieces, weighting)),
+            };
+            Ok((plan, weights))
+        })?;
+        drop(arrays);
+        Ok(Self {
+            plan,
+            tokens: tokens.unbind(),
+            offsets: offsets.unbind(),
+            labels: labels.map(Bound::unbind),
+            layout,
+            weights,
+        })
+    }
+
+    #[getter]
+    fn rows(&self) -> usize {
+        self.plan.num_rows()
+    }
+
+    /// The plan's figures and its events (sequences cut or dropped by the overlong policy).
+    fn report<'py>(&self, py: Python<'py>) -> Result<Bound<'py, PyDict>> {
+        let dict = PyDict::new(py);
+        dict.set_item("stats", to_python(py, &self.plan.stats())?)?;
+        dict.set_item("events", to_python(py, &self.plan.events)?)?;
         Ok(dict)
+    }
+
+    /// Materialise rows of the window's plan, in this order (-1: an empty row).
+    fn materialize<'py>(
+        &self,
+        py: Python<'py>,
+        rows: PyReadonlyArray1<'py, i64>,
+        padding_free: bool,
+    ) -> Result<Bound<'py, PyDict>> {
+        let rows = step_rows(rows.as_slice().map_err(PyErr::from)?, self.plan.num_rows())?;
+        let plan = self.plan.subset(&rows);
+        let arrays = self.arrays(py)?;
+        batch_dict(py, &arrays.sequences(false)?, &plan, &self.layout, self.weights.as_deref(), padding_free)
     }
 }
 
@@ -203,16 +336,16 @@ fn trained_tokens(labels: &[i64]) -> usize {
     labels.iter().filter(|&&label| label != IGNORE_INDEX).count()
 }
 
-fn rows_dict<O: TokenOut + numpy::Element>(
+fn rows_dict<I: TokenIn, O: TokenOut + numpy::Element>(
     py: Python<'_>,
     dict: &Bound<'_, PyDict>,
-    sequences: &Sequences<'_, u32>,
+    sequences: &Sequences<'_, I>,
     plan: &seqpack_core::pack::Plan,
     layout: &LayoutOptions,
     weights: Option<&[f32]>,
 ) -> Result<()> {
     let (packed, trained) = py.detach(|| {
-        materialize_with::<u32, O>(sequences, plan, layout, weights).map(|packed| {
+        materialize_with::<I, O>(sequences, plan, layout, weights).map(|packed| {
             let trained = trained_tokens(&packed.labels);
             (packed, trained)
         })
@@ -261,16 +394,16 @@ fn row_bounds(seq_lens: &[i32], row_offsets: &[i64], max_length: usize) -> (Vec<
     (bounds, longest)
 }
 
-fn flat_dict<O: TokenOut + numpy::Element>(
+fn flat_dict<I: TokenIn, O: TokenOut + numpy::Element>(
     py: Python<'_>,
     dict: &Bound<'_, PyDict>,
-    sequences: &Sequences<'_, u32>,
+    sequences: &Sequences<'_, I>,
     plan: &seqpack_core::pack::Plan,
     layout: &LayoutOptions,
     weights: Option<&[f32]>,
 ) -> Result<()> {
     let (flat, trained) = py.detach(|| {
-        materialize_flat::<u32, O>(sequences, plan, layout, weights).map(|flat| {
+        materialize_flat::<I, O>(sequences, plan, layout, weights).map(|flat| {
             let trained = trained_tokens(&flat.labels);
             (flat, trained)
         })

@@ -150,7 +150,7 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
     /// Every token a plan writes must be a valid id for the output dtype, every label -100
     /// or an id. The offending sequence with the lowest index is reported, whatever the
     /// thread count; tokens no piece writes (a dropped sequence) are not read.
-    fn validate<O: TokenOut>(&self, pieces: &[Piece], pad_id: i64) -> Result<()> {
+    pub fn validate<O: TokenOut>(&self, pieces: &[Piece], pad_id: i64) -> Result<()> {
         if O::try_from(pad_id).is_err() || pad_id < 0 {
             return Err(Error::InvalidOption {
                 name: "pad_id",

@@ -178,6 +178,28 @@ pub struct PlanColumns {
 }
 
 impl Plan {
+    /// A plan of just these rows (in this order; `None` becomes an empty row), for
+    /// materialising one micro-batch of a larger plan.
+    pub fn subset(&self, rows: &[Option<u32>]) -> Plan {
+        let mut pieces: Vec<Piece> = Vec::new();
+        let mut row_offsets = vec![0];
+        for &row in rows {
+            if let Some(row) = row {
+                pieces.extend_from_slice(self.row(row as usize));
+            }
+            row_offsets.push(pieces.len());
+        }
+        Plan {
+            max_length: self.max_length,
+            pieces,
+            row_offsets,
+            events: Vec::new(),
+            input_sequences: self.input_sequences,
+            input_tokens: 0,
+            padding_rows: rows.iter().filter(|r| r.is_none()).count(),
+        }
+    }
+
     pub fn columns(&self) -> PlanColumns {
         let column = |f: fn(&Piece) -> u32| self.pieces.iter().map(|p| i64::from(f(p))).collect();
         let mut row = Vec::with_capacity(self.pieces.len());
