@@ -79,7 +79,7 @@ def encode_records(
     lines: list[int] | None = None,
 ) -> dict[str, Any]: ...
 def jsonl_lines(
-    data: bytes,
+    data: bytes, lines_before: int = 0, file_start: bool = True
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]: ...
 def plan_lengths(
     lengths: npt.NDArray[np.int64], plan_options: dict[str, Any]

@@ -130,7 +130,13 @@ def _in_file(error: SeqpackError, files: list[str], shift: int) -> SeqpackError:
     return named
 
 
-def read_jsonl(paths: Any, **read_options: Any) -> ray.data.Dataset:
+BLOCK_BYTES = 16 << 20
+"""How much of a ``.jsonl`` file :func:`read_jsonl` reads at a time (one block each)."""
+
+
+def read_jsonl(
+    paths: Any, *, block_bytes: int = BLOCK_BYTES, **read_options: Any
+) -> ray.data.Dataset:
     """Read ``.jsonl`` files (a path, a glob, a list of them, or URIs Ray reads through
     pyarrow filesystems such as ``s3://bucket/*.jsonl``) into a Dataset of their records'
     raw lines, with each one's file and line number. :func:`encode` and :func:`write_store`
@@ -138,44 +144,100 @@ def read_jsonl(paths: Any, **read_options: Any) -> ray.data.Dataset:
     a store is byte-identical to it and a failing record is named by its file and line
     (``data/b.jsonl: record 7 (line 3): ...``), its report giving the line. Blank lines hold
     no record; a line that is not UTF-8 or not JSON is that record's error (skipped and
-    reported under ``on_error="skip"``). ``read_options`` go to
-    ``ray.data.read_binary_files`` (one file is one read task; files keep their order).
+    reported under ``on_error="skip"``).
+
+    Each file is one read task that streams it ``block_bytes`` at a time (whole lines, one
+    block each), so no file is ever held in memory whole. Files keep their order, and lines
+    theirs. ``read_options`` go to ``ray.data.read_datasource`` (``concurrency=``,
+    ``num_cpus=``, ...).
     """
     from seqpack.store import _paths
 
-    files: list[str] = []
+    block_bytes = _normalise.integer("block_bytes", block_bytes)
+    if block_bytes < 1:
+        raise InvalidOptionError(f"option block_bytes: must be at least 1, got {block_bytes}")
+    # (where a task opens it, how records name it, its size if known)
+    files: list[tuple[str, str, int | None]] = []
     for item in paths if isinstance(paths, (list, tuple)) else [paths]:
-        if "://" in str(item):  # a URI: Ray and pyarrow resolve it
-            files.append(str(item))
+        if "://" in str(item):  # a URI: pyarrow resolves it where the task runs
+            files.append((str(item), str(item), None))
             continue
-        for found in _paths(item) or []:
+        for found in _paths(item, "paths") or []:
             if found.suffix not in (".jsonl", ".ndjson"):
                 raise InvalidOptionError(f"option paths: {found} is not a .jsonl file")
-            files.append(str(found))
-    ds: ray.data.Dataset = _ray().data.read_binary_files(files, include_paths=True, **read_options)
-    return ds.map_batches(_jsonl_rows, batch_format="pyarrow", batch_size=1)
+            # Named as given (as store.write names it), opened by its absolute path (a
+            # task's process may run in another directory).
+            files.append((str(found.resolve()), str(found), found.stat().st_size))
+    ray = _ray()
+    return ray.data.read_datasource(_jsonl_source(files, block_bytes), **read_options)  # type: ignore[no-any-return]
 
 
-def _jsonl_rows(batch: pa.Table) -> pa.Table:
-    """The records of the files in ``batch`` (from ``read_binary_files``), one row each."""
+def _jsonl_source(files: list[tuple[str, str, int | None]], block_bytes: int) -> Any:
+    """A Ray ``Datasource`` with one read task per file (see :func:`_jsonl_blocks`)."""
+    from functools import partial
+
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
+
+    class JsonlLines(Datasource):
+        def get_name(self) -> str:
+            return "SeqpackJsonl"
+
+        def estimate_inmemory_data_size(self) -> int | None:
+            sizes = [size for _, _, size in files]
+            return None if None in sizes else sum(size or 0 for size in sizes)
+
+        def get_read_tasks(  # type: ignore[override]  # Ray's keywords vary by version
+            self, parallelism: int, **_: Any
+        ) -> list[Any]:
+            tasks = []
+            for opened, named, size in files:
+                metadata = BlockMetadata(
+                    num_rows=None, size_bytes=size, exec_stats=None, input_files=(opened,)
+                )
+                tasks.append(ReadTask(partial(_jsonl_blocks, opened, named, block_bytes), metadata))
+            return tasks
+
+    return JsonlLines()  # type: ignore[no-untyped-call]
+
+
+def _jsonl_blocks(path: str, name: str, block_bytes: int) -> Iterator[pa.Table]:
+    """The records of one ``.jsonl`` file, ``block_bytes`` of whole lines at a time (a line
+    longer than that is read whole), one row each: raw line, the file's ``name``, line
+    number."""
     import pyarrow as pa
+    import pyarrow.fs as pafs
 
-    texts: list[bytes] = []
-    files: list[str] = []
-    numbers: list[int] = []
-    for data, path in zip(batch.column("bytes").to_pylist(), batch.column("path").to_pylist(),
-                          strict=True):  # fmt: skip
-        starts, ends, lines = _seqpack.jsonl_lines(data)
-        texts += [data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
-        files += [path] * len(lines)
-        numbers += lines.tolist()
-    return pa.table(
-        {
-            LINE_TEXT: pa.array(texts, pa.binary()),
-            LINE_FILE: pa.array(files, pa.string()),
-            LINE_NUMBER: pa.array(numbers, pa.int64()),
-        }
-    )
+    if "://" in path:
+        filesystem, inner = pafs.FileSystem.from_uri(path)
+    else:
+        filesystem, inner = pafs.LocalFileSystem(), path
+    lines_before, file_start = 0, True
+    partial_line = bytearray()
+    with filesystem.open_input_stream(inner) as stream:
+        while True:
+            chunk = stream.read(block_bytes)
+            cut = chunk.rfind(b"\n") + 1
+            if chunk and not cut:  # no line ends here: keep reading the line
+                partial_line += chunk
+                continue
+            data = bytes(partial_line) + chunk[:cut] if chunk else bytes(partial_line)
+            partial_line = bytearray(chunk[cut:]) if chunk else bytearray()
+            if data:
+                starts, ends, lines = _seqpack.jsonl_lines(data, lines_before, file_start)
+                lines_before += data.count(b"\n")
+                file_start = False
+                if len(lines):
+                    texts = [data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
+                    yield pa.table(
+                        {
+                            LINE_TEXT: pa.array(texts, pa.binary()),
+                            LINE_FILE: pa.array([name] * len(lines), pa.string()),
+                            LINE_NUMBER: pa.array(lines, pa.int64()),
+                        }
+                    )
+            if not chunk:
+                return
 
 
 def _error_row(error: SeqpackError, record: int) -> pa.Table:

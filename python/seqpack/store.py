@@ -275,8 +275,9 @@ def write(
     return TokenStore(target)
 
 
-def _paths(source: Any) -> list[Path] | None:
-    """Files named by ``source`` (a path, a glob, or a list of them), or None."""
+def _paths(source: Any, option: str = "source") -> list[Path] | None:
+    """Files named by ``source`` (a path, a glob, or a list of them), or None; errors name
+    ``option``."""
     items = source if isinstance(source, (list, tuple)) else [source]
     if not items or not all(isinstance(i, (str, os.PathLike)) for i in items):
         return None
@@ -286,7 +287,7 @@ def _paths(source: Any) -> list[Path] | None:
         if any(c in text for c in "*?["):
             found = sorted(glob.glob(text))
             if not found:
-                raise InvalidOptionError(f"option source: the glob {text!r} matches no file")
+                raise InvalidOptionError(f"option {option}: the glob {text!r} matches no file")
             paths += [Path(f) for f in found]
         else:
             paths.append(Path(text))

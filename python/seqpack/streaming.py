@@ -8,10 +8,10 @@ planned by itself with the same best fit as :func:`seqpack.pack`, and its rows a
 micro-batches of ``batch_rows`` rows, one stream of rows across windows. Each micro-batch is
 materialised in Rust when it is asked for, as :class:`seqpack.torch.PackedLoader` builds its
 batches from a store, in the same format: a window holds its tokens, never all its rows.
-Memory is set by the window, not by the stream. A window's rows are a pure function of its records and the
-options, so the state is two numbers: the window being emitted and how many of its rows went
-out. Resuming re-reads the records before that window (reading, not encoding) and replays the
-window: nothing is lost, nothing repeats.
+Memory is set by the window, not by the stream. A window's rows are a pure function of its
+records and the options, so the state is two numbers: the window being emitted and how many
+of its rows went out. Resuming re-reads the records before that window (reading, not
+encoding) and replays the window: nothing is lost, nothing repeats.
 
 **Sharding.** Record ``i`` of the source belongs to shard ``i % (world_size × workers)``;
 rank ``r``'s DataLoader worker ``w`` reads shard ``r × workers + w``. Every record is in

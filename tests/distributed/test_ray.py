@@ -143,13 +143,15 @@ def write_jsonl(folder: Path, data: list[Any], parts: int) -> None:
 
 
 def test_jsonl_files_give_the_same_store_and_name_a_failing_record_by_file_and_line(tmp_path):
+    # read_jsonl streams each file in blocks of whole lines (never a whole file in memory).
     data = records(90)
     write_jsonl(tmp_path / "in", data, parts=3)
     pattern = str(tmp_path / "in" / "*.jsonl")
     single = seqpack.store.write(tmp_path / "single", pattern, on_error="skip", **OPTIONS)
+    # Files read 97 bytes at a time: most records are longer than that, many blocks a file.
     distributed = spray.write_store(
-        spray.read_jsonl(pattern), tmp_path / "ray", concurrency=2, num_cpus=0.5,
-        batch_size=7, on_error="skip", **OPTIONS,
+        spray.read_jsonl(pattern, block_bytes=97), tmp_path / "ray", concurrency=2,
+        num_cpus=0.5, batch_size=7, on_error="skip", **OPTIONS,
     )  # fmt: skip
     # The same tokens, labels and reports (with their lines); the manifests differ only in
     # the single-process one listing its input files.
@@ -189,3 +191,29 @@ def test_bad_options_fail_in_the_driver_naming_themselves(tmp_path):
         spray.encode(ds, colour=1, **OPTIONS)
     with pytest.raises(seqpack.InvalidOptionError, match="option rows_per_task"):
         spray.pack(seqpack.store.write(tmp_path / "s", [[1, 2]]), max_length=4, rows_per_task=0)
+    with pytest.raises(seqpack.InvalidOptionError, match="option block_bytes"):
+        spray.read_jsonl(str(tmp_path / "a.txt"), block_bytes=0)
+    with pytest.raises(seqpack.InvalidOptionError, match=r"option paths: the glob .* matches no"):
+        spray.read_jsonl(str(tmp_path / "none" / "*.jsonl"))
+    (tmp_path / "a.txt").write_text("{}\n")
+    with pytest.raises(seqpack.InvalidFileError, match="unknown input format"):
+        spray.read_jsonl(str(tmp_path / "a.txt"))
+
+
+def test_a_jsonl_file_is_read_in_blocks_of_whole_lines(tmp_path):
+    # Every record, with its line, as the whole-file finder gives them, for any block size;
+    # no block holds more than block_bytes plus one line (a line is never cut).
+    text = b"\xef\xbb\xbf" + b'{"a": 1}\r\n\n  \n' + b'{"b": "' + b"x" * 40 + b'"}\n\xff{\n{"c": 3}'
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(text)
+    starts, ends, lines = seqpack._seqpack.jsonl_lines(text)
+    whole = [(text[a:b], n) for a, b, n in zip(starts, ends, lines, strict=True)]
+    longest = max(len(line) for line in text.split(b"\n")) + 1
+    for block in (1, 2, 5, 11, 12, 13, 40, 1000):
+        got = []
+        for table in spray._jsonl_blocks(str(path), "named.jsonl", block):
+            raw = table.column(spray.LINE_TEXT).to_pylist()
+            assert sum(len(r) for r in raw) <= block + longest
+            assert set(table.column(spray.LINE_FILE).to_pylist()) == {"named.jsonl"}
+            got += zip(raw, table.column(spray.LINE_NUMBER).to_pylist(), strict=True)
+        assert got == whole, block

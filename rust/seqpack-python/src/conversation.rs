@@ -10,7 +10,7 @@ use seqpack_core::conversation::records::parse_record;
 use seqpack_core::conversation::template::{openai_messages, CharSpan, JinjaTemplate};
 use seqpack_core::conversation::tokenize::TokensWithOffsets;
 use seqpack_core::conversation::{
-    encode_records as encode, jsonl_lines as find_lines, parse_line, read_records, EncodeOptions, Format, Mapping,
+    encode_records as encode, jsonl_lines_after as find_lines, parse_line, read_records, EncodeOptions, Format, Mapping,
     Origin, RawRecord, RecordReport, ReportSummary, Template, Tokenizer,
 };
 use seqpack_core::store::writer::report_lines;
@@ -269,11 +269,18 @@ impl NativeReports {
     }
 }
 
-/// Where the records of a whole `.jsonl` text lie, as the file reader finds them: starts,
-/// ends and line numbers (int64) of the lines that are not blank.
+/// Where the records of a `.jsonl` text lie, as the file reader finds them: starts, ends and
+/// line numbers (int64) of the lines that are not blank. A part of a file (whole lines) is
+/// numbered after `lines_before`; a byte order mark is skipped only at the `file_start`.
 #[pyfunction]
-pub fn jsonl_lines<'py>(py: Python<'py>, data: &[u8]) -> (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>) {
-    let found = py.detach(|| find_lines(data));
+#[pyo3(signature = (data, lines_before=0, file_start=true))]
+pub fn jsonl_lines<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    lines_before: usize,
+    file_start: bool,
+) -> (Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>) {
+    let found = py.detach(|| find_lines(data, lines_before, file_start));
     let column = |pick: fn(&(usize, usize, usize)) -> usize| -> Vec<i64> {
         found.iter().map(|line| i64::try_from(pick(line)).unwrap_or(i64::MAX)).collect()
     };

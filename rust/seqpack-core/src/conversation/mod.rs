@@ -16,7 +16,7 @@ pub mod truncate;
 pub use encode::{encode_all, EncodeOptions, OnError, Parsed, Sample, Train};
 pub use flatten::{flatten, Flat};
 pub use pipeline::{encode_records, Encoded};
-pub use reader::{jsonl_lines, parse_line, read_record_chunks, read_records};
+pub use reader::{jsonl_lines, jsonl_lines_after, parse_line, read_record_chunks, read_records};
 pub use records::{Conversation, Format, Mapping, Message, Origin, RawRecord, Role};
 pub use report::{Reason, RecordReport, ReportSummary, RoleCounts, Status};
 pub use template::Template;

@@ -135,8 +135,14 @@ fn read_full(input: &mut impl std::io::Read, buffer: &mut [u8]) -> std::io::Resu
 /// number) of every line that is not blank, without its line break; a byte order mark
 /// before the first is skipped.
 pub fn jsonl_lines(data: &[u8]) -> Vec<(usize, usize, usize)> {
-    let skip = if data.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
-    let (found, _) = record_lines(&data[skip..], 0);
+    jsonl_lines_after(data, 0, true)
+}
+
+/// [`jsonl_lines`] of a part of a file made of whole lines: numbered after `lines_before`,
+/// and a byte order mark skipped only at the file's start (`file_start`).
+pub fn jsonl_lines_after(data: &[u8], lines_before: usize, file_start: bool) -> Vec<(usize, usize, usize)> {
+    let skip = if file_start && data.starts_with(b"\xEF\xBB\xBF") { 3 } else { 0 };
+    let (found, _) = record_lines(&data[skip..], lines_before);
     found.into_iter().map(|(start, end, line)| (start + skip, end + skip, line)).collect()
 }
 
@@ -322,6 +328,17 @@ mod tests {
         let read: Vec<_> = read_records(&path).unwrap().iter().map(|r| r.origin.line.unwrap()).collect();
         assert_eq!(read, [1, 4, 5]);
         std::fs::remove_dir_all(&dir).unwrap();
+        // In parts cut after a line break: the same lines, numbered through.
+        for cut in (0..=text.len()).filter(|&k| k == 0 || text[k - 1] == b'\n') {
+            let (head, tail) = text.split_at(cut);
+            let before = head.iter().filter(|&&b| b == b'\n').count();
+            let mut parts = jsonl_lines_after(head, 0, true);
+            let shifted = jsonl_lines_after(tail, before, cut == 0).into_iter().map(|(s, e, n)| (s + cut, e + cut, n));
+            parts.extend(shifted);
+            assert_eq!(parts, lines, "cut at {cut}");
+        }
+        // A byte order mark is only skipped at the file's start.
+        assert_eq!(jsonl_lines_after(b"\xEF\xBB\xBF{}\n", 3, false), [(0, 5, 4)]);
     }
 
     #[test]
