@@ -210,7 +210,7 @@ def test_a_jsonl_file_is_read_in_blocks_of_whole_lines(tmp_path):
     whole = [(text[a:b], n) for a, b, n in zip(starts, ends, lines, strict=True)]
     longest = max(len(line) for line in text.split(b"\n")) + 1
     for block in (1, 2, 5, 11, 12, 13, 40, 1000):
-        got = []
+        got: list[tuple[bytes, int]] = []
         for table in spray._jsonl_blocks(str(path), "named.jsonl", block):
             raw = table.column(spray.LINE_TEXT).to_pylist()
             assert sum(len(r) for r in raw) <= block + longest

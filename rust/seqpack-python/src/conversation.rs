@@ -10,8 +10,8 @@ use seqpack_core::conversation::records::parse_record;
 use seqpack_core::conversation::template::{openai_messages, CharSpan, JinjaTemplate};
 use seqpack_core::conversation::tokenize::TokensWithOffsets;
 use seqpack_core::conversation::{
-    encode_records as encode, jsonl_lines_after as find_lines, parse_line, read_records, EncodeOptions, Format, Mapping,
-    Origin, RawRecord, RecordReport, ReportSummary, Template, Tokenizer,
+    encode_records as encode, jsonl_lines_after as find_lines, parse_line, read_records, EncodeOptions, Format,
+    Mapping, Origin, RawRecord, RecordReport, ReportSummary, Template, Tokenizer,
 };
 use seqpack_core::store::writer::report_lines;
 use seqpack_core::Error;

@@ -331,7 +331,7 @@ mod tests {
         // In parts cut after a line break: the same lines, numbered through.
         for cut in (0..=text.len()).filter(|&k| k == 0 || text[k - 1] == b'\n') {
             let (head, tail) = text.split_at(cut);
-            let before = head.iter().filter(|&&b| b == b'\n').count();
+            let before = head.split(|&b| b == b'\n').count() - 1;
             let mut parts = jsonl_lines_after(head, 0, true);
             let shifted = jsonl_lines_after(tail, before, cut == 0).into_iter().map(|(s, e, n)| (s + cut, e + cut, n));
             parts.extend(shifted);
