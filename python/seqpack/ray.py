@@ -18,9 +18,11 @@ and runs wherever Ray runs: ``ray.init()`` on one machine, ``ray.init(address="a
   materialised by Ray tasks in row ranges; a Dataset with one item per packed row, in plan
   order, byte-identical to :func:`seqpack.pack`'s rows.
 
-Records are numbered in the dataset's order (a ``ray.data.range`` zipped beside them), so a
-failing record is named by the same index as in the single-process path, and its error is
-raised in the driver as the same typed exception.
+Records are numbered in the dataset's order, so a failing record is named by the same index
+as in the single-process path, and its error is raised in the driver as the same typed
+exception: :func:`write_store`'s driver numbers them as it appends the encoded batches in
+order; :func:`encode`, whose output is a Dataset, numbers them first (a ``ray.data.range``
+zipped beside them, after counting the dataset).
 """
 
 from __future__ import annotations
@@ -80,7 +82,11 @@ class _Encoder:
     def __call__(self, batch: pa.Table) -> pa.Table:
         import pyarrow as pa
 
-        numbers = batch.column(RECORD).to_numpy()
+        if RECORD in batch.column_names:
+            numbers = batch.column(RECORD).to_numpy()
+            batch = batch.drop_columns([RECORD])
+        else:  # write_store: numbered in its batch here, in the dataset by the driver
+            numbers = np.arange(len(batch), dtype=np.int64)
         lines: list[int] | None = None
         files: list[str] = []
         if LINE_TEXT in batch.column_names:
@@ -91,10 +97,7 @@ class _Encoder:
         else:
             # Arrow cannot tell a missing field from a null one: a null top-level field is
             # missing.
-            records = [
-                {k: v for k, v in row.items() if v is not None}
-                for row in batch.drop_columns([RECORD]).to_pylist()
-            ]
+            records = [{k: v for k, v in row.items() if v is not None} for row in batch.to_pylist()]
         pieces = []
         start = 0
         # Runs of consecutive record numbers (a batch is one, unless blocks were reordered).
@@ -108,11 +111,9 @@ class _Encoder:
                     lines=None if lines is None else lines[start:stop],
                 )  # fmt: skip
             except SeqpackError as error:
-                if files:
-                    error = _in_file(error, files, start - first)
-                if not self.errors_as_rows:
-                    raise error from None
-                return _error_row(error, first)
+                if self.errors_as_rows:  # the driver numbers it, and names its file
+                    return _error_row(error, first, files, start - first)
+                raise (_in_file(error, files, start - first) if files else error) from None
             pieces.append(_sample_rows(encoded, int(numbers[start]), stop - start))
             start = stop
         return pa.concat_tables(pieces) if len(pieces) > 1 else pieces[0]
@@ -240,27 +241,42 @@ def _jsonl_blocks(path: str, name: str, block_bytes: int) -> Iterator[pa.Table]:
                 return
 
 
-def _error_row(error: SeqpackError, record: int) -> pa.Table:
+def _error_row(error: SeqpackError, first: int, files: list[str], shift: int) -> pa.Table:
+    """The one row a batch with a failing record gives (write_store): its error as JSON
+    (type, message, the record's number in the batch, its file when read_jsonl read it), so
+    the driver raises it as the same type, numbered in the dataset."""
     import pyarrow as pa
 
     index = getattr(error, "index", None)
+    local = first if index is None else int(index)
+    file = files[local + shift] if files and 0 <= local + shift < len(files) else None
+    text = json.dumps({"type": type(error).__name__, "message": str(error), "record": local,
+                       "file": file})  # fmt: skip
     return pa.table(
         {
             "input_ids": pa.array([[]], pa.list_(pa.int32())),
             "labels": pa.array([[]], pa.list_(pa.int32())),
-            "record": pa.array([record if index is None else int(index)], pa.int64()),
+            "record": pa.array([local], pa.int64()),
             "window": pa.array([0], pa.int32()),
             "report": pa.array([None], pa.string()),
-            "error": pa.array([f"{type(error).__name__}:{error}"], pa.string()),
+            "error": pa.array([text], pa.string()),
         }
     )
 
 
 def _raise_error_row(text: str, record: int) -> None:
-    name, _, message = text.partition(":")
-    kind = getattr(_seqpack, name, None)
+    """Raise the error of an error row (:func:`_error_row`), its record ``record`` in the
+    dataset: the message names that number, after the file (as store.write's do)."""
+    found = json.loads(text)
+    kind = getattr(_seqpack, found["type"], None)
     if not (isinstance(kind, type) and issubclass(kind, SeqpackError)):
         kind = SeqpackError
+    message = found["message"]
+    local = f"record {found['record']}"
+    if message.startswith(local):  # every record error starts so
+        message = f"record {record}{message[len(local) :]}"
+    if found["file"] is not None:
+        message = f"{found['file']}: {message}"
     error = kind(message)
     with contextlib.suppress(AttributeError):
         error.index = record
@@ -369,7 +385,12 @@ def _encode(
     batch_size = _normalise.integer("batch_size", batch_size)
     if batch_size < 1:
         raise InvalidOptionError(f"option batch_size: must be at least 1, got {batch_size}")
-    return _numbered(ds).map_batches(
+    # write_store's driver numbers the records as it appends them (errors come back as
+    # rows): no pass over the dataset to number them first.
+    known = ds.schema(fetch_if_missing=False)  # not worth reading a block for
+    if errors_as_rows and known is not None and RECORD in known.names:
+        raise InvalidOptionError(f"option ds: the column {RECORD!r} is seqpack's own")
+    return (ds if errors_as_rows else _numbered(ds)).map_batches(
         _Encoder,
         fn_constructor_kwargs={
             "tokenizer": tokenizer, "template": template, "options": chosen, "extra": extra,
@@ -474,30 +495,59 @@ def write_store(
 
 
 def _append_encoded(writer: _seqpack.NativeStoreWriter, encoded: ray.data.Dataset) -> None:
+    """Append encoded rows in order, numbering records in the dataset as they come: every
+    record has exactly one row with its report (its first), so record numbers are the count
+    of reports so far. The actors numbered them within their batch only (no pass over the
+    dataset to count it first); reports and errors are renumbered here."""
     import pyarrow.compute as pc
 
+    base = 0  # records before this batch
     batches: Iterable[Any] = encoded.iter_batches(batch_format="pyarrow", batch_size=None)
     for batch in batches:
+        report_column = batch.column("report")
+        has_report = pc.is_valid(report_column).to_numpy(zero_copy_only=False)
+        numbers = base + np.cumsum(has_report, dtype=np.int64) - 1  # each row's record
         errors = batch.column("error")
         if errors.null_count < len(errors):
             first = next(k for k, e in enumerate(errors.to_pylist()) if e is not None)
-            _raise_error_row(errors[first].as_py(), batch.column("record")[first].as_py())
+            # The failing batch gave only this row: its records follow those before it.
+            before = base + int(has_report[:first].sum())
+            local = int(batch.column("record")[first].as_py())
+            _raise_error_row(errors[first].as_py(), before + local)
         ids = batch.column("input_ids").combine_chunks()
         labels = batch.column("labels").combine_chunks()
         lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False)
         keep = lengths > 0
         offsets = np.zeros(int(keep.sum()) + 1, np.int64)
         np.cumsum(lengths[keep], out=offsets[1:])
-        reports = [r for r in batch.column("report").to_pylist() if r is not None]
+        reports = [r for r in report_column.to_pylist() if r is not None]
         writer.append_encoded(
             ids.flatten().to_numpy().astype(np.int64),
             offsets,
             labels.flatten().to_numpy().astype(np.int64),
-            batch.column("record").to_numpy()[keep].astype(np.int64),
+            numbers[keep],
             batch.column("window").to_numpy()[keep].astype(np.int64),
-            "".join(line + "\n" for line in reports).encode(),
+            "".join(_renumbered(line, base + k) + "\n" for k, line in enumerate(reports)).encode(),
             len(reports),
         )
+        base += len(reports)
+
+
+def _renumbered(report: str, record: int) -> str:
+    """A record's report line as record ``record``: its ``record`` field (the first key, as
+    the encoder writes it) and the number its message starts with (a skipped record's
+    error, ``record N: ...``)."""
+    head = '{"record":'
+    if not report.startswith(head):
+        raise SeqpackError(f"seqpack.ray: a report line does not start with {head!r}")
+    comma = report.index(",", len(head))
+    local = report[len(head) : comma]
+    rest = report[comma:]
+    said = f'"message":"record {local}'
+    at = rest.find(said)  # the first "message" is the key: the fields before it are fixed
+    if at >= 0 and rest[at + len(said) : at + len(said) + 1] in (":", " "):
+        rest = f'{rest[:at]}"message":"record {record}{rest[at + len(said) :]}'
+    return f"{head}{record}{rest}"
 
 
 def _append_tokens(writer: _seqpack.NativeStoreWriter, ds: ray.data.Dataset) -> None:
