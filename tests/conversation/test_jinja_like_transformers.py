@@ -690,3 +690,52 @@ def test_generation_tags_are_found_as_jinja_finds_them(source):
     """A {% generation %} tag inside a string literal, a comment or a raw block is text to
     Jinja2, not a tag (the scanner used to replace it there too)."""
     assert ours(source, chat("q", "a")) == theirs(source, chat("q", "a"))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=json_values, separator=st.sampled_from(["", ", ", "|"]))
+def test_join_writes_each_item_as_python(value, separator):
+    """Jinja2's join is d.join(str(item) ...): floats as repr, None / True, dicts and lists
+    with their items' repr. It was minijinja's (1e20 as 100000000000000000000.0)."""
+    record = {**chat("q", "a"), "tools": [{"type": "function", "function": {"v": [value, 1.5]}}]}
+    for expr in [
+        f"{{{{ tools[0].function.v | join({separator!r}) }}}}",
+        "{{ messages | join(', ', attribute='role') }}",
+        "{{ 'abc' | join('-') }}{{ messages[0] | join }}",
+    ]:
+        source = expr + "{% for m in messages %}{{ m.content }}{% endfor %}"
+        assert ours(source, record) == theirs(source, record), expr
+
+
+@settings(max_examples=300, deadline=None)
+@given(number=st.floats(allow_nan=False, allow_infinity=False))
+def test_concatenation_renders_as_python_or_refuses_the_record(number):
+    """`~` writes numbers minijinja's way: a template that uses it renders a record holding a
+    float exactly as transformers does, or refuses it (the two forms differ: 1e-05 against
+    0.00001), never a different text."""
+    record = {**chat("q", "a"), "tools": [{"type": "function", "function": {"v": number}}]}
+    source = (
+        "{% for t in tools %}{{ 'v=' ~ t.function.v ~ ';' }}{% endfor %}"
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+    )
+    expected = theirs(source, record)
+    try:
+        got = ours(source, record)
+    except _seqpack_error() as error:
+        assert "concatenates with `~`" in str(error), error
+        assert repr(number) in str(error)  # Python's form, named
+        return
+    assert got == expected
+
+
+def test_concatenation_of_a_float_literal_that_would_differ_is_refused():
+    refused = "{{ messages[0].content ~ 0.00001 }}"
+    with pytest.raises(_seqpack_error(), match="holds the number 1e-05"):
+        _seqpack.NativeTemplate.jinja(refused, "</s>", "<s>", "</s>")
+    # The same forms, a `~` inside a string, or no `~` at all: rendered as transformers does.
+    for source in [
+        "{{ messages[0].content ~ 2.5 ~ 1_000 }}",
+        "{{ messages[0].content }}{{ '~' }}{{ 0.00001 }}{# ~ #}",
+        "{% raw %}{{ x ~ 1e-9 }}{% endraw %}{{ messages[0].content ~ '1e-9' }}",
+    ]:
+        assert ours(source, chat("q", "a")) == theirs(source, chat("q", "a")), source

@@ -24,6 +24,8 @@ pub struct JinjaTemplate {
     /// Whether the source has Hugging Face `{% generation %}` blocks (what
     /// `return_assistant_tokens_mask` trains): each one becomes an assistant body.
     has_generation: bool,
+    /// Whether the source concatenates with `~`, which writes numbers minijinja's way.
+    concatenates: bool,
 }
 
 /// Byte ranges of a rendered text.
@@ -80,6 +82,114 @@ fn generation_marks(source: &str) -> (String, bool) {
     }
     out.push_str(&source[copied..]);
     (out, found)
+}
+
+/// The code of every expression and tag of `source` (outside comments and raw blocks, as
+/// Jinja's lexer sees them), without its delimiters.
+fn code_blocks(source: &str) -> Vec<&str> {
+    let mut blocks = Vec::new();
+    let mut at = 0;
+    while let Some(offset) = source[at..].find('{') {
+        let open = at + offset;
+        let rest = &source[open..];
+        if let Some(comment) = rest.strip_prefix("{#") {
+            at = comment.find("#}").map_or(source.len(), |end| open + 2 + end + 2);
+        } else if rest.starts_with("{{") || rest.starts_with("{%") {
+            let closer = if rest.starts_with("{{") { "}}" } else { "%}" };
+            let close = skip_to_closer(source, open + 2, closer);
+            let code = &source[open + 2..close.map_or(source.len(), |c| c - closer.len())];
+            blocks.push(code);
+            let inner = code.trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
+            let close = close.unwrap_or(source.len());
+            at = if closer == "%}" && inner == "raw" { end_of_raw(source, close) } else { close };
+        } else {
+            at = open + 1;
+        }
+    }
+    blocks
+}
+
+/// The characters of `code` outside its string literals.
+fn outside_strings(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut chars = code.chars();
+    while let Some(c) = chars.next() {
+        if c == '\'' || c == '"' {
+            let mut escaped = false;
+            for d in chars.by_ref() {
+                match d {
+                    _ if escaped => escaped = false,
+                    '\\' => escaped = true,
+                    d if d == c => break,
+                    _ => {}
+                }
+            }
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether the template uses `~`, and the first float literal of its code that minijinja
+/// and Python write differently (minijinja's form, Python's): `~` would write it
+/// minijinja's way.
+fn concatenation(source: &str) -> (bool, Option<(String, String)>) {
+    let code: Vec<String> = code_blocks(source).into_iter().map(outside_strings).collect();
+    if !code.iter().any(|c| c.contains('~')) {
+        return (false, None);
+    }
+    for block in &code {
+        let bytes = block.as_bytes();
+        let mut k = 0;
+        while k < bytes.len() {
+            let starts_number = bytes[k].is_ascii_digit()
+                && (k == 0 || !(bytes[k - 1].is_ascii_alphanumeric() || bytes[k - 1] == b'_' || bytes[k - 1] == b'.'));
+            if !starts_number {
+                k += 1;
+                continue;
+            }
+            let start = k;
+            while k < bytes.len() && (bytes[k].is_ascii_alphanumeric() || matches!(bytes[k], b'_' | b'.')) {
+                // An exponent's sign belongs to the number.
+                if matches!(bytes[k], b'e' | b'E') && matches!(bytes.get(k + 1), Some(b'+' | b'-')) {
+                    k += 1;
+                }
+                k += 1;
+            }
+            let literal = block[start..k].replace('_', "");
+            if literal.contains(['.', 'e', 'E']) {
+                if let Ok(x) = literal.parse::<f64>() {
+                    if let Some(apart) = written_apart(x) {
+                        return (true, Some(apart));
+                    }
+                }
+            }
+        }
+    }
+    (true, None)
+}
+
+/// minijinja's and Python's forms of `x`, when they differ.
+fn written_apart(x: f64) -> Option<(String, String)> {
+    let mine = minijinja::Value::from(x).to_string();
+    let python = pyvalue::python_str(&minijinja::Value::from(x)).unwrap_or_default();
+    (mine != python).then_some((mine, python))
+}
+
+/// The first float in `data` that minijinja and Python write differently: (minijinja's
+/// form, Python's).
+fn first_float_written_apart(data: &impl serde::Serialize) -> Option<(String, String)> {
+    fn walk(value: &Value) -> Option<(String, String)> {
+        match value {
+            Value::Number(n) if n.is_f64() => written_apart(n.as_f64()?),
+            Value::Array(items) => items.iter().find_map(walk),
+            Value::Object(map) => map.values().find_map(walk),
+            _ => None,
+        }
+    }
+    walk(&serde_json::to_value(data).ok()?)
 }
 
 /// Where `closer` ends an expression or tag that starts at `from`, string literals (which may
@@ -160,6 +270,16 @@ impl JinjaTemplate {
     /// Compile `source`; a syntax error surfaces here, not at the first record.
     pub fn new(source: &str, end_of_turn: &str, bos_token: &str, eos_token: &str) -> Result<Self> {
         let (compiled, has_generation) = generation_marks(source);
+        let (concatenates, literal) = concatenation(source);
+        if let Some((mine, python)) = literal {
+            return Err(Error::Template {
+                message: format!(
+                    "the template concatenates with `~` and holds the number {python}, which `~` would \
+                     write as {mine} where Python writes {python}; seqpack refuses it rather than render \
+                     it differently"
+                ),
+            });
+        }
         let mut env = minijinja::Environment::new();
         env.set_fuel(Some(JINJA_FUEL));
         // As transformers compiles every chat template: a block tag eats the newline after it
@@ -176,6 +296,8 @@ impl JinjaTemplate {
         env.add_filter("capitalize", |text: &str| pyvalue::capitalize(text));
         env.add_filter("title", |text: &str| pyvalue::title_filter(text));
         env.add_filter("tojson", tojson::tojson_filter);
+        // Jinja2's join: each item as Python's str() writes it.
+        env.add_filter("join", pyvalue::join_filter);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", pystr::strftime_now);
         env.add_template_owned("chat", compiled)
@@ -192,6 +314,7 @@ impl JinjaTemplate {
             bos_token: bos_token.to_string(),
             eos_token: eos_token.to_string(),
             has_generation,
+            concatenates,
         })
     }
 
@@ -236,6 +359,18 @@ impl JinjaTemplate {
                     message: "the record holds U+E002 or U+E003, private-use characters seqpack writes to \
                               mark the template's generation blocks; refused rather than lost"
                         .into(),
+                });
+            }
+        }
+        if self.concatenates {
+            // `~` writes numbers minijinja's way, not through the formatter: a float whose two
+            // forms differ (Python: 1e-05, minijinja: 0.00001) would change the text silently.
+            if let Some((mine, python)) = first_float_written_apart(&(&messages, &tools)) {
+                return Err(Error::Template {
+                    message: format!(
+                        "the template concatenates with `~`, which would write the record's number {python} \
+                         as {mine} where Python writes {python}; refused rather than rendered differently"
+                    ),
                 });
             }
         }

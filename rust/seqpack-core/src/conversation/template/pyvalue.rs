@@ -6,9 +6,11 @@
 //! `{"city": "Oslo"}`). The formatter and the `string` filter here write Python's; what has
 //! no Python form seqpack can write (a macro, a loop object) is refused, not guessed.
 //!
-//! Known limits, stated rather than hidden: a tuple literal prints as a list (minijinja has
-//! no tuples), and `~` concatenation and `join` still format numbers minijinja's way (they do
-//! not go through the formatter): a float that Python writes with an exponent differs there.
+//! `join` joins its items' Python `str()`. Known limits, stated rather than hidden: a tuple
+//! (a literal, or an item of `dict.items()`) prints as a list, as minijinja has no tuples;
+//! `~` concatenation writes numbers minijinja's way (not through the formatter), so a
+//! template that uses `~` refuses a record holding a float whose two forms differ (see
+//! `JinjaTemplate`).
 
 use minijinja::value::{Value, ValueKind};
 use minijinja::{Error, ErrorKind, Output, State};
@@ -44,6 +46,46 @@ pub fn string_filter(value: Value) -> Result<Value, Error> {
         return Ok(value);
     }
     python_str(&value).map(Value::from)
+}
+
+/// Jinja2's `join`: `d.join(str(item) for item in value)`, items taken by `attribute` first
+/// (a key, or a dotted path of keys and indices) when given.
+///
+/// # Errors
+/// A value that is not iterable, an item without a Python form seqpack writes.
+#[allow(clippy::needless_pass_by_value, reason = "minijinja hands filter arguments over by value")]
+pub fn join_filter(value: Value, d: Option<Value>, kwargs: minijinja::value::Kwargs) -> Result<String, Error> {
+    let attribute: Option<Value> = kwargs.get("attribute")?;
+    kwargs.assert_all_used()?;
+    let separator = match &d {
+        None => String::new(),
+        Some(d) => python_str(d)?,
+    };
+    let mut parts = Vec::new();
+    for item in value.try_iter()? {
+        let item = match &attribute {
+            None => item,
+            Some(path) => attribute_of(&item, path)?,
+        };
+        parts.push(python_str(&item)?);
+    }
+    Ok(parts.join(&separator))
+}
+
+/// Jinja2's attribute getter: an integer picks an index, a text a dotted path of keys (each
+/// part an index when it is all digits).
+fn attribute_of(item: &Value, path: &Value) -> Result<Value, Error> {
+    if let Some(text) = path.as_str() {
+        let mut current = item.clone();
+        for part in text.split('.') {
+            current = match part.parse::<i64>() {
+                Ok(index) => current.get_item(&Value::from(index))?,
+                Err(_) => current.get_attr(part)?,
+            };
+        }
+        return Ok(current);
+    }
+    item.get_item(path)
 }
 
 /// Python's `str(value)`.
