@@ -249,7 +249,9 @@ def _error_row(error: SeqpackError, first: int, files: list[str], shift: int) ->
 
     index = getattr(error, "index", None)
     local = first if index is None else int(index)
-    file = files[local + shift] if files and 0 <= local + shift < len(files) else None
+    # Only an error about one record names its file (as _in_file does).
+    named = index is not None and files and 0 <= local + shift < len(files)
+    file = files[local + shift] if named else None
     text = json.dumps({"type": type(error).__name__, "message": str(error), "record": local,
                        "file": file})  # fmt: skip
     return pa.table(

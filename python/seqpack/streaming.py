@@ -175,7 +175,6 @@ class PackedStream(IterableDataset[dict[str, Any]]):
         self._rows_done = 0
         self._batches_done = 0
         self._shards = self.world_size
-        self._padding: Any = None  # a NativeWindow for batches of padding rows only
         self.stats = StreamStats()
         identity = {
             "max_length": self.max_length,
@@ -376,12 +375,12 @@ class PackedStream(IterableDataset[dict[str, Any]]):
                 groups.append((window.native, [row]))
         if pad:
             if not groups:  # only padding: any window gives it; a one-token one, unused
-                if self._padding is None:
-                    self._padding = _seqpack.NativeWindow(
-                        np.zeros(1, np.int64), np.array([0, 1], np.int64), None,
-                        *self._window_options("error", "head"),
-                    )  # fmt: skip
-                groups.append((self._padding, []))
+                # Made here, not kept: a stream pickles (DataLoader workers), a window not.
+                padding = _seqpack.NativeWindow(
+                    np.zeros(1, np.int64), np.array([0, 1], np.int64), None,
+                    *self._window_options("error", "head"),
+                )  # fmt: skip
+                groups.append((padding, []))
             groups[-1][1].extend([-1] * pad)
         padding_free = self.format == "padding_free"
         raws = [native.materialize(np.array(rows, np.int64), padding_free)

@@ -187,10 +187,12 @@ def _unpacked(payload: tuple[torch.Tensor, _Layout, dict[str, Any]]) -> dict[str
     buffer, layout, rest = payload
     batch: dict[str, Any] = {}
     views: dict[tuple[str, tuple[int, ...], int], torch.Tensor] = {}
-    for key, dtype, shape, offset in layout:
+    for key, dtype, listed, offset in layout:
         if offset < 0:
             batch[key] = rest[key]
             continue
+        # Older torch releases pin a plain tuple as a list (the layout, each shape).
+        shape = tuple(listed)
         if (dtype, shape, offset) not in views:  # one tensor under two keys stays one
             views[dtype, shape, offset] = _view(buffer, getattr(torch, dtype), shape, offset)
         batch[key] = views[dtype, shape, offset]

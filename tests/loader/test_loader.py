@@ -206,6 +206,20 @@ def test_worker_processes_hand_over_masks_and_weights_unchanged(tmp_path_factory
             assert b["cu_seq_lens_q"] is b["cu_seq_lens_k"]
 
 
+def test_a_pinned_payload_with_lists_for_tuples_unpacks_the_same():
+    # Older torch releases pin a worker's batch with every plain tuple made a list (the layout,
+    # each shape); the batch that comes back is the same.
+    cu = torch.tensor([0, 3, 5], dtype=torch.int32)
+    batch = {"input_ids": torch.arange(10).view(2, 5), "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
+             "m": 5, "w": torch.tensor(0.5), "use_cache": False}  # fmt: skip
+    buffer, layout, rest = sptorch._one_buffer(batch)
+    listed = [[key, dtype, list(shape), offset] for key, dtype, shape, offset in layout]
+    for payload in ((buffer, layout, rest), [buffer, listed, rest]):
+        back = sptorch._unpacked(payload)  # type: ignore[arg-type]
+        assert digest(back) == digest(batch)
+        assert back["cu_seq_lens_q"] is back["cu_seq_lens_k"]
+
+
 def test_global_steps_hold_the_same_rows_for_any_world_size(tmp_path_factory):
     store = make_store(tmp_path_factory, [(i * 13) % 47 + 1 for i in range(200)])
     per_world: dict[int, list[list[int]]] = {}

@@ -144,6 +144,19 @@ def test_ranks_and_workers_pack_every_record_once(world_size):
     assert set(equal) == {2 * scanned.steps}  # two workers, steps each
 
 
+def test_a_stream_pickles_after_a_pass_with_padding_batches():
+    # DataLoader workers started by spawn or forkserver get the stream pickled; a pass that
+    # padded to steps= leaves nothing on it that does not pickle.
+    import pickle
+
+    sequences = sequences_for([5] * 9)
+    stream = seqpack.stream(sequences, max_length=10, window=4, batch_rows=2, steps=6)
+    first = list(stream)
+    assert len(first) == 6
+    again = pickle.loads(pickle.dumps(stream))
+    assert all(same(a, b) for a, b in zip(first, again, strict=True))
+
+
 def test_scan_counts_rows_tokens_and_refuses_too_few_steps():
     sequences = sequences_for([int(n) for n in np.random.default_rng(5).integers(1, 90, 300)])
     options: dict[str, Any] = {"max_length": 96, "window": 50, "batch_rows": 3}
