@@ -104,6 +104,9 @@ class PackedStream(IterableDataset[dict[str, Any]]):
         ``"rows"``: ``[batch_rows, max_length]`` tensors (plus ``segment_ids``), or
         ``"padding_free"``: the real tokens as ``[1, T]`` with ``cu_seq_lens_q/k``; both safe
         as ``model(**batch)``, as :class:`seqpack.torch.PackedLoader` gives them.
+    mask
+        For ``format="rows"``, as for :class:`seqpack.torch.PackedLoader`: ``None``, or an
+        explicit ``"sdpa"`` / ``"eager"`` 4-D block-causal mask or a ``"flex"`` ``BlockMask``.
     world_size, rank
         Data-parallel sharding of the records.
     steps
@@ -124,6 +127,7 @@ class PackedStream(IterableDataset[dict[str, Any]]):
         window: int = 10_000,
         batch_rows: int = 8,
         format: Literal["rows", "padding_free"] = "rows",
+        mask: Literal["sdpa", "eager", "flex"] | None = None,
         world_size: int = 1,
         rank: int = 0,
         steps: int | None = None,
@@ -146,6 +150,16 @@ class PackedStream(IterableDataset[dict[str, Any]]):
                 f"option format: expected 'rows' or 'padding_free', got {format!r}"
             )
         self.format = format
+        if mask not in (None, "sdpa", "eager", "flex"):
+            raise InvalidOptionError(
+                f"option mask: expected None, 'sdpa', 'eager' or 'flex', got {mask!r}"
+            )
+        if mask is not None and format == "padding_free":
+            raise InvalidOptionError(
+                "option mask: the padding-free format has no mask (cu_seq_lens keep sequences "
+                "apart)"
+            )
+        self.mask = mask
         self.world_size = _positive("world_size", world_size)
         self.rank = _normalise.integer("rank", rank)
         if not 0 <= self.rank < self.world_size:
@@ -385,7 +399,7 @@ class PackedStream(IterableDataset[dict[str, Any]]):
         padding_free = self.format == "padding_free"
         raws = [native.materialize(np.array(rows, np.int64), padding_free)
                 for native, rows in groups]  # fmt: skip
-        return _model_inputs(_joined(raws, padding_free), padding_free, None)
+        return _model_inputs(_joined(raws, padding_free), padding_free, self.mask)
 
 
 def _held(values: Any) -> npt.NDArray[np.int64]:
