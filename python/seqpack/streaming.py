@@ -150,15 +150,9 @@ class PackedStream(IterableDataset[dict[str, Any]]):
                 f"option format: expected 'rows' or 'padding_free', got {format!r}"
             )
         self.format = format
-        if mask not in (None, "sdpa", "eager", "flex"):
-            raise InvalidOptionError(
-                f"option mask: expected None, 'sdpa', 'eager' or 'flex', got {mask!r}"
-            )
-        if mask is not None and format == "padding_free":
-            raise InvalidOptionError(
-                "option mask: the padding-free format has no mask (cu_seq_lens keep sequences "
-                "apart)"
-            )
+        from seqpack.torch import _check_mask
+
+        _check_mask(mask, format)
         self.mask = mask
         self.world_size = _positive("world_size", world_size)
         self.rank = _normalise.integer("rank", rank)

@@ -58,6 +58,18 @@ def _open(store: TokenStore | str | os.PathLike[str]) -> TokenStore:
     return store if isinstance(store, TokenStore) else TokenStore(store)
 
 
+def _check_mask(mask: Any, format: str) -> None:
+    """``mask=`` of a loader or stream: a known kind, and only for ``[B, L]`` rows."""
+    if mask not in (None, "sdpa", "eager", "flex"):
+        raise InvalidOptionError(
+            f"option mask: expected None, 'sdpa', 'eager' or 'flex', got {mask!r}"
+        )
+    if mask is not None and format == "padding_free":
+        raise InvalidOptionError(
+            "option mask: the padding-free format has no mask (cu_seq_lens keep sequences apart)"
+        )
+
+
 def _model_inputs(raw: dict[str, Any], padding_free: bool, mask: Mask | None) -> dict[str, Any]:
     """Torch tensors a Hugging Face causal LM takes as ``model(**batch)``."""
     tensors: dict[str, Any] = {
@@ -291,18 +303,10 @@ class PackedLoader:
             raise InvalidOptionError(
                 f"option format: expected 'rows' or 'padding_free', got {format!r}"
             )
-        if mask not in (None, "sdpa", "eager", "flex"):
-            raise InvalidOptionError(
-                f"option mask: expected None, 'sdpa', 'eager' or 'flex', got {mask!r}"
-            )
+        _check_mask(mask, format)
         if worker_type not in ("thread", "process"):
             raise InvalidOptionError(
                 f"option worker_type: expected 'thread' or 'process', got {worker_type!r}"
-            )
-        if mask is not None and format == "padding_free":
-            raise InvalidOptionError(
-                "option mask: the padding-free format has no mask (cu_seq_lens keep sequences "
-                "apart)"
             )
         plan_options = {
             "max_length": _normalise.integer("max_length", max_length),

@@ -46,48 +46,48 @@ const GENERATION_CLOSE: char = '\u{E003}';
 fn generation_marks(source: &str) -> (String, bool) {
     let mut out = String::with_capacity(source.len());
     let mut copied = 0;
-    let mut at = 0;
     let mut found = false;
-    while let Some(offset) = source[at..].find('{') {
-        let open = at + offset;
-        let rest = &source[open..];
-        if let Some(comment) = rest.strip_prefix("{#") {
-            at = comment.find("#}").map_or(source.len(), |end| open + 2 + end + 2);
-        } else if rest.starts_with("{{") {
-            at = skip_to_closer(source, open + 2, "}}").unwrap_or(source.len());
-        } else if rest.starts_with("{%") {
-            // The tag's end is searched after its `{%`: in `{%}` the `%` is the opener's, not a
-            // closer (found by the jinja fuzz target: it sliced backwards and panicked).
-            let Some(close) = skip_to_closer(source, open + 2, "%}") else { break };
-            let tag = &source[open..close];
-            let inner = tag[2..tag.len() - 2].trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
-            let mark = match inner {
-                "generation" => Some(GENERATION_OPEN),
-                "endgeneration" => Some(GENERATION_CLOSE),
-                _ => None,
-            };
-            if let Some(mark) = mark {
-                found = true;
-                out.push_str(&source[copied..open]);
-                let left = if tag[2..].starts_with('-') { "-" } else { "" };
-                let right = if tag[..tag.len() - 2].ends_with('-') { "-" } else { "" };
-                // Writing into a String cannot fail.
-                let _ = write!(out, "{{%{left} if true %}}{{{{ '{mark}' }}}}{{% endif {right}%}}");
-                copied = close;
-            }
-            at = if inner == "raw" { end_of_raw(source, close) } else { close };
-        } else {
-            at = open + 1;
-        }
+    for block in blocks(source).iter().filter(|b| b.tag) {
+        let Some(close) = block.close else { break };
+        let mark = match block.inner() {
+            "generation" => GENERATION_OPEN,
+            "endgeneration" => GENERATION_CLOSE,
+            _ => continue,
+        };
+        found = true;
+        out.push_str(&source[copied..block.open]);
+        let left = if block.code.starts_with('-') { "-" } else { "" };
+        let right = if block.code.ends_with('-') { "-" } else { "" };
+        // Writing into a String cannot fail.
+        let _ = write!(out, "{{%{left} if true %}}{{{{ '{mark}' }}}}{{% endif {right}%}}");
+        copied = close;
     }
     out.push_str(&source[copied..]);
     (out, found)
 }
 
-/// The code of every expression and tag of `source` (outside comments and raw blocks, as
-/// Jinja's lexer sees them), without its delimiters.
-fn code_blocks(source: &str) -> Vec<&str> {
-    let mut blocks = Vec::new();
+/// A `{{ ... }}` expression or `{% ... %}` tag of a source.
+struct Block<'a> {
+    /// Where its opener starts.
+    open: usize,
+    /// Where its closer ends (`None`: it is never closed).
+    close: Option<usize>,
+    /// What lies between opener and closer.
+    code: &'a str,
+    tag: bool,
+}
+
+impl Block<'_> {
+    /// The code without whitespace control and spaces (`generation`, `raw`, ...).
+    fn inner(&self) -> &str {
+        self.code.trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim()
+    }
+}
+
+/// The expressions and tags of `source` as Jinja's lexer finds them: not inside a
+/// `{# comment #}`, a string literal or a `{% raw %}` block; up to the first one not closed.
+fn blocks(source: &str) -> Vec<Block<'_>> {
+    let mut found = Vec::new();
     let mut at = 0;
     while let Some(offset) = source[at..].find('{') {
         let open = at + offset;
@@ -95,35 +95,45 @@ fn code_blocks(source: &str) -> Vec<&str> {
         if let Some(comment) = rest.strip_prefix("{#") {
             at = comment.find("#}").map_or(source.len(), |end| open + 2 + end + 2);
         } else if rest.starts_with("{{") || rest.starts_with("{%") {
-            let closer = if rest.starts_with("{{") { "}}" } else { "%}" };
-            let close = skip_to_closer(source, open + 2, closer);
-            let code = &source[open + 2..close.map_or(source.len(), |c| c - closer.len())];
-            blocks.push(code);
-            let inner = code.trim_start_matches(['-', '+']).trim_end_matches(['-', '+']).trim();
-            let close = close.unwrap_or(source.len());
-            at = if closer == "%}" && inner == "raw" { end_of_raw(source, close) } else { close };
+            let tag = rest.starts_with("{%");
+            // The closer is searched after the opener: in `{%}` the `%` is the opener's (found
+            // by the jinja fuzz target: it sliced backwards and panicked).
+            let close = skip_to_closer(source, open + 2, if tag { "%}" } else { "}}" });
+            let code = &source[open + 2..close.map_or(source.len(), |c| c - 2)];
+            found.push(Block { open, close, code, tag });
+            let Some(close) = close else { break };
+            let raw = tag && found.last().is_some_and(|b| b.inner() == "raw");
+            at = if raw { end_of_raw(source, close) } else { close };
         } else {
             at = open + 1;
         }
     }
-    blocks
+    found
 }
 
-/// The characters of `code` outside its string literals.
+/// Where the string literal whose opening `quote` ends just before `from` closes (after its
+/// closing quote; backslash escapes skipped), or the end of `text`.
+fn string_end(text: &str, from: usize, quote: char) -> usize {
+    let mut escaped = false;
+    for (offset, c) in text[from..].char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            c if c == quote => return from + offset + c.len_utf8(),
+            _ => {}
+        }
+    }
+    text.len()
+}
+
+/// The characters of `code` outside its string literals (each literal a space).
 fn outside_strings(code: &str) -> String {
     let mut out = String::with_capacity(code.len());
-    let mut chars = code.chars();
-    while let Some(c) = chars.next() {
+    let mut at = 0;
+    while let Some((offset, c)) = code[at..].char_indices().next() {
+        at += offset + c.len_utf8();
         if c == '\'' || c == '"' {
-            let mut escaped = false;
-            for d in chars.by_ref() {
-                match d {
-                    _ if escaped => escaped = false,
-                    '\\' => escaped = true,
-                    d if d == c => break,
-                    _ => {}
-                }
-            }
+            at = string_end(code, at, c);
             out.push(' ');
         } else {
             out.push(c);
@@ -136,7 +146,7 @@ fn outside_strings(code: &str) -> String {
 /// and Python write differently (minijinja's form, Python's): `~` would write it
 /// minijinja's way.
 fn concatenation(source: &str) -> (bool, Option<(String, String)>) {
-    let code: Vec<String> = code_blocks(source).into_iter().map(outside_strings).collect();
+    let code: Vec<String> = blocks(source).iter().map(|b| outside_strings(b.code)).collect();
     if !code.iter().any(|c| c.contains('~')) {
         return (false, None);
     }
@@ -195,23 +205,14 @@ fn first_float_written_apart(data: &impl serde::Serialize) -> Option<(String, St
 /// Where `closer` ends an expression or tag that starts at `from`, string literals (which may
 /// hold it) skipped; `None` if it never does.
 fn skip_to_closer(source: &str, from: usize, closer: &str) -> Option<usize> {
-    let mut chars = source[from..].char_indices();
-    while let Some((offset, c)) = chars.next() {
-        match c {
-            '\'' | '"' => {
-                // A string literal, with backslash escapes, up to its closing quote.
-                let mut escaped = false;
-                for (_, d) in chars.by_ref() {
-                    match d {
-                        _ if escaped => escaped = false,
-                        '\\' => escaped = true,
-                        d if d == c => break,
-                        _ => {}
-                    }
-                }
-            }
-            _ if source[from + offset..].starts_with(closer) => return Some(from + offset + closer.len()),
-            _ => {}
+    let mut at = from;
+    while let Some(c) = source[at..].chars().next() {
+        if c == '\'' || c == '"' {
+            at = string_end(source, at + 1, c);
+        } else if source[at..].starts_with(closer) {
+            return Some(at + closer.len());
+        } else {
+            at += c.len_utf8();
         }
     }
     None
