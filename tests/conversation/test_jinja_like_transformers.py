@@ -385,7 +385,7 @@ def test_llama31_builtin_is_the_official_template():
     from transformers import PreTrainedTokenizerFast
 
     import seqpack
-    from conftest import CHAT_DATA, require_chat_data
+    from conftest import CHAT_DATA, require_chat_data, shared_variants
 
     files = require_chat_data()
     source = (CHAT_DATA.parent / "templates" / "llama3.1.jinja").read_text(encoding="utf-8")
@@ -394,7 +394,7 @@ def test_llama31_builtin_is_the_official_template():
     tokenizer_json = _llama3_tokenizer_json()
     hf = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json))
     bos = "<|begin_of_text|>"
-    records = _shared_variants(files)
+    records = shared_variants(files)
     compared: list[dict[str, Any]] = []
     lost = 0
     for index, record in enumerate(records):
@@ -439,29 +439,6 @@ def test_llama31_builtin_is_the_official_template():
         assert labels[-1] != -100
 
 
-def _shared_variants(files: Any, text_arguments: bool = False) -> list[dict[str, Any]]:
-    """Every shared record that normalises, as given and (without one) with a system prompt
-    added; with ``text_arguments``, also the last of those with tool-call arguments as JSON
-    text where it calls tools."""
-    from conftest import load_records
-
-    records: list[dict[str, Any]] = []
-    for path in files:
-        for record in load_records(path):
-            try:
-                messages, tools = _seqpack.NativeTemplate.normalise(record)
-            except _seqpack_error():
-                continue
-            variants = [{"messages": messages, "tools": tools or None}]
-            if messages[0]["role"] != "system":
-                system = {"role": "system", "content": " Answer briefly.\n"}
-                variants.append({"messages": [system, *messages], "tools": tools or None})
-            if text_arguments and any(m.get("tool_calls") for m in messages):
-                variants.append(_with_text_arguments(variants[-1]))
-            records.extend(variants)
-    return records
-
-
 def _llama3_tokenizer_json():
     import importlib.util
     from pathlib import Path
@@ -473,29 +450,6 @@ def _llama3_tokenizer_json():
     return Path(next(iter(spec.submodule_search_locations))) / "tokenizer.json"
 
 
-def _with_text_arguments(record: dict[str, Any]) -> dict[str, Any]:
-    """The record with every tool call's arguments as JSON text (the OpenAI layout)."""
-    import json
-
-    messages = []
-    for message in record["messages"]:
-        calls = message.get("tool_calls")
-        if calls:
-            calls = [
-                {
-                    **call,
-                    "function": {
-                        **call["function"],
-                        "arguments": json.dumps(call["function"]["arguments"], ensure_ascii=False),
-                    },
-                }
-                for call in calls
-            ]
-            message = {**message, "tool_calls": calls}
-        messages.append(message)
-    return {**record, "messages": messages}
-
-
 def test_deepseek_v31_builtin_is_the_official_template():
     """The built-in 'deepseek-v3.1' against transformers rendering DeepSeek-V3.1's official
     template (needs ../shared) on every shared record, as given, with a system prompt added,
@@ -503,7 +457,7 @@ def test_deepseek_v31_builtin_is_the_official_template():
     raises; the same tokens through DeepSeek's tokenizer; the same trained bodies as the Jinja
     path gives the official template."""
     import seqpack
-    from conftest import CHAT_DATA, require_chat_data
+    from conftest import CHAT_DATA, require_chat_data, shared_variants
 
     files = require_chat_data()
     source = (CHAT_DATA.parent / "templates" / "deepseek-v3.1.jinja").read_text(encoding="utf-8")
@@ -511,7 +465,7 @@ def test_deepseek_v31_builtin_is_the_official_template():
     bos, eos = "<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>"
     builtin = _seqpack.NativeTemplate.builtin("deepseek-v3.1")
     official = _seqpack.NativeTemplate.jinja(source, eos, bos, eos)
-    records = _shared_variants(files, text_arguments=True)
+    records = shared_variants(files, text_arguments=True)
     compared: list[dict[str, Any]] = []
     raised = 0
     for index, record in enumerate(records):

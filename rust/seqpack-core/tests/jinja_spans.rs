@@ -507,6 +507,60 @@ fn a_generation_prompt_with_a_tail_history_turns_lack_opens_them_with_its_head()
 }
 
 #[test]
+fn a_content_that_goes_on_as_the_prompt_does_starts_where_the_turns_agree() {
+    // Gemma-4's layout: the prompt ends with "<|channel>...", history turns do not repeat it,
+    // and an answer opening with '<' shares one more character with the prompt: the header
+    // still ends where the content starts (before: refused).
+    let source = "{% for m in messages %}{% if m.role == 'user' %}<|U|>{{ m.content }}\
+                  {% else %}<|A|>{{ m.content }}<|end|>{% endif %}{% endfor %}\
+                  {% if add_generation_prompt %}<|A|><|channel>{% endif %}";
+    let conv = conversation(vec![user("Hi"), assistant("<html>"), user("More"), assistant("<|x")]);
+    let rendered = jinja(source, "<|end|>", "", "<|end|>").render(&conv, &[0, 1, 2, 3]).unwrap();
+    assert_tiles(&rendered);
+    for (message, answer) in [(1, "<html><|end|>"), (3, "<|x<|end|>")] {
+        let span = span_of(&rendered, message);
+        assert_eq!(&rendered.text[span.start..span.body_start], "<|A|>");
+        assert_eq!(&rendered.text[span.body_start..span.body_end], answer);
+    }
+}
+
+#[test]
+fn a_final_eos_the_generation_prompt_replaces_does_not_hide_the_prompt() {
+    // Phi-3's layout: the conversation ends with the EOS token, which the generation prompt
+    // replaces, so the prompted render does not extend the plain one (before: refused).
+    let source = "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}\
+                  {% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}";
+    let conv = conversation(vec![user("Hi"), assistant("Hello"), user("More"), assistant("Bye")]);
+    let rendered = jinja(source, "<|end|>", "", "</s>").render(&conv, &[0, 1, 2, 3]).unwrap();
+    assert_tiles(&rendered);
+    assert!(rendered.text.ends_with("<|end|>\n</s>"));
+    for (message, answer) in [(1, "Hello<|end|>"), (3, "Bye<|end|>")] {
+        let span = span_of(&rendered, message);
+        assert_eq!(&rendered.text[span.start..span.body_start], "<|assistant|>\n");
+        assert_eq!(&rendered.text[span.body_start..span.body_end], answer);
+    }
+}
+
+#[test]
+fn tool_calls_written_after_the_content_need_an_end_of_turn_marker() {
+    // GLM-4's layout: no marker ends a turn, and the calls follow the content; the body would
+    // have stopped at the (empty) content and the calls trained nothing (before: located).
+    let source = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\
+                  {% for c in m.tool_calls or [] %}<tool_call>{{ c.function.name }}</tool_call>{% endfor %}\
+                  {% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+    let conv =
+        conversation(vec![user("Weather?"), calling("", "get_weather", json!({})), tool("sunny"), assistant("Sunny.")]);
+    assert_refused(
+        jinja(source, "", "", "</s>").render(&conv, &[0, 1, 2, 3]),
+        "no end-of-turn marker follows its tool calls",
+    );
+    let ended = source.replace("</tool_call>{% endfor %}", "</tool_call>{% endfor %}<|end|>");
+    let rendered = jinja(&ended, "<|end|>", "", "</s>").render(&conv, &[0, 1, 2, 3]).unwrap();
+    let span = span_of(&rendered, 1);
+    assert_eq!(&rendered.text[span.body_start..span.body_end], "<tool_call>get_weather</tool_call><|end|>");
+}
+
+#[test]
 fn sources_the_fuzzer_found_are_errors_not_panics() {
     // `{%}`: the scanner for `{% generation %}` tags took the opener's `%` for a closer and
     // sliced backwards (jinja fuzz target). Each must compile to a template or a typed error.

@@ -552,7 +552,18 @@ impl JinjaTemplate {
             if body_start > content_start {
                 return Err(unplaceable(conversation, index, "the template's generation prompt runs past the content"));
             }
-            let body_end = find_eot(content_end, limit).unwrap_or(content_end);
+            let eot_end = find_eot(content_end, limit);
+            let message = &conversation.messages[index];
+            if message.role == Role::Assistant && !message.tool_calls.is_empty() && eot_end.is_none() {
+                // Its calls are written after its content: without an end-of-turn marker after
+                // them, where the answer ends (and so what is trained) is not known.
+                return Err(unplaceable(
+                    conversation,
+                    index,
+                    "no end-of-turn marker follows its tool calls to end the answer",
+                ));
+            }
+            let body_end = eot_end.unwrap_or(content_end);
             let end = if k + 1 == keep.len() {
                 text.len()
             } else {
@@ -605,24 +616,28 @@ impl JinjaTemplate {
         let segment_start = turn.start;
         let before = self.render_text(conversation, &keep[..k], None, false)?;
         let prompted = self.render_text(conversation, &keep[..k], None, true)?;
+        // A template may close the conversation with text that the generation prompt
+        // replaces (Phi-3's final EOS token): then the prompt is what follows the text so far
+        // up to this turn, when the prompted render repeats that text.
+        let header = prompted.strip_prefix(before.as_str()).or_else(|| prompted.strip_prefix(&text[..segment_start]));
         let turn = &text[turn];
-        match prompted.strip_prefix(before.as_str()) {
+        match header {
             Some("") => Ok(None),
             Some(header) if turn.starts_with(header) => Ok(Some(segment_start + header.len())),
             Some(header) => {
-                let common = header
-                    .char_indices()
-                    .map(|(at, c)| at + c.len_utf8())
-                    .take_while(|&end| turn.starts_with(&header[..end]))
-                    .last()
-                    .unwrap_or(0);
                 // Only a content located exactly vouches for a partial prompt: without one, a
-                // shared prefix may be another tag's (DeepSeek's `<｜` opens every tag).
-                let opens_content = content_start.is_some_and(|start| segment_start + common == start);
-                if common > 0 && opens_content {
-                    Ok(Some(segment_start + common))
-                } else {
-                    Err(unplaceable(conversation, keep[k], "the template's generation prompt does not open this turn"))
+                // shared prefix may be another tag's (DeepSeek's `<｜` opens every tag). The
+                // turn up to the content must be a prefix of the prompt (the content itself
+                // may go on as the prompt does: `<|channel>` and a content that opens with `<`).
+                match content_start {
+                    Some(start) if start > segment_start && header.starts_with(&text[segment_start..start]) => {
+                        Ok(Some(start))
+                    }
+                    _ => Err(unplaceable(
+                        conversation,
+                        keep[k],
+                        "the template's generation prompt does not open this turn",
+                    )),
                 }
             }
             None => Err(unplaceable(conversation, keep[k], "the template's generation prompt does not open this turn")),

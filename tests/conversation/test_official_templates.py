@@ -1,0 +1,123 @@
+"""Official chat templates of more model families (llama.cpp's copies of the Hugging Face
+`chat_template`s, fetched from PyPI by the test set-up) on the shared chat data (needs
+../shared): the text transformers renders, or the same refusal; and where seqpack locates the
+messages, every answer's trained text is exactly what the model writes after the template's
+generation prompt, up to its end-of-turn marker. What cannot be located is refused with a
+reason, and only records that call tools are refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from transformers.utils.chat_template_utils import _compile_jinja_template
+
+from seqpack import SeqpackError, _seqpack
+
+# template file -> (end-of-turn text, least share of rendered records located)
+OFFICIAL = {
+    "google-gemma-2-2b-it.jinja": ("<end_of_turn>", 1.0),
+    "google-gemma-4-31B-it.jinja": ("<turn|>", 0.98),
+    "microsoft-Phi-3.5-mini-instruct.jinja": ("<|end|>", 0.85),
+    "mistralai-Mistral-Nemo-Instruct-2407.jinja": ("</s>", 0.45),
+    "Mistral-Small-3.2-24B-Instruct-2506.jinja": ("</s>", 1.0),
+    "mistralai-Ministral-3-14B-Reasoning-2512.jinja": ("</s>", 1.0),
+    "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja": ("<｜end▁of▁sentence｜>", 0.85),
+    "GLM-4.6.jinja": ("", 0.85),
+    "meta-llama-Llama-3.2-3B-Instruct.jinja": ("<|eot_id|>", 0.85),
+    "meta-llama-Llama-3.3-70B-Instruct.jinja": ("<|eot_id|>", 0.85),
+    "Qwen3.5-4B.jinja": ("<|im_end|>", 0.9),
+}
+BOS, EOS = "<s>", "</s>"
+
+
+@pytest.fixture(scope="module")
+def records() -> list[dict[str, Any]]:
+    from conftest import require_chat_data, shared_variants
+
+    return shared_variants(require_chat_data())[::2]
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _answer(
+    compiled: Any, messages: list[dict[str, Any]], tools: Any, k: int, eot: str
+) -> tuple[str, str]:
+    """What the model writes for answer k, and the text before it: the render of the
+    conversation up to it, past where it leaves the render up to its generation prompt, up to
+    the end-of-turn marker."""
+    prompt = compiled.render(
+        messages=messages[:k], tools=tools, add_generation_prompt=True, bos_token=BOS, eos_token=EOS
+    )
+    full = compiled.render(messages=messages[: k + 1], tools=tools, bos_token=BOS, eos_token=EOS)
+    cut = _common_prefix(prompt, full)
+    # A content may go on as the prompt does (a prompt ending '<|channel>' and a content
+    # opening with '<'): a render whose content opens with a character no template writes
+    # shows where the content starts.
+    mark = "\ue123"
+    marked = [*messages[:k], {**messages[k], "content": mark + (messages[k]["content"] or "")}]
+    probe = compiled.render(messages=marked, tools=tools, bos_token=BOS, eos_token=EOS)
+    at = _common_prefix(prompt, probe)
+    if at < cut and probe[at] == mark:
+        cut = at
+    written = full[cut:]
+    content = messages[k]["content"] or ""
+    at = written.find(content) if content else -1
+    after = at + len(content) if at >= 0 else 0  # (contents may hold the marker's text)
+    if eot and eot in written[after:]:
+        return full[:cut], written[: written.index(eot, after) + len(eot)]
+    return full[:cut], written
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL))
+def test_official_template_renders_and_labels_as_transformers(name, records):
+    from conftest import official_templates_dir
+
+    eot, least = OFFICIAL[name]
+    source = (official_templates_dir() / name).read_text(encoding="utf-8")
+    compiled = _compile_jinja_template(source)
+    template = _seqpack.NativeTemplate.jinja(source, eot, BOS, EOS)
+    rendered = located = answers = history = 0
+    for index, record in enumerate(records):
+        messages, tools = record["messages"], record["tools"]
+        try:
+            expected = compiled.render(messages=messages, tools=tools, bos_token=BOS, eos_token=EOS)
+        except Exception:  # the template raises: so must we
+            with pytest.raises(SeqpackError):
+                template.render_text(record)
+            continue
+        assert template.render_text(record) == expected, (name, index)
+        rendered += 1
+        try:
+            text, spans = template.render(record)
+        except SeqpackError as error:
+            calls_tools = tools or any(m.get("tool_calls") or m["role"] == "tool" for m in messages)
+            content_moves = "exactly once, in order" in str(error)
+            assert calls_tools or content_moves, (name, index, error)
+            continue
+        assert text == expected
+        located += 1
+        for message, _start, body_start, body_end, _end in spans:
+            if message is not None and messages[message]["role"] == "assistant":
+                before, want = _answer(compiled, messages, tools, message, eot)
+                body = text[body_start:body_end]
+                if text.startswith(before + want):
+                    assert body == want, (name, index, message)
+                    answers += 1
+                else:
+                    # The template writes a history answer another way than the last one
+                    # (Qwen drops reasoning before the last query): the body still ends
+                    # the turn and holds the answer's text.
+                    answer = (messages[message]["content"] or "").split("</think>")[-1].strip()
+                    assert body.endswith(eot) and answer in body, (name, index, message)
+                    history += 1
+    assert rendered > 1000, (name, rendered)
+    assert located >= least * rendered, (name, located, rendered)
+    assert answers >= located and history <= answers // 2, (name, answers, history, located)
