@@ -215,8 +215,9 @@ def encode(
         ``None`` (the tokenizer's own chat template), a built-in name (``"qwen3"``,
         ``"qwen2.5"``, ``"llama3.0"`` (alias ``"llama3"``; the Llama-3.0 layout),
         ``"llama3.1"`` (Llama-3.1's official template, tools included),
-        ``"deepseek-v3.1"`` (DeepSeek-V3.1's, non-thinking mode), ``"mistral"``), a
-        Jinja ``chat_template`` string, a
+        ``"deepseek-v3.1"`` (DeepSeek-V3.1's, non-thinking mode), ``"deepseek-r1"``
+        (the R1-Distill models', without tools), ``"mistral"``, ``"gemma2"``,
+        ``"phi3.5"``), a Jinja ``chat_template`` string, a
         ``tokenizer_config.json`` or a ``.jinja`` file.
     overlong
         A conversation longer than ``max_length``: ``"truncate"`` (default; the system prompt

@@ -33,7 +33,10 @@ BUILTIN_TEMPLATES = (
     "llama3",
     "llama3.1",
     "deepseek-v3.1",
+    "deepseek-r1",
     "mistral",
+    "gemma2",
+    "phi3.5",
 )
 
 

@@ -344,3 +344,34 @@ def test_system_prompt_that_cannot_fit_drops_the_record(qwen_dir):
         report = encoded.report.records[0]
         assert (report.status, report.reason) == ("dropped", "system_prompt_too_long"), template
         assert len(encoded) == 0
+
+
+@settings(max_examples=40)
+@given(records=st.lists(conversations(), min_size=1, max_size=6), opts=options)
+@pytest.mark.parametrize("template", ["gemma2", "phi3.5", "deepseek-r1"])
+def test_newer_builtins_keep_the_accounting_promises(template, records, opts, qwen_dir):
+    """The Gemma 2, Phi-3.5 and DeepSeek-R1 built-ins under truncation and splitting: every
+    record reported once (refused ones skipped with the template's reason), every token kept
+    or counted as removed, no sample longer than max_length or without trained tokens."""
+    encoded = seqpack.encode(
+        records, tokenizer=qwen_dir, template=template, on_error="skip", **opts
+    )
+    reports = encoded.report.records
+    assert [r.record for r in reports] == list(range(len(records)))
+    for report in reports:
+        samples = [k for k in range(len(encoded)) if encoded.sample_record[k] == report.record]
+        if report.status == "skipped":
+            assert not samples and report.reason == "template_error", report
+            assert report.message and f"record {report.record}" in report.message
+            continue
+        assert len(samples) == report.windows
+        assert sum(len(encoded.sample(k)[0]) for k in samples) == report.tokens_after
+        assert report.tokens_after == report.tokens_before - sum(report.tokens_removed.values())
+        trained_total = 0
+        for k in samples:
+            tokens, labels = encoded.sample(k)
+            trained = labels != -100
+            assert len(tokens) <= opts["max_length"] and trained.any()
+            assert (labels[trained] == tokens[trained]).all()
+            trained_total += int(trained.sum())
+        assert trained_total == report.trained_after

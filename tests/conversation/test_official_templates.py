@@ -121,3 +121,79 @@ def test_official_template_renders_and_labels_as_transformers(name, records):
     assert rendered > 1000, (name, rendered)
     assert located >= least * rendered, (name, located, rendered)
     assert answers >= located and history <= answers // 2, (name, answers, history, located)
+
+
+# built-in -> (official templates, BOS, EOS, end of turn, what only the built-in refuses)
+BUILTINS = {
+    "gemma2": (
+        ["google-gemma-2-2b-it.jinja"],
+        "<bos>",
+        "<eos>",
+        "<end_of_turn>",
+        "does not render tools",
+    ),
+    "phi3.5": (
+        ["microsoft-Phi-3.5-mini-instruct.jinja"],
+        "<s>",
+        "<|endoftext|>",
+        "<|end|>",
+        "does not render tools",
+    ),
+    "deepseek-r1": (
+        ["deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", "deepseek-r1-distill-qwen.jinja"],
+        "<｜begin▁of▁sentence｜>",
+        "<｜end▁of▁sentence｜>",
+        "<｜end▁of▁sentence｜>",
+        "does not render tools|moves a system message",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_builtin_is_its_official_template(name, records):
+    """Each built-in against its family's official template, on every other shared record
+    with and without a system prompt: transformers' text, or the same refusal (plus the
+    built-in's own, tools and the like, which it names); and the same trained body for every
+    answer as the Jinja path, whose bodies the test above checks against transformers."""
+    import re
+
+    from conftest import CHAT_DATA, official_templates_dir
+
+    files, bos, eos, eot, own_refusals = BUILTINS[name]
+    builtin = _seqpack.NativeTemplate.builtin(name)
+    for file in files:
+        path = official_templates_dir() / file
+        if not path.is_file():  # (one of ../shared's)
+            path = CHAT_DATA.parent / "templates" / file
+        source = path.read_text(encoding="utf-8")
+        compiled = _compile_jinja_template(source)
+        jinja = _seqpack.NativeTemplate.jinja(source, eot, bos, eos)
+        same = bodies = refused = 0
+        for index, record in enumerate(records):
+            messages, tools = record["messages"], record["tools"]
+            try:
+                expected = compiled.render(
+                    messages=messages, tools=tools, bos_token=bos, eos_token=eos
+                )
+            except Exception:  # the template raises: so must the built-in
+                with pytest.raises(SeqpackError):
+                    builtin.render_text(record)
+                continue
+            try:
+                text, spans = builtin.render(record)
+            except SeqpackError as error:
+                assert re.search(own_refusals, str(error)), (name, file, index, error)
+                refused += 1
+                continue
+            assert text == expected, (name, file, index)
+            same += 1
+            try:
+                _, jinja_spans = jinja.render(record)
+            except SeqpackError:
+                continue
+            trained = {s[0]: s[2:4] for s in spans if s[0] is not None}
+            for message, _start, body_start, body_end, _end in jinja_spans:
+                if message is not None and messages[message]["role"] == "assistant":
+                    assert trained[message] == (body_start, body_end), (name, index, message)
+                    bodies += 1
+        assert same > 1000 and bodies > same and refused < same // 4, (file, same, bodies, refused)

@@ -1,11 +1,13 @@
 //! The built-in templates, written out in Rust: `ChatML` as Qwen3 and Qwen2.5 write it,
-//! Llama-3.0, Llama-3.1 and Mistral. Each records the span of every message as it writes.
+//! Llama-3.0, Llama-3.1, DeepSeek-V3.1 and R1, Mistral, Gemma 2 and Phi-3.5. Each records the span of every message as it writes.
 
 use super::spans::{Rendered, Writer};
 use super::tojson;
 use crate::conversation::records::{Conversation, Message, Role};
 use crate::error::{Error, Result};
 use serde_json::Value;
+
+const THINK_END: &str = "</think>";
 
 const QWEN25_DEFAULT_SYSTEM: &str = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.";
 
@@ -493,6 +495,126 @@ pub(super) fn render_deepseek_v31(conversation: &Conversation, keep: &[usize]) -
                 out.push(DEEPSEEK_EOS);
                 out.mark_body_end();
                 (after_user, after_tool) = (false, false);
+            }
+        }
+    }
+    if keep.is_empty() {
+        out.begin(None);
+        out.push(DEEPSEEK_BOS);
+    }
+    Ok(out.done())
+}
+
+/// `message {index}: ...` for a record a built-in refuses.
+fn refuse(index: usize, why: &str) -> Error {
+    template_error(&format!("message {index}: {why}"))
+}
+
+/// Gemma 2 (official template): `<bos>`, then `<start_of_turn>user|model\n` + the trimmed
+/// content + `<end_of_turn>\n` per message. The template raises on a system message and on
+/// roles that do not alternate user/assistant from a user; so does the built-in. It writes no
+/// tool calls, so a record with them is refused (they would be lost).
+pub(super) fn render_gemma2(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    no_tools(conversation, keep, "gemma2")?;
+    let mut out = Writer::default();
+    out.begin(None);
+    out.push("<bos>");
+    for (position, &index) in keep.iter().enumerate() {
+        let message = &conversation.messages[index];
+        if position == 0 && message.role == Role::System {
+            return Err(refuse(
+                index,
+                "System role not supported (the gemma2 template raises on a leading system message)",
+            ));
+        }
+        // The template's own test: users at even positions, anything else at odd ones.
+        if (message.role == Role::User) != (position % 2 == 0) {
+            return Err(refuse(index, "Conversation roles must alternate user/assistant/user/assistant/..."));
+        }
+        out.begin(Some(index));
+        out.push("<start_of_turn>");
+        out.push(if message.role == Role::Assistant { "model" } else { message.role.name() });
+        out.push("\n");
+        out.mark_body_start();
+        out.content(super::pystr::strip_space(&message.content));
+        out.push("<end_of_turn>");
+        out.mark_body_end();
+        out.push("\n");
+    }
+    Ok(out.done())
+}
+
+/// Phi-3.5 (official template): `<|role|>\n` + content + `<|end|>\n` per message, a system
+/// message only when it has text, and `<|endoftext|>` (the EOS token) after the last. The
+/// template writes neither tool calls nor tool results, so a record with them is refused.
+pub(super) fn render_phi35(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    no_tools(conversation, keep, "phi3.5")?;
+    let mut out = Writer::default();
+    for &index in keep {
+        let message = &conversation.messages[index];
+        out.begin(Some(index));
+        if message.role == Role::System && message.content.is_empty() {
+            continue;
+        }
+        out.push("<|");
+        out.push(message.role.name());
+        out.push("|>\n");
+        out.mark_body_start();
+        out.content(&message.content);
+        out.push("<|end|>");
+        out.mark_body_end();
+        out.push("\n");
+    }
+    if keep.is_empty() {
+        out.begin(None);
+    }
+    out.push("<|endoftext|>");
+    Ok(out.done())
+}
+
+/// DeepSeek-R1 (the official template of the R1-Distill models, Qwen and Llama alike):
+/// `<｜begin▁of▁sentence｜>`, the system prompt, then `<｜User｜>` + content and
+/// `<｜Assistant｜>` + the answer after the content's last `</think>` +
+/// `<｜end▁of▁sentence｜>` (the template drops the reasoning of every turn). The two official
+/// templates write tool calls in ways that differ and are malformed, so tools are refused, as
+/// is a system message after the first (the template moves it to the front).
+pub(super) fn render_deepseek_r1(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    no_tools(conversation, keep, "deepseek-r1")?;
+    let mut out = Writer::default();
+    for (position, &index) in keep.iter().enumerate() {
+        let message = &conversation.messages[index];
+        out.begin(Some(index));
+        if position == 0 {
+            out.push(DEEPSEEK_BOS);
+        }
+        match message.role {
+            Role::System if position == 0 => {
+                out.mark_body_start();
+                out.content(&message.content);
+                out.mark_body_end();
+            }
+            Role::System => {
+                return Err(refuse(
+                    index,
+                    "the deepseek-r1 template moves a system message after the first to the front of the conversation",
+                ))
+            }
+            Role::User => {
+                out.push("<｜User｜>");
+                out.mark_body_start();
+                out.content(&message.content);
+                out.mark_body_end();
+            }
+            Role::Tool => {
+                return Err(refuse(index, "the built-in 'deepseek-r1' template does not render tool results"))
+            }
+            Role::Assistant => {
+                out.push("<｜Assistant｜>");
+                out.mark_body_start();
+                let content = &message.content;
+                out.content(content.rsplit_once(THINK_END).map_or(content.as_str(), |(_, answer)| answer));
+                out.push(DEEPSEEK_EOS);
+                out.mark_body_end();
             }
         }
     }

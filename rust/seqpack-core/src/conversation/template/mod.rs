@@ -1,8 +1,8 @@
 //! Rendering a conversation to text with the byte span of every message, so labels can be
 //! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3.0,
-//! Llama-3.1 with tools, DeepSeek-V3.1, Mistral) are written out in Rust; any Hugging Face Jinja
-//! `chat_template` is rendered by minijinja in a sandbox (no file system, no Python objects,
-//! bounded work).
+//! Llama-3.1 with tools, DeepSeek-V3.1, DeepSeek-R1, Mistral, Gemma 2, Phi-3.5) are written
+//! out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
+//! (no file system, no Python objects, bounded work).
 
 mod builtin;
 mod jinja;
@@ -39,6 +39,14 @@ pub enum Template {
     /// system prompt prefixed to the first user message (the official v0.2 template raises on
     /// a system message instead).
     Mistral,
+    /// Gemma 2 (official template): `<start_of_turn>user|model`, trimmed contents, no system
+    /// role.
+    Gemma2,
+    /// Phi-3.5 (official template): `<|role|>\n...<|end|>\n`, EOS after the last message.
+    Phi35,
+    /// DeepSeek-R1 (the R1-Distill models' official template): `<｜User｜>` /
+    /// `<｜Assistant｜>` turns, each answer without its reasoning, no tools.
+    DeepSeekR1,
     /// A Hugging Face Jinja chat template.
     Jinja(Box<JinjaTemplate>),
 }
@@ -52,12 +60,15 @@ impl Template {
             "llama3.1" => Ok(Self::Llama31),
             "deepseek-v3.1" => Ok(Self::DeepSeekV31),
             "mistral" => Ok(Self::Mistral),
+            "gemma2" => Ok(Self::Gemma2),
+            "phi3.5" => Ok(Self::Phi35),
+            "deepseek-r1" => Ok(Self::DeepSeekR1),
             other => Err(Error::InvalidOption {
                 name: "template",
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
-                     'llama3.0' (alias 'llama3'), 'llama3.1', 'deepseek-v3.1', 'mistral', or a Jinja \
-                     chat_template string"
+                     'llama3.0' (alias 'llama3'), 'llama3.1', 'deepseek-v3.1', 'deepseek-r1', 'mistral', \
+                     'gemma2', 'phi3.5', or a Jinja chat_template string"
                 ),
             }),
         }
@@ -73,6 +84,9 @@ impl Template {
             Self::Llama31 => "builtin:llama3.1".into(),
             Self::DeepSeekV31 => "builtin:deepseek-v3.1".into(),
             Self::Mistral => "builtin:mistral".into(),
+            Self::Gemma2 => "builtin:gemma2".into(),
+            Self::Phi35 => "builtin:phi3.5".into(),
+            Self::DeepSeekR1 => "builtin:deepseek-r1".into(),
             Self::Jinja(template) => format!("jinja:{}", template.fingerprint()),
         }
     }
@@ -107,6 +121,9 @@ impl Template {
             Self::Llama31 => builtin::render_llama31(conversation, keep),
             Self::DeepSeekV31 => builtin::render_deepseek_v31(conversation, keep),
             Self::Mistral => builtin::render_mistral(conversation, keep),
+            Self::Gemma2 => builtin::render_gemma2(conversation, keep),
+            Self::Phi35 => builtin::render_phi35(conversation, keep),
+            Self::DeepSeekR1 => builtin::render_deepseek_r1(conversation, keep),
             Self::Jinja(template) => template.render(conversation, keep),
         }
     }
