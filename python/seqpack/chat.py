@@ -214,7 +214,8 @@ def encode(
     template
         ``None`` (the tokenizer's own chat template), a built-in name (``"qwen3"``,
         ``"qwen2.5"``, ``"llama3.0"`` (alias ``"llama3"``; the Llama-3.0 layout),
-        ``"llama3.1"`` (Llama-3.1's official template, tools included),
+        ``"llama3.1"`` (Llama-3.1's official template, tools included; also
+        ``"llama3.3"``, whose template is the same), ``"llama3.2"`` (3.1's with today's date),
         ``"deepseek-v3.1"`` (DeepSeek-V3.1's, non-thinking mode), ``"deepseek-r1"``
         (the R1-Distill models', without tools), ``"mistral"``, ``"gemma2"``,
         ``"phi3.5"``), a Jinja ``chat_template`` string, a

@@ -32,6 +32,8 @@ BUILTIN_TEMPLATES = (
     "llama3.0",
     "llama3",
     "llama3.1",
+    "llama3.2",
+    "llama3.3",
     "deepseek-v3.1",
     "deepseek-r1",
     "mistral",

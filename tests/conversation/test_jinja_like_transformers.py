@@ -353,7 +353,7 @@ def test_llama3_builtin_is_named_for_its_layout():
         record
     )
     with pytest.raises(_seqpack_error(), match=r"'llama3\.0' \(alias 'llama3'\), 'llama3\.1'"):
-        _seqpack.NativeTemplate.builtin("llama3.2")
+        _seqpack.NativeTemplate.builtin("llama2")
 
 
 def test_strftime_now_writes_todays_date_as_transformers():
@@ -377,20 +377,32 @@ def test_strftime_now_writes_todays_date_as_transformers():
         ours("{{ strftime_now('%Z') }}{% for m in messages %}{{ m.content }}{% endfor %}", record)
 
 
-def test_llama31_builtin_is_the_official_template():
-    """The built-in 'llama3.1' against transformers rendering Llama-3.1's official template
-    (needs ../shared), on every shared record, as given and with a system prompt added: the
-    same text, and the same tokens through Llama-3's tokenizer; where the built-in refuses,
-    transformers raises or the template would drop the text of an answer that calls a tool."""
+@pytest.mark.parametrize(
+    ("name", "official"),
+    [
+        ("llama3.1", "llama3.1.jinja"),
+        ("llama3.2", "meta-llama-Llama-3.2-3B-Instruct.jinja"),
+        ("llama3.3", "meta-llama-Llama-3.3-70B-Instruct.jinja"),
+    ],
+)
+def test_llama31_builtin_is_the_official_template(name, official):
+    """The built-ins 'llama3.1', 'llama3.2' (today's date) and 'llama3.3' against
+    transformers rendering the official templates (needs ../shared), on every shared record,
+    as given and with a system prompt added: the same text, and the same tokens through
+    Llama-3's tokenizer; where the built-in refuses, transformers raises or the template would
+    drop the text of an answer that calls a tool."""
     from transformers import PreTrainedTokenizerFast
 
     import seqpack
-    from conftest import CHAT_DATA, require_chat_data, shared_variants
+    from conftest import CHAT_DATA, official_templates_dir, require_chat_data, shared_variants
 
     files = require_chat_data()
-    source = (CHAT_DATA.parent / "templates" / "llama3.1.jinja").read_text(encoding="utf-8")
+    path = official_templates_dir() / official
+    if not path.is_file():  # (../shared's)
+        path = CHAT_DATA.parent / "templates" / official
+    source = path.read_text(encoding="utf-8")
     compiled = _compile_jinja_template(source)
-    builtin = _seqpack.NativeTemplate.builtin("llama3.1")
+    builtin = _seqpack.NativeTemplate.builtin(name)
     tokenizer_json = _llama3_tokenizer_json()
     hf = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json))
     bos = "<|begin_of_text|>"
@@ -424,9 +436,7 @@ def test_llama31_builtin_is_the_official_template():
     # Tokens: seqpack.encode with the built-in against the template's text tokenized by the
     # tokenizers library (what apply_chat_template(tokenize=True) does).
     sample = compared[::7]
-    encoded = seqpack.encode(
-        sample, tokenizer=tokenizer_json, template="llama3.1", max_length=1 << 20
-    )
+    encoded = seqpack.encode(sample, tokenizer=tokenizer_json, template=name, max_length=1 << 20)
     assert len(encoded) == len(sample)
     for k, record in enumerate(sample):
         text = compiled.render(

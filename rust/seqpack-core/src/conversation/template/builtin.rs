@@ -312,12 +312,12 @@ const LLAMA31_TOOLS_PREAMBLE: &str = "Given the following functions, please resp
 
 /// Llama-3.1 Instruct as its official template writes it (the variables a caller can set
 /// left at their defaults: no `builtin_tools`, `tools_in_user_message`, the fixed date
-/// "26 Jul 2024"): a system block that always carries the knowledge-cutoff lines (and
+/// "26 Jul 2024", or today's for Llama-3.2): a system block that always carries the knowledge-cutoff lines (and
 /// "Environment: ipython" with tools), the tools in the first user message, one tool call per
 /// answer as `{"name": ..., "parameters": ...}`, tool results as `ipython` turns in JSON.
 /// What the template would drop (an answer's text beside its tool call) or cannot render
 /// (several calls in one answer) is refused, never lost.
-pub(super) fn render_llama31(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+pub(super) fn render_llama31(conversation: &Conversation, keep: &[usize], date: &str) -> Result<Rendered> {
     let messages: Vec<(usize, &Message)> = keep.iter().map(|&i| (i, &conversation.messages[i])).collect();
     let tools = &conversation.tools;
     let mut rest = &messages[..];
@@ -333,7 +333,9 @@ pub(super) fn render_llama31(conversation: &Conversation, keep: &[usize]) -> Res
     if !tools.is_empty() {
         out.push("Environment: ipython\n");
     }
-    out.push("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n");
+    out.push("Cutting Knowledge Date: December 2023\nToday Date: ");
+    out.push(date);
+    out.push("\n\n");
     if let Some((_, message)) = system {
         out.mark_body_start();
         out.content(super::pystr::strip_space(&message.content));

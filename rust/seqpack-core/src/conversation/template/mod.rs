@@ -32,6 +32,10 @@ pub enum Template {
     /// system block, tools in the first user message, one JSON tool call per answer,
     /// `ipython` tool results.
     Llama31,
+    /// Llama-3.2 Instruct (official template, defaults): Llama-3.1's layout with today's date
+    /// (as transformers' `strftime_now` writes it, in local time) where 3.1 has a fixed one;
+    /// the date is read when the template is loaded.
+    Llama32 { date: String },
     /// DeepSeek-V3.1 (official template, non-thinking mode): `<｜User｜>` / `<｜Assistant｜>`
     /// turns, tool calls and results in the model's own tags.
     DeepSeekV31,
@@ -57,7 +61,13 @@ impl Template {
             "qwen3" | "chatml" => Ok(Self::Qwen3),
             "qwen2.5" | "qwen25" => Ok(Self::Qwen25),
             "llama3.0" | "llama3" => Ok(Self::Llama3),
-            "llama3.1" => Ok(Self::Llama31),
+            // Llama-3.3's official template is Llama-3.1's, character for character.
+            "llama3.1" | "llama3.3" => Ok(Self::Llama31),
+            "llama3.2" => {
+                let date = pystr::strftime_now("%d %b %Y".into())
+                    .map_err(|error| Error::Template { message: error.to_string() })?;
+                Ok(Self::Llama32 { date })
+            }
             "deepseek-v3.1" => Ok(Self::DeepSeekV31),
             "mistral" => Ok(Self::Mistral),
             "gemma2" => Ok(Self::Gemma2),
@@ -67,7 +77,7 @@ impl Template {
                 name: "template",
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
-                     'llama3.0' (alias 'llama3'), 'llama3.1', 'deepseek-v3.1', 'deepseek-r1', 'mistral', \
+                     'llama3.0' (alias 'llama3'), 'llama3.1' (alias 'llama3.3'), 'llama3.2', 'deepseek-v3.1', 'deepseek-r1', 'mistral', \
                      'gemma2', 'phi3.5', or a Jinja chat_template string"
                 ),
             }),
@@ -82,6 +92,7 @@ impl Template {
             Self::Qwen25 => "builtin:qwen2.5".into(),
             Self::Llama3 => "builtin:llama3".into(),
             Self::Llama31 => "builtin:llama3.1".into(),
+            Self::Llama32 { date } => format!("builtin:llama3.2:{date}"),
             Self::DeepSeekV31 => "builtin:deepseek-v3.1".into(),
             Self::Mistral => "builtin:mistral".into(),
             Self::Gemma2 => "builtin:gemma2".into(),
@@ -118,7 +129,8 @@ impl Template {
             Self::Qwen3 => Ok(builtin::render_chatml(conversation, keep, builtin::ChatMl::Qwen3)),
             Self::Qwen25 => Ok(builtin::render_chatml(conversation, keep, builtin::ChatMl::Qwen25)),
             Self::Llama3 => builtin::render_llama3(conversation, keep),
-            Self::Llama31 => builtin::render_llama31(conversation, keep),
+            Self::Llama31 => builtin::render_llama31(conversation, keep, "26 Jul 2024"),
+            Self::Llama32 { date } => builtin::render_llama31(conversation, keep, date),
             Self::DeepSeekV31 => builtin::render_deepseek_v31(conversation, keep),
             Self::Mistral => builtin::render_mistral(conversation, keep),
             Self::Gemma2 => builtin::render_gemma2(conversation, keep),
