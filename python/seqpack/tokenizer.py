@@ -37,6 +37,7 @@ BUILTIN_TEMPLATES = (
     "deepseek-v3.1",
     "deepseek-r1",
     "mistral",
+    "mistral-nemo",
     "gemma2",
     "phi3.5",
 )

@@ -304,6 +304,47 @@ pub(super) fn render_mistral(conversation: &Conversation, keep: &[usize]) -> Res
     Ok(out.done())
 }
 
+/// Mistral Nemo (official template; the v3 "tekken" layout): `<s>`, then `[INST]` + user +
+/// `[/INST]` and the answer + `</s>`, without the spaces of v0.1/v0.2. The template writes a
+/// system prompt only into a conversation that ends with a user message (where a generation
+/// prompt follows), so in training data it would be lost: a record with one is refused, as
+/// are tools (the template requires 9-character call ids that data seldom has).
+pub(super) fn render_mistral_nemo(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    no_tools(conversation, keep, "mistral-nemo")?;
+    let mut out = Writer::default();
+    out.begin(None);
+    out.push("<s>");
+    for (position, &index) in keep.iter().enumerate() {
+        let message = &conversation.messages[index];
+        if message.role == Role::System {
+            return Err(refuse(
+                index,
+                "the mistral-nemo template writes a system prompt only before a generation prompt, so a \
+                 training conversation would lose it",
+            ));
+        }
+        if (message.role == Role::User) != (position % 2 == 0) {
+            return Err(refuse(
+                index,
+                "After the optional system message, conversation roles must alternate user/assistant/user/assistant/...",
+            ));
+        }
+        out.begin(Some(index));
+        if message.role == Role::User {
+            out.push("[INST]");
+            out.mark_body_start();
+            out.content(&message.content);
+            out.push("[/INST]");
+        } else {
+            out.mark_body_start();
+            out.content(&message.content);
+            out.push("</s>");
+        }
+        out.mark_body_end();
+    }
+    Ok(out.done())
+}
+
 /// What Llama-3.1's template writes before the tools, in the first user message.
 const LLAMA31_TOOLS_PREAMBLE: &str = "Given the following functions, please respond with a JSON for a function call \
     with its proper arguments that best answers the given prompt.\n\n\
@@ -312,8 +353,8 @@ const LLAMA31_TOOLS_PREAMBLE: &str = "Given the following functions, please resp
 
 /// Llama-3.1 Instruct as its official template writes it (the variables a caller can set
 /// left at their defaults: no `builtin_tools`, `tools_in_user_message`, the fixed date
-/// "26 Jul 2024", or today's for Llama-3.2): a system block that always carries the knowledge-cutoff lines (and
-/// "Environment: ipython" with tools), the tools in the first user message, one tool call per
+/// "26 Jul 2024", or today's for Llama-3.2): a system block that always carries the
+/// knowledge-cutoff lines (and "Environment: ipython" with tools), the tools in the first user message, one tool call per
 /// answer as `{"name": ..., "parameters": ...}`, tool results as `ipython` turns in JSON.
 /// What the template would drop (an answer's text beside its tool call) or cannot render
 /// (several calls in one answer) is refused, never lost.

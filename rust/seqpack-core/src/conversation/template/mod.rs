@@ -1,7 +1,7 @@
 //! Rendering a conversation to text with the byte span of every message, so labels can be
 //! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3.0,
-//! Llama-3.1 with tools, DeepSeek-V3.1, DeepSeek-R1, Mistral, Gemma 2, Phi-3.5) are written
-//! out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
+//! Llama-3.1 with tools, DeepSeek-V3.1, DeepSeek-R1, Mistral, Mistral Nemo, Gemma 2,
+//! Phi-3.5) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
 //! (no file system, no Python objects, bounded work).
 
 mod builtin;
@@ -43,6 +43,9 @@ pub enum Template {
     /// system prompt prefixed to the first user message (the official v0.2 template raises on
     /// a system message instead).
     Mistral,
+    /// Mistral Nemo (official template, the v3 "tekken" layout): `<s>[INST]user[/INST]answer</s>`;
+    /// no system prompt (the template drops it from training conversations), no tools.
+    MistralNemo,
     /// Gemma 2 (official template): `<start_of_turn>user|model`, trimmed contents, no system
     /// role.
     Gemma2,
@@ -70,6 +73,7 @@ impl Template {
             }
             "deepseek-v3.1" => Ok(Self::DeepSeekV31),
             "mistral" => Ok(Self::Mistral),
+            "mistral-nemo" => Ok(Self::MistralNemo),
             "gemma2" => Ok(Self::Gemma2),
             "phi3.5" => Ok(Self::Phi35),
             "deepseek-r1" => Ok(Self::DeepSeekR1),
@@ -77,8 +81,9 @@ impl Template {
                 name: "template",
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
-                     'llama3.0' (alias 'llama3'), 'llama3.1' (alias 'llama3.3'), 'llama3.2', 'deepseek-v3.1', 'deepseek-r1', 'mistral', \
-                     'gemma2', 'phi3.5', or a Jinja chat_template string"
+                     'llama3.0' (alias 'llama3'), 'llama3.1' (alias 'llama3.3'), 'llama3.2', \
+                     'deepseek-v3.1', 'deepseek-r1', 'mistral', 'mistral-nemo', 'gemma2', 'phi3.5', \
+                     or a Jinja chat_template string"
                 ),
             }),
         }
@@ -95,6 +100,7 @@ impl Template {
             Self::Llama32 { date } => format!("builtin:llama3.2:{date}"),
             Self::DeepSeekV31 => "builtin:deepseek-v3.1".into(),
             Self::Mistral => "builtin:mistral".into(),
+            Self::MistralNemo => "builtin:mistral-nemo".into(),
             Self::Gemma2 => "builtin:gemma2".into(),
             Self::Phi35 => "builtin:phi3.5".into(),
             Self::DeepSeekR1 => "builtin:deepseek-r1".into(),
@@ -133,6 +139,7 @@ impl Template {
             Self::Llama32 { date } => builtin::render_llama31(conversation, keep, date),
             Self::DeepSeekV31 => builtin::render_deepseek_v31(conversation, keep),
             Self::Mistral => builtin::render_mistral(conversation, keep),
+            Self::MistralNemo => builtin::render_mistral_nemo(conversation, keep),
             Self::Gemma2 => builtin::render_gemma2(conversation, keep),
             Self::Phi35 => builtin::render_phi35(conversation, keep),
             Self::DeepSeekR1 => builtin::render_deepseek_r1(conversation, keep),
