@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -354,12 +355,13 @@ def encode(
 
     Options are :func:`seqpack.encode`'s, checked in the driver before anything runs. The
     tokenizer (a path, or a ``tokenizers.Tokenizer``, which pickles) and the template are
-    loaded once per actor. Records are numbered in the order Ray Data delivers the rows:
-    with ``DataContext.get_current().execution_options.preserve_order = True`` (which
-    :func:`write_store` and :func:`pack` set while they run), that is their position in
-    ``ds``. Each actor reserves ``num_cpus`` (its Rust threads use every core
-    of its node anyway): with as many actors as the cluster has CPUs, give each less than one
-    (``num_cpus=0.5``), or Ray Data cannot schedule the reads that feed them and waits.
+    loaded once per actor. Records are numbered by their position in ``ds``; the output rows
+    come in the order the actors finish them unless the Dataset's context keeps the order
+    (``DataContext.get_current().execution_options.preserve_order = True`` set before
+    ``ds`` is created: a Dataset keeps the context it was created with). Each actor reserves
+    ``num_cpus`` and runs that many Rust threads (rounded up; at least one): with as many
+    actors as the cluster has CPUs, give each less than one (``num_cpus=0.5``), or Ray Data
+    cannot schedule the reads that feed them and waits.
     """
     _ray()
     chosen = conversation_options(max_length, options)
@@ -400,20 +402,22 @@ def _encode(
         },
         batch_format="pyarrow", batch_size=batch_size, concurrency=concurrency,
         num_cpus=num_cpus, zero_copy_batch=True,
+        # An actor's Rust threads: as many as the CPUs it reserved (at least one), not every
+        # core of its node, which each actor would otherwise start.
+        runtime_env={"env_vars": {"RAYON_NUM_THREADS": str(max(1, math.ceil(num_cpus)))}},
     )  # fmt: skip
 
 
-@contextlib.contextmanager
-def _in_order() -> Iterator[None]:
-    """Ray Data keeps the input order of rows while this is open."""
+def _ordered(ds: ray.data.Dataset) -> ray.data.Dataset:
+    """``ds``, run with its rows in their order. A Dataset runs with the DataContext it was
+    created with (a copy of the current one at the time, shared by the Datasets derived from
+    it), so turning the current context's ``preserve_order`` on later does not reach it, and
+    the rows come in whatever order the actors finish them. The copy returned has a context of
+    its own with the order kept; the caller's Dataset and context are left as they were."""
     ray = _ray()
-    context = ray.data.DataContext.get_current()
-    before = context.execution_options.preserve_order
-    context.execution_options.preserve_order = True
-    try:
-        yield
-    finally:
-        context.execution_options.preserve_order = before
+    ordered = ray.data.Dataset.copy(ds, _deep_copy=True)
+    ordered.context.execution_options.preserve_order = True
+    return ordered  # type: ignore[no-any-return]  # ray is imported at run time here
 
 
 def _unwrapped(error: BaseException) -> BaseException:
@@ -478,11 +482,10 @@ def write_store(
                          num_cpus, errors_as_rows=True)  # fmt: skip
     writer = _seqpack.NativeStoreWriter(str(target), kind, bool(overwrite))
     try:
-        with _in_order():
-            if tokenizer is None:
-                _append_tokens(writer, source)
-            else:
-                _append_encoded(writer, source)
+        if tokenizer is None:
+            _append_tokens(writer, _ordered(source))
+        else:
+            _append_encoded(writer, _ordered(source))
         from seqpack import __version__
 
         info["seqpack"] = __version__
@@ -587,7 +590,9 @@ def pack(
     computed from the store's lengths; Ray tasks materialise ``rows_per_task`` rows each
     from the memory-mapped store, so on a cluster the store must be on storage every node
     sees. ``.write_parquet()``, ``.iter_torch_batches()`` and ``.streaming_split()`` are
-    Ray's own; keep the order with ``DataContext.execution_options.preserve_order``.
+    Ray's own; keep the order by setting ``DataContext.get_current().execution_options.
+    preserve_order = True`` before calling this (the Dataset keeps the context it is created
+    with), or sort by ``row``.
     """
     ray = _ray()
     from seqpack.torch import PackedRows
