@@ -330,7 +330,8 @@ def _numbered(ds: ray.data.Dataset) -> ray.data.Dataset:
     if RECORD in ds.schema().names:
         raise InvalidOptionError(f"option ds: the column {RECORD!r} is seqpack's own")
     index = ray.data.range(ds.count()).rename_columns({"id": RECORD})
-    return ds.zip(index)
+    # zip pairs rows by position, which only a Dataset that keeps its order has.
+    return _ordered(ds).zip(_ordered(index))
 
 
 def encode(

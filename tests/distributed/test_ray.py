@@ -101,6 +101,24 @@ def test_token_sequences_too(tmp_path):
     assert files_of(distributed.path) == files_of(single.path)
 
 
+def late_first_block(data: list[Any]) -> type:
+    """A user's own map stage whose first block finishes last (it waits on the first record);
+    a class defined in a function, so Ray pickles it by value for its workers."""
+    first = json.dumps(data[0], sort_keys=True)
+
+    class Late:
+        def __call__(self, batch: Any) -> Any:
+            import time
+
+            rows = [json.dumps({k: v for k, v in r.items() if v is not None}, sort_keys=True)
+                    for r in batch.to_pylist()]  # fmt: skip
+            if first in rows:
+                time.sleep(1.0)
+            return batch
+
+    return Late
+
+
 @pytest.mark.parametrize("kind", ["tokens", "conversations"])
 def test_the_order_holds_when_batches_finish_out_of_order(tmp_path, kind):
     """A Dataset runs with the DataContext it was created with: turning the current
@@ -121,29 +139,34 @@ def test_the_order_holds_when_batches_finish_out_of_order(tmp_path, kind):
                    "num_cpus": 0.5}  # fmt: skip
         single = seqpack.store.write(tmp_path / "single", data, on_error="skip", **OPTIONS)
 
-    first = json.dumps(data[0], sort_keys=True)
-
-    class Late:
-        """A user's own map stage whose first block finishes last (it waits on the first
-        record); defined here, so Ray pickles it by value for its workers."""
-
-        def __call__(self, batch: Any) -> Any:
-            import time
-
-            rows = [json.dumps({k: v for k, v in r.items() if v is not None}, sort_keys=True)
-                    for r in batch.to_pylist()]  # fmt: skip
-            if first in rows:
-                time.sleep(1.0)
-            return batch
-
     ds = ray.data.from_items(data, override_num_blocks=4)
     assert not ds.context.execution_options.preserve_order
     jittered = ds.map_batches(
-        Late, batch_size=1, concurrency=2, num_cpus=0.5, batch_format="pyarrow"
+        late_first_block(data), batch_size=1, concurrency=2, num_cpus=0.5, batch_format="pyarrow"
     )
     distributed = spray.write_store(jittered, tmp_path / "ray", **options)
     assert files_of(distributed.path) == files_of(single.path)
     assert not jittered.context.execution_options.preserve_order
+
+
+def test_encode_numbers_records_by_position_when_batches_finish_out_of_order():
+    """encode numbers records by zipping the Dataset with a row index, which pairs rows by
+    position only in a Dataset that keeps its order (Ray warns as much): each record's
+    samples are the single-process encode's, under a stage whose first block finishes last."""
+    data = records(60)
+    expected = seqpack.encode(data, on_error="skip", **OPTIONS)
+    ds = ray.data.from_items(data, override_num_blocks=4).map_batches(
+        late_first_block(data), batch_size=1, concurrency=2, num_cpus=0.5, batch_format="pyarrow"
+    )
+    rows = spray.encode(ds, on_error="skip", concurrency=2, num_cpus=0.5, **OPTIONS).take_all()
+    got: dict[int, list[list[int]]] = {}
+    for row in rows:
+        if len(row["input_ids"]):
+            got.setdefault(int(row["record"]), []).append(list(row["input_ids"]))
+    want: dict[int, list[list[int]]] = {}
+    for k in range(len(expected)):
+        want.setdefault(int(expected.sample_record[k]), []).append(expected.sample(k)[0].tolist())
+    assert got == want
 
 
 def test_packed_rows_are_byte_identical_to_pack(tmp_path):
