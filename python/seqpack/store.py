@@ -495,6 +495,29 @@ def _append_python(
     return first + count
 
 
+def _tensor_lists(column: Any) -> Any:
+    """A column of 1-D tensors as the list column it stands for. Ray Data turns list columns
+    into tensor extension columns when a stage returns numpy batches: one of fixed shape
+    (every row as long) stores each row's values as a list; a variable-shaped one stores them
+    in the ``data`` field of a struct beside their ``shape``. Anything else is returned as it
+    is, for the caller to refuse by its type."""
+    import pyarrow as pa
+
+    if not isinstance(column.type, pa.ExtensionType):
+        return column
+    storage = column.storage
+    shape = getattr(column.type, "shape", None)
+    if pa.types.is_struct(storage.type) and getattr(column.type, "ndim", None) == 1:
+        if storage.type.get_field_index("data") >= 0 and not storage.null_count:
+            return storage.field("data")
+    elif shape is not None and len(shape) == 1:
+        if pa.types.is_fixed_size_list(storage.type):
+            return storage.cast(pa.list_(storage.type.value_type))
+        if pa.types.is_list(storage.type) or pa.types.is_large_list(storage.type):
+            return storage
+    return column
+
+
 def _arrow_tokens(
     batch: Any,
 ) -> tuple[npt.NDArray[Any], npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
@@ -512,6 +535,7 @@ def _arrow_tokens(
         column = batch.column(name)
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
+        column = _tensor_lists(column)
         if column.null_count:
             raise _seqpack.InvalidRecordError(f"field '{name}': {column.null_count} rows are null")
         if not (pa.types.is_list(column.type) or pa.types.is_large_list(column.type)):

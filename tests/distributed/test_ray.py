@@ -99,6 +99,15 @@ def test_token_sequences_too(tmp_path):
     ds = ray.data.from_items([{"input_ids": s} for s in sequences], override_num_blocks=5)
     distributed = spray.write_store(ds, tmp_path / "ray")
     assert files_of(distributed.path) == files_of(single.path)
+    # Through a stage with numpy batches, whose list columns come back as Ray's tensor
+    # columns: variable-shaped, and of fixed shape where a block's rows are as long (before:
+    # "field 'input_ids' must be a list of integers, got ArrowVariableShapedTensorType").
+    equal = [s[:1] for s in sequences[:100]] + sequences[100:]
+    single = seqpack.store.write(tmp_path / "single-equal", equal)
+    ds = ray.data.from_items([{"input_ids": s} for s in equal], override_num_blocks=5)
+    numpy_stage = ds.map_batches(lambda batch: batch, batch_format="numpy")
+    distributed = spray.write_store(numpy_stage, tmp_path / "ray-equal")
+    assert files_of(distributed.path) == files_of(single.path)
 
 
 def late_first_block(data: list[Any]) -> type:
