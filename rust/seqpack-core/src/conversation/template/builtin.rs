@@ -459,6 +459,49 @@ pub(super) fn render_llama31(conversation: &Conversation, keep: &[usize], date: 
 const DEEPSEEK_BOS: &str = "<｜begin▁of▁sentence｜>";
 const DEEPSEEK_EOS: &str = "<｜end▁of▁sentence｜>";
 
+/// What the `DeepSeek` templates write alike: the BOS token before the first message, the
+/// system prompt right after it, and `<｜User｜>` turns. Opens the message's span; `true` when
+/// the message was one of those (the caller writes the others). A system message after the
+/// first, which the templates move to the front, is refused.
+fn deepseek_system_or_user(
+    out: &mut Writer,
+    position: usize,
+    index: usize,
+    message: &Message,
+    template: &str,
+) -> Result<bool> {
+    out.begin(Some(index));
+    if position == 0 {
+        out.push(DEEPSEEK_BOS);
+    }
+    match message.role {
+        Role::System if position == 0 => {}
+        Role::System => {
+            return Err(refuse(
+                index,
+                &format!(
+                    "the {template} template moves a system message after the first to the front of the conversation"
+                ),
+            ))
+        }
+        Role::User => out.push("<｜User｜>"),
+        Role::Assistant | Role::Tool => return Ok(false),
+    }
+    out.mark_body_start();
+    out.content(&message.content);
+    out.mark_body_end();
+    Ok(true)
+}
+
+/// The rendered text, with the BOS token alone when no message was kept.
+fn deepseek_done(mut out: Writer, keep: &[usize]) -> Rendered {
+    if keep.is_empty() {
+        out.begin(None);
+        out.push(DEEPSEEK_BOS);
+    }
+    out.done()
+}
+
 /// DeepSeek-V3.1 as its official template writes it in non-thinking mode (the default): the
 /// system prompt right after the BOS token, `<｜User｜>` turns, each answer to a user opened by
 /// `<｜Assistant｜></think>` (the generation prompt; an answer after tool results has none),
@@ -473,29 +516,14 @@ pub(super) fn render_deepseek_v31(conversation: &Conversation, keep: &[usize]) -
     let mut after_tool = false;
     for (position, &index) in keep.iter().enumerate() {
         let message = &conversation.messages[index];
-        out.begin(Some(index));
-        if position == 0 {
-            out.push(DEEPSEEK_BOS);
-        }
-        match message.role {
-            Role::System if position == 0 => {
-                out.mark_body_start();
-                out.content(&message.content);
-                out.mark_body_end();
-            }
-            Role::System => {
-                return Err(template_error(&format!(
-                    "message {index}: the deepseek-v3.1 template moves a system message after the first to \
-                     the front of the conversation"
-                )))
-            }
-            Role::User => {
-                out.push("<｜User｜>");
-                out.mark_body_start();
-                out.content(&message.content);
-                out.mark_body_end();
+        if deepseek_system_or_user(&mut out, position, index, message, "deepseek-v3.1")? {
+            if message.role == Role::User {
                 (after_user, after_tool) = (true, false);
             }
+            continue;
+        }
+        match message.role {
+            Role::System | Role::User => {} // written above
             Role::Tool => {
                 out.push("<｜tool▁output▁begin｜>");
                 out.mark_body_start();
@@ -541,11 +569,7 @@ pub(super) fn render_deepseek_v31(conversation: &Conversation, keep: &[usize]) -
             }
         }
     }
-    if keep.is_empty() {
-        out.begin(None);
-        out.push(DEEPSEEK_BOS);
-    }
-    Ok(out.done())
+    Ok(deepseek_done(out, keep))
 }
 
 /// `message {index}: ...` for a record a built-in refuses.
@@ -626,28 +650,11 @@ pub(super) fn render_deepseek_r1(conversation: &Conversation, keep: &[usize]) ->
     let mut out = Writer::default();
     for (position, &index) in keep.iter().enumerate() {
         let message = &conversation.messages[index];
-        out.begin(Some(index));
-        if position == 0 {
-            out.push(DEEPSEEK_BOS);
+        if deepseek_system_or_user(&mut out, position, index, message, "deepseek-r1")? {
+            continue;
         }
         match message.role {
-            Role::System if position == 0 => {
-                out.mark_body_start();
-                out.content(&message.content);
-                out.mark_body_end();
-            }
-            Role::System => {
-                return Err(refuse(
-                    index,
-                    "the deepseek-r1 template moves a system message after the first to the front of the conversation",
-                ))
-            }
-            Role::User => {
-                out.push("<｜User｜>");
-                out.mark_body_start();
-                out.content(&message.content);
-                out.mark_body_end();
-            }
+            Role::System | Role::User => {} // written above
             Role::Tool => {
                 return Err(refuse(index, "the built-in 'deepseek-r1' template does not render tool results"))
             }
@@ -661,11 +668,7 @@ pub(super) fn render_deepseek_r1(conversation: &Conversation, keep: &[usize]) ->
             }
         }
     }
-    if keep.is_empty() {
-        out.begin(None);
-        out.push(DEEPSEEK_BOS);
-    }
-    Ok(out.done())
+    Ok(deepseek_done(out, keep))
 }
 
 fn template_error(message: &str) -> Error {
