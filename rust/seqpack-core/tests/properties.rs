@@ -3,8 +3,8 @@
 use proptest::prelude::*;
 use seqpack_core::pack::Strategy as PackStrategy;
 use seqpack_core::pack::{
-    materialize, materialize_flat, materialize_with, plan, source_weights, Keep, Labels, LayoutOptions, LossWeighting,
-    Overlong, Packed, Piece, Plan, PlanOptions, Sequences,
+    materialize, materialize_flat, materialize_with, plan, source_weights, trained_tokens, Keep, Labels, LayoutOptions,
+    LossWeighting, Overlong, Packed, Piece, Plan, PlanOptions, Sequences,
 };
 use seqpack_core::{Error, IGNORE_INDEX};
 
@@ -182,9 +182,11 @@ proptest! {
     }
 
     #[test]
-    fn a_trained_mask_labels_as_the_labels_it_stands_for(lengths in prop::collection::vec(1u32..70, 1..40), trained in prop::collection::vec(any::<bool>(), 2800), max_length in 70usize..200) {
+    fn a_trained_mask_labels_as_the_labels_it_stands_for(lengths in prop::collection::vec(1u32..70, 1..40), runs in prop::collection::vec((any::<bool>(), 1usize..40), 70..2800), max_length in 70usize..200) {
         // Pieces start at every bit offset of the mask's bytes, so the byte-wise loop's
-        // unaligned head and tail are both exercised.
+        // unaligned head and tail are both exercised; runs of either kind (whole turns, as in
+        // chat data) give whole bytes of ones and of zeros, mixed bytes where they meet.
+        let trained: Vec<bool> = runs.iter().flat_map(|&(on, n)| std::iter::repeat_n(on, n)).chain(std::iter::repeat(false)).take(2800).collect();
         let total: usize = lengths.iter().map(|&n| n as usize).sum();
         let tokens: Vec<u32> = (0..total as u32).map(|t| t * 5 + 1).collect();
         let mut bits = vec![0u8; total.div_ceil(8)];
@@ -201,6 +203,11 @@ proptest! {
             materialize_flat::<u32, i64>(&masked, &plan, &layout, None).unwrap(),
             materialize_flat::<u32, i64>(&given, &plan, &layout, None).unwrap()
         );
+        // What `num_items_in_batch` counts, from the mask's bits, the labels given and the
+        // rows written alike.
+        let written = materialize::<u32, i64>(&masked, &plan, &layout).unwrap().labels.iter().filter(|&&l| l != IGNORE_INDEX).count();
+        prop_assert_eq!(trained_tokens(&masked, &plan.pieces), written);
+        prop_assert_eq!(trained_tokens(&given, &plan.pieces), written);
     }
 
     #[test]

@@ -8,11 +8,11 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use seqpack_core::pack::layout::{TokenIn, TokenOut};
 use seqpack_core::pack::{
-    materialize_flat, materialize_with, plan, source_weights, IdDtype, Labels, LayoutOptions, LossWeighting, Plan,
-    PlanOptions, Sequences,
+    materialize_flat, materialize_with, plan, source_weights, trained_tokens, IdDtype, Labels, LayoutOptions,
+    LossWeighting, Plan, PlanOptions, Sequences,
 };
 use seqpack_core::schedule::{Balance, Schedule, ScheduleOptions, StepRow};
-use seqpack_core::{Error, IGNORE_INDEX};
+use seqpack_core::Error;
 use std::sync::{Arc, Mutex};
 
 /// A schedule over a store's lengths. Each process (`DataLoader` worker, rank) builds its own;
@@ -331,11 +331,6 @@ impl NativeWindow {
     }
 }
 
-/// Labels that are trained (what `num_items_in_batch` counts).
-fn trained_tokens(labels: &[i64]) -> usize {
-    labels.iter().filter(|&&label| label != IGNORE_INDEX).count()
-}
-
 fn rows_dict<I: TokenIn, O: TokenOut + numpy::Element>(
     py: Python<'_>,
     dict: &Bound<'_, PyDict>,
@@ -346,7 +341,8 @@ fn rows_dict<I: TokenIn, O: TokenOut + numpy::Element>(
 ) -> Result<()> {
     let (packed, trained) = py.detach(|| {
         materialize_with::<I, O>(sequences, plan, layout, weights).map(|packed| {
-            let trained = trained_tokens(&packed.labels);
+            // The labels they hold that are not ignored (what `num_items_in_batch` counts).
+            let trained = trained_tokens(sequences, &plan.pieces);
             (packed, trained)
         })
     })?;
@@ -404,7 +400,8 @@ fn flat_dict<I: TokenIn, O: TokenOut + numpy::Element>(
 ) -> Result<()> {
     let (flat, trained) = py.detach(|| {
         materialize_flat::<I, O>(sequences, plan, layout, weights).map(|flat| {
-            let trained = trained_tokens(&flat.labels);
+            // The labels they hold that are not ignored (what `num_items_in_batch` counts).
+            let trained = trained_tokens(sequences, &plan.pieces);
             (flat, trained)
         })
     })?;

@@ -142,6 +142,40 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
         self.offsets.windows(2).enumerate().map(|(index, w)| checked_length(index, w[1] - w[0])).collect()
     }
 
+    /// Read one token of every cache line the `pieces` hold, and the bytes of a trained
+    /// mask under them, before they are written out. The loads do not depend on each other,
+    /// so the memory system serves many at once; reading each piece when it is written would
+    /// wait for its first lines one piece after another (pieces of a shuffled plan lie far
+    /// apart in a store that does not fit the cache).
+    fn read_ahead(&self, pieces: &[Piece]) {
+        const LINE: usize = 64;
+        let stride = (LINE / std::mem::size_of::<T>()).max(1);
+        // Every piece's start first: the offsets they come from lie apart too.
+        let mut spans: Vec<(usize, usize)> = pieces
+            .iter()
+            .map(|piece| {
+                let start = self.start_of(piece);
+                (start, start + piece.len())
+            })
+            .collect();
+        let mut sum = 0_i64;
+        // The first line of every piece, then the second of each, and so on: the loads of one
+        // round go to as many places as there are pieces, so more of them are in flight.
+        while !spans.is_empty() {
+            for &(at, _) in &spans {
+                sum = sum.wrapping_add(self.tokens[at].into());
+                if let Labels::Trained(bits) = self.labels {
+                    sum = sum.wrapping_add(i64::from(bits[at / 8]));
+                }
+            }
+            spans.retain_mut(|(at, end)| {
+                *at += stride;
+                at < end
+            });
+        }
+        std::hint::black_box(sum);
+    }
+
     /// Flat index of the first token of `piece`.
     fn start_of(&self, piece: &Piece) -> usize {
         self.offsets[piece.source()] as usize + piece.start()
@@ -451,6 +485,7 @@ pub fn materialize_with<I: TokenIn, O: TokenOut>(
         // A micro-batch: appended row after row, each cell written once (zeroing the arrays
         // first would double the writes to memory).
         let mut arrays = Arrays::with_capacity(rows * width, true, weighted);
+        sequences.read_ahead(&plan.pieces);
         for row in 0..rows {
             arrays.pieces(sequences, plan.row(row), weight_of_source);
             arrays.padding(width - used(row), pad_id);
@@ -510,9 +545,37 @@ fn segment_boundaries(plan: &Plan) -> Result<Vec<i32>> {
 /// sequence predicts) whose label is not ignored.
 fn trained_in_piece<I: TokenIn>(sequences: &Sequences<'_, I>, piece: &Piece) -> usize {
     let start = sequences.start_of(piece);
-    (1..piece.len())
-        .filter(|&k| sequences.labels.at(start + k, sequences.tokens[start + k].into()) != IGNORE_INDEX)
-        .count()
+    let n = piece.len();
+    // Token ids that cannot be negative are never IGNORE_INDEX: every label made from them
+    // (all of them, or a trained mask's) is trained, so the mask's set bits say how many.
+    if I::MIN >= 0 {
+        match sequences.labels {
+            Labels::Tokens => return n.saturating_sub(1),
+            Labels::Trained(bits) if n > 1 => return ones(bits, start + 1, start + n),
+            _ => {}
+        }
+    }
+    (1..n).filter(|&k| sequences.labels.at(start + k, sequences.tokens[start + k].into()) != IGNORE_INDEX).count()
+}
+
+/// The set bits of `bits` (bit `t % 8` of byte `t / 8`) at indices `from..to`.
+fn ones(bits: &[u8], from: usize, to: usize) -> usize {
+    let bit = |t: usize| usize::from((bits[t >> 3] >> (t & 7)) & 1);
+    let (first, last) = (from.div_ceil(8), to / 8); // the whole bytes
+    if first >= last {
+        return (from..to).map(bit).sum();
+    }
+    let whole = &bits[first..last];
+    let mut words = whole.chunks_exact(8);
+    let mut count: usize =
+        words.by_ref().map(|w| u64::from_le_bytes(w.try_into().unwrap_or_default()).count_ones() as usize).sum();
+    count += words.remainder().iter().map(|b| b.count_ones() as usize).sum::<usize>();
+    count + (from..first * 8).map(bit).sum::<usize>() + (last * 8..to).map(bit).sum::<usize>()
+}
+
+/// Tokens the rows of `pieces` train on (the labels they give that are not ignored).
+pub fn trained_tokens<I: TokenIn>(sequences: &Sequences<'_, I>, pieces: &[Piece]) -> usize {
+    pieces.iter().map(|piece| trained_in_piece(sequences, piece)).sum()
 }
 
 /// The weight of one trained token of each source sequence, from all the pieces of a plan.
@@ -543,10 +606,21 @@ fn trained_labels<I: TokenIn>(bits: &[u8], start: usize, tokens: &[I], out: &mut
     for (cells, (group, &byte)) in
         out[head..].chunks_exact_mut(8).zip(tokens[head..].chunks_exact(8).zip(&bits[(start + head) / 8..]))
     {
-        for (bit, (cell, &token)) in cells.iter_mut().zip(group).enumerate() {
-            // Branch-free: all ones where trained, so the compiler can blend eight at once.
-            let keep = -i64::from((byte >> bit) & 1);
-            *cell = (token.into() & keep) | (IGNORE_INDEX & !keep);
+        match byte {
+            // Runs of trained and untrained tokens are the common case (whole turns).
+            0xff => {
+                for (cell, &token) in cells.iter_mut().zip(group) {
+                    *cell = token.into();
+                }
+            }
+            0 => cells.fill(IGNORE_INDEX),
+            _ => {
+                // Branch-free: each lane's mask is all ones where trained.
+                let keep = &KEEP[usize::from(byte)];
+                for ((cell, &token), &keep) in cells.iter_mut().zip(group).zip(keep) {
+                    *cell = (token.into() & keep) | (IGNORE_INDEX & !keep);
+                }
+            }
         }
         done += 8;
     }
@@ -554,6 +628,21 @@ fn trained_labels<I: TokenIn>(bits: &[u8], start: usize, tokens: &[I], out: &mut
         out[k] = one(start + k, tokens[k]);
     }
 }
+
+/// For each mask byte, its eight bits as lanes of all ones (set) or zeros.
+static KEEP: [[i64; 8]; 256] = {
+    let mut table = [[0_i64; 8]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        let mut bit = 0;
+        while bit < 8 {
+            table[byte][bit] = -(((byte >> bit) & 1) as i64);
+            bit += 1;
+        }
+        byte += 1;
+    }
+    table
+};
 
 /// One micro-batch in the padding-free format: the real tokens of a plan's rows end to end.
 #[derive(Debug, Clone, PartialEq)]
@@ -591,6 +680,7 @@ pub fn materialize_flat<I: TokenIn, O: TokenOut>(
         });
     }
     let mut arrays = Arrays::<O>::with_capacity(total, false, options.loss_weights.is_some());
+    sequences.read_ahead(&plan.pieces);
     arrays.pieces(sequences, &plan.pieces, weight_of_source);
     let Out { input_ids, labels, position_ids, loss_weights, .. } = arrays;
     let max_seqlen = plan.pieces.iter().map(Piece::len).max().unwrap_or(0);

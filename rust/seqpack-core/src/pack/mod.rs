@@ -8,7 +8,8 @@ pub mod plan;
 
 pub use crate::options::{Keep, Overlong};
 pub use layout::{
-    materialize, materialize_flat, materialize_with, source_weights, FlatBatch, Labels, Packed, Sequences,
+    materialize, materialize_flat, materialize_with, source_weights, trained_tokens, FlatBatch, Labels, Packed,
+    Sequences,
 };
 pub use options::{IdDtype, LayoutOptions, LossWeighting, PlanOptions, Strategy};
 pub use plan::{lengths_from, plan, Event, EventReason, Piece, Plan, PlanColumns, Stats};
