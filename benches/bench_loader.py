@@ -10,7 +10,9 @@ in its own process:
   throughput      tokens/s delivered to the loop by PackedLoader (rows and padding-free, 0 and
                   2 workers), against a numpy copy of the same batch bytes, torchtune's
                   PackedDataset + padded_collate_packed, and TRL's pack_dataset + transformers'
-                  DataCollatorWithFlattening (their setup, the packing itself, timed apart)
+                  DataCollatorWithFlattening (their setup, the packing itself, timed apart);
+                  seqpack and the numpy copy over one whole epoch, the others over their first
+                  400 batches (their per-batch cost is Python's and steady from the start)
 
   .venv/bin/python benches/bench_loader.py
 """
@@ -88,9 +90,9 @@ def batch_tokens(batch: dict[str, Any]) -> int:
 BATCHES = 400
 
 
-def drain(loader: Any, setup: float, real: Any = None) -> dict[str, Any]:
-    """Up to BATCHES batches of ``loader``: the first one's latency, then the steady rate of the
-    rest (tokens are real tokens, padding excluded).
+def drain(loader: Any, setup: float, real: Any = None, batches: int = 0) -> dict[str, Any]:
+    """Up to ``batches`` (default BATCHES) batches of ``loader``: the first one's latency, then
+    the steady rate of the rest (tokens are real tokens, padding excluded).
 
     Only the time the loop waits in ``next()`` is counted: the benchmark's own count of each
     batch's real tokens is not the loader's cost (with torch's ``(x > 0).sum()`` it took 377 us a
@@ -103,7 +105,7 @@ def drain(loader: Any, setup: float, real: Any = None) -> dict[str, Any]:
     first = time.perf_counter() - start
     tokens = 0
     seconds = 0.0
-    for _ in range(BATCHES - 1):
+    for _ in range((batches or BATCHES) - 1):
         start = time.perf_counter()
         batch = next(iterator, None)
         seconds += time.perf_counter() - start
@@ -194,10 +196,13 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
             worker_type=cast(Any, worker_type),
         )
         setup = time.perf_counter() - start
-        return drain(loader, setup)
+        # A whole epoch: its first few hundred batches map the store's pages into the process
+        # (page faults a long run pays once per page, not per batch), so fewer would not be
+        # the rate a training run sees.
+        return drain(loader, setup, batches=len(loader))
     if kind == "numpy-copy":
         loader = sptorch.PackedLoader(store_path, max_length=L, batch_rows=BATCH_ROWS, format=extra)  # type: ignore[arg-type]
-        kept = [b for _, b in zip(range(min(len(loader), BATCHES)), loader, strict=False)]
+        kept = list(loader)  # the same whole epoch
         arrays = [[v.numpy() for v in b.values() if hasattr(v, "numpy")] for b in kept]
         tokens = sum(batch_tokens(b) for b in kept[1:])
         # What a loop that copies each batch and lets it go pays: copy, use, free.
@@ -380,9 +385,10 @@ def main() -> None:
             label = f"{name}, {workers} workers"
             theirs[label] = add(label, run(kind, folder, args.compare, str(workers)))
     print(
-        f"\nTokens delivered to the loop, {args.compare:,} sequences, {BATCHES} batches of "
-        f"{BATCH_ROWS} rows: setup (packing, loader), the first batch, then the steady rate of "
-        "the rest in real tokens per second:\n"
+        f"\nTokens delivered to the loop, {args.compare:,} sequences, batches of {BATCH_ROWS} "
+        "rows (seqpack and the numpy copy: one whole epoch; torchtune and TRL: the first "
+        f"{BATCHES}): setup (packing, loader), the first batch, then the steady rate of the rest "
+        "in real tokens per second:\n"
     )
     print(table(["loader", "setup", "first batch", "tokens/s"], rows))
     print()
