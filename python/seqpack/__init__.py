@@ -11,10 +11,11 @@ straight to :func:`pack`; :func:`plan` decides rows from lengths alone.
 0.625
 """
 
+import os
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from seqpack import store
+from seqpack import _seqpack, store
 from seqpack.batch import PackedBatch, flex_block_mask, sdpa_mask
 from seqpack.chat import EncodedConversations, encode
 from seqpack.errors import (
@@ -37,6 +38,10 @@ from seqpack.errors import (
 from seqpack.pack import STRATEGIES, Plan, pack, plan
 from seqpack.report import ConversationReport, RecordReport, ReportSummary
 from seqpack.stats import Event, PackStats
+
+# A forked child (a torch DataLoader worker, a multiprocessing pool) has none of rayon's
+# threads: the Rust side then builds pools of the child's own instead of waiting on them.
+os.register_at_fork(after_in_child=_seqpack.after_fork)
 
 
 def __getattr__(name: str) -> Any:

@@ -35,6 +35,7 @@ pub mod options;
 pub mod pack;
 pub mod schedule;
 pub mod store;
+pub mod threads;
 
 pub use error::{Error, Result};
 pub use labels::IGNORE_INDEX;

@@ -208,12 +208,16 @@ pub fn encode_records<'py>(
             }
             py.detach(|| {
                 use rayon::prelude::*;
-                texts
-                    .par_iter()
-                    .zip(&lines)
-                    .enumerate()
-                    .map(|(k, (text, &line))| parse_line(Origin { record: first_record + k, line: Some(line) }, text))
-                    .collect()
+                seqpack_core::threads::install(|| {
+                    texts
+                        .par_iter()
+                        .zip(&lines)
+                        .enumerate()
+                        .map(|(k, (text, &line))| {
+                            parse_line(Origin { record: first_record + k, line: Some(line) }, text)
+                        })
+                        .collect()
+                })
             })
         }
         (Some(list), _, None) => {

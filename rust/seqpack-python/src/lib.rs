@@ -32,5 +32,14 @@ fn _seqpack(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_class::<schedule::NativeWindow>()?;
     module.add_function(wrap_pyfunction!(store::store_check, module)?)?;
     module.add_function(wrap_pyfunction!(store::store_check_offsets, module)?)?;
+    module.add_function(wrap_pyfunction!(after_fork, module)?)?;
     Ok(())
+}
+
+/// Call in a child process right after `fork` (the package registers it with
+/// `os.register_at_fork`): the threads of rayon's pools did not come along, so parallel work
+/// runs on a pool of the child's own from then on, not on one that would never answer.
+#[pyfunction]
+fn after_fork() {
+    seqpack_core::threads::forked();
 }

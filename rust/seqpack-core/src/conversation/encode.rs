@@ -632,15 +632,17 @@ pub fn encode_all(
     tokenizer: &Tokenizer,
     options: &EncodeOptions,
 ) -> Result<(Vec<Sample>, Vec<RecordReport>)> {
-    let outcomes: Vec<Result<(Vec<Sample>, RecordReport)>> = records
-        .par_iter()
-        .map(|parsed| match &parsed.conversation {
-            Ok(conversation) => {
-                encode_conversation(conversation, parsed.record, parsed.line, template, tokenizer, options)
-            }
-            Err(error) => Err(error.clone()),
-        })
-        .collect();
+    let outcomes: Vec<Result<(Vec<Sample>, RecordReport)>> = crate::threads::install(|| {
+        records
+            .par_iter()
+            .map(|parsed| match &parsed.conversation {
+                Ok(conversation) => {
+                    encode_conversation(conversation, parsed.record, parsed.line, template, tokenizer, options)
+                }
+                Err(error) => Err(error.clone()),
+            })
+            .collect()
+    });
     let mut samples = Vec::new();
     let mut reports = Vec::with_capacity(records.len());
     for (parsed, outcome) in records.iter().zip(outcomes) {

@@ -40,19 +40,20 @@ pub fn flatten(samples: &[Sample]) -> Result<Flat> {
         token_rest = token_tail;
         label_rest = label_tail;
     }
-    let first_bad = outs
-        .into_par_iter()
-        .zip(samples)
-        .enumerate()
-        .with_min_len(64)
-        .map(|(index, ((token_out, label_out), sample))| {
-            label_out.copy_from_slice(&sample.labels);
-            for (position, (cell, &token)) in token_out.iter_mut().zip(&sample.tokens).enumerate() {
-                *cell = i32::try_from(token).map_err(|_| (index, position, token))?;
-            }
-            Ok(())
-        })
-        .find_first(std::result::Result::is_err);
+    let first_bad = crate::threads::install(|| {
+        outs.into_par_iter()
+            .zip(samples)
+            .enumerate()
+            .with_min_len(64)
+            .map(|(index, ((token_out, label_out), sample))| {
+                label_out.copy_from_slice(&sample.labels);
+                for (position, (cell, &token)) in token_out.iter_mut().zip(&sample.tokens).enumerate() {
+                    *cell = i32::try_from(token).map_err(|_| (index, position, token))?;
+                }
+                Ok(())
+            })
+            .find_first(std::result::Result::is_err)
+    });
     if let Some(Err((index, position, value))) = first_bad {
         return Err(Error::InvalidToken {
             index,

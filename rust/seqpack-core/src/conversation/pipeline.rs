@@ -29,19 +29,23 @@ pub fn encode_records(
     if records.is_empty() {
         return Err(Error::EmptyInput);
     }
-    let parsed: Vec<Parsed> = records
-        .into_par_iter()
-        .map(|raw| Parsed {
-            record: raw.origin.record,
-            line: raw.origin.line,
-            conversation: raw
-                .value
-                .and_then(|value| parse_record(&value, options.format, &options.mapping, raw.origin)),
-        })
-        .collect();
+    let parsed: Vec<Parsed> = crate::threads::install(|| {
+        records
+            .into_par_iter()
+            .map(|raw| Parsed {
+                record: raw.origin.record,
+                line: raw.origin.line,
+                conversation: raw
+                    .value
+                    .and_then(|value| parse_record(&value, options.format, &options.mapping, raw.origin)),
+            })
+            .collect()
+    });
     let (samples, reports) = encode_all(&parsed, template, tokenizer, options)?;
     let flat = flatten(&samples)?;
     // Freeing a million small vectors is work too: in parallel, not after the fact on one thread.
-    rayon::join(|| samples.into_par_iter().for_each(drop), || parsed.into_par_iter().for_each(drop));
+    crate::threads::install(|| {
+        rayon::join(|| samples.into_par_iter().for_each(drop), || parsed.into_par_iter().for_each(drop))
+    });
     Ok(Encoded { flat, reports })
 }

@@ -78,7 +78,9 @@ fn read_in_blocks(
                 })
                 .collect();
             count += lines.len();
-            let parsed: Vec<RawRecord> = lines.into_par_iter().map(|(origin, line)| parse_line(origin, line)).collect();
+            let parsed: Vec<RawRecord> = crate::threads::install(|| {
+                lines.into_par_iter().map(|(origin, line)| parse_line(origin, line)).collect()
+            });
             for record in parsed {
                 pending.push(record);
                 if pending.len() == chunk_size {
@@ -200,15 +202,17 @@ fn skip_byte_order_mark(input: &mut std::io::BufReader<std::fs::File>) -> std::i
 
 /// Parse each record's text, in parallel (each is independent).
 fn parse_all(texts: Vec<(Origin, LineText)>) -> Vec<RawRecord> {
-    texts
-        .into_par_iter()
-        .map(|(origin, text)| RawRecord {
-            origin,
-            value: text.map_err(|message| origin.error("", message)).and_then(|text| {
-                serde_json::from_str::<Value>(&text).map_err(|e| origin.error("", format!("not valid JSON: {e}")))
-            }),
-        })
-        .collect()
+    crate::threads::install(|| {
+        texts
+            .into_par_iter()
+            .map(|(origin, text)| RawRecord {
+                origin,
+                value: text.map_err(|message| origin.error("", message)).and_then(|text| {
+                    serde_json::from_str::<Value>(&text).map_err(|e| origin.error("", format!("not valid JSON: {e}")))
+                }),
+            })
+            .collect()
+    })
 }
 
 /// Counts the newlines of what passes through.

@@ -226,7 +226,7 @@ impl<'a, T: TokenIn> Sequences<'a, T> {
         let worst = if pieces.len() < PARALLEL_PIECES {
             pieces.iter().filter_map(found).min_by(lowest)
         } else {
-            pieces.par_iter().filter_map(found).min_by(lowest)
+            crate::threads::install(|| pieces.par_iter().filter_map(found).min_by(lowest))
         };
         worst.map_or(Ok(()), |(_, _, error)| Err(error))
     }
@@ -494,9 +494,11 @@ pub fn materialize_with<I: TokenIn, O: TokenOut>(
     } else {
         // The whole dataset: zeroed arrays (fresh pages from the kernel), rows in parallel.
         let mut arrays = Arrays::zeroed(rows * width, weighted);
-        arrays.rows(width).into_par_iter().with_min_len(16).enumerate().for_each(|(row, mut out)| {
-            out.pieces(sequences, plan.row(row), weight_of_source);
-            out.padding(width - used(row), pad_id);
+        crate::threads::install(|| {
+            arrays.rows(width).into_par_iter().with_min_len(16).enumerate().for_each(|(row, mut out)| {
+                out.pieces(sequences, plan.row(row), weight_of_source);
+                out.padding(width - used(row), pad_id);
+            });
         });
         arrays
     };

@@ -134,7 +134,7 @@ impl Tokenizer {
         let run = || -> Result<Vec<Vec<u32>>> {
             texts.par_iter().map(|text| self.encode(text).map(|(ids, _)| ids)).collect()
         };
-        let encoded = if threads == 0 { run()? } else { pool(threads)?.install(run)? };
+        let encoded = if threads == 0 { crate::threads::install(run)? } else { pool(threads)?.install(run)? };
         let mut ends = Vec::with_capacity(encoded.len());
         let mut ids = Vec::with_capacity(encoded.iter().map(Vec::len).sum());
         for text in encoded {
@@ -147,10 +147,13 @@ impl Tokenizer {
 
 /// A rayon pool of `threads` threads, built once per count and kept: the fast path's word
 /// caches live per thread, so a fresh pool per call would time cold caches.
+/// Pools of an older [`crate::threads::generation`] (built before a fork) have no threads here.
 fn pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
-    static POOLS: std::sync::Mutex<Vec<(usize, std::sync::Arc<rayon::ThreadPool>)>> = std::sync::Mutex::new(Vec::new());
+    type Pools = Vec<(usize, usize, std::sync::Arc<rayon::ThreadPool>)>;
+    static POOLS: std::sync::Mutex<Pools> = std::sync::Mutex::new(Vec::new());
+    let generation = crate::threads::generation();
     let mut pools = POOLS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some((_, pool)) = pools.iter().find(|(n, _)| *n == threads) {
+    if let Some((_, _, pool)) = pools.iter().find(|(g, n, _)| (*g, *n) == (generation, threads)) {
         return Ok(pool.clone());
     }
     let pool = rayon::ThreadPoolBuilder::new()
@@ -158,7 +161,7 @@ fn pool(threads: usize) -> Result<std::sync::Arc<rayon::ThreadPool>> {
         .build()
         .map_err(|e| Error::Tokenizer { message: format!("thread pool: {e}") })?;
     let pool = std::sync::Arc::new(pool);
-    pools.push((threads, pool.clone()));
+    pools.push((generation, threads, pool.clone()));
     Ok(pool)
 }
 
