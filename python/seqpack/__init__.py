@@ -34,6 +34,7 @@ from seqpack.errors import (
     TokenizerError,
     TooLargeError,
     TooManyTokensError,
+    WorkerError,
 )
 from seqpack.pack import STRATEGIES, Plan, pack, plan
 from seqpack.report import ConversationReport, RecordReport, ReportSummary
@@ -83,6 +84,7 @@ __all__ = [
     "TokenizerError",
     "TooLargeError",
     "TooManyTokensError",
+    "WorkerError",
     "__version__",
     "encode",
     "flex_block_mask",

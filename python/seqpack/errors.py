@@ -28,6 +28,11 @@ class TooLargeError(SeqpackError):
     model; ask for a row range instead."""
 
 
+class WorkerError(SeqpackError, RuntimeError):
+    """A loader's worker process ended (killed, out of memory) before it handed over the batch
+    it was preparing; the message names it, its exit code and the step."""
+
+
 __all__ = [
     "EmptyInputError",
     "EmptySequenceError",
@@ -44,4 +49,5 @@ __all__ = [
     "TokenizerError",
     "TooLargeError",
     "TooManyTokensError",
+    "WorkerError",
 ]

@@ -26,7 +26,13 @@ import hashlib
 import itertools
 import json
 import math
+import mmap
+import multiprocessing
 import os
+import pickle
+import signal
+import traceback
+import warnings
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,7 +49,7 @@ from seqpack.batch import (
     rows_varlen,
     sdpa_mask,
 )
-from seqpack.errors import InvalidOptionError
+from seqpack.errors import InvalidOptionError, WorkerError
 from seqpack.stats import Event, PackStats, events_from_native
 from seqpack.store import TokenStore, _Plan
 
@@ -52,6 +58,10 @@ Mask = Literal["sdpa", "eager", "flex"]
 WorkerType = Literal["thread", "process"]
 
 STATE_VERSION = 1
+
+# Worker processes are forked (the shared slots and the plan come along); where the platform
+# cannot fork, a torch DataLoader's workers carry the batches instead.
+_FORK = "fork" in multiprocessing.get_all_start_methods()
 
 
 def _open(store: TokenStore | str | os.PathLike[str]) -> TokenStore:
@@ -129,9 +139,12 @@ class _Steps:
         return int(self.plan.native.steps)
 
     def __getitem__(self, step: int) -> dict[str, Any]:
+        return _model_inputs(self.raw(step), self.padding_free, self.mask)
+
+    def raw(self, step: int) -> dict[str, Any]:
+        """The step's arrays as the Rust side makes them (numpy, before torch)."""
         rows = self.plan.native.rank_rows(self.epoch, step, self.rank)
-        raw = self.plan.materialize(rows, self.padding_free)
-        return _model_inputs(raw, self.padding_free, self.mask)
+        return self.plan.materialize(rows, self.padding_free)
 
 
 def _first(batch: Any) -> Any:
@@ -244,10 +257,13 @@ class PackedLoader:
         Batches materialised ahead, in parallel; 0: each one when it is asked for.
     worker_type
         ``"thread"`` (the default): threads of this process; the Rust materialisation runs
-        without the GIL and the batch is handed over without a copy. ``"process"``: a torch
-        ``DataLoader``'s worker processes, which hand every batch over through shared memory
-        (each batch's tensors in one segment; ~1.5 ms per 1 MB batch on 2 cores, several
-        times the materialisation itself); for loops whose own Python work holds the GIL.
+        without the GIL and the batch is handed over without a copy. ``"process"``: processes
+        forked from this one when iteration starts (where the platform cannot fork, a torch
+        ``DataLoader``'s workers); each writes its batches into slots of one shared mapping,
+        and this process copies each batch out once (no new shared segment, no per-tensor
+        pickling). For loops whose own Python work holds the GIL. A worker that dies raises
+        :class:`~seqpack.errors.WorkerError` naming it and the step; an error in a worker is
+        raised here as it was raised there.
     pin_memory
         Pin batches for asynchronous copies to a GPU.
     remainder
@@ -344,6 +360,14 @@ class PackedLoader:
             raise InvalidOptionError(f"option num_workers: must be >= 0, got {num_workers}")
         self.worker_type: WorkerType = worker_type
         self.pin_memory = _normalise.flag("pin_memory", pin_memory)
+        if self.pin_memory and not torch.cuda.is_available():
+            # As torch's DataLoader does: pinning needs an accelerator, and the batches are the
+            # same without it.
+            warnings.warn(
+                "pin_memory=True, but no accelerator is available: batches are not pinned",
+                stacklevel=2,
+            )
+            self.pin_memory = False
         self.prefetch_factor = (
             None
             if prefetch_factor is None
@@ -455,6 +479,13 @@ class PackedLoader:
         elif self.worker_type == "thread":
             ahead = self.num_workers * (self.prefetch_factor or 2)
             source = _in_threads(steps, indices, self.num_workers, ahead, self.pin_memory)
+        elif _FORK:
+            options = self._plan.schedule_options
+            rows = int(self._plan.native.rows_per_step) // int(options["world_size"])
+            source = _in_processes(
+                steps, indices, self.num_workers, self.prefetch_factor or 2, self.pin_memory,
+                rows * int(options["plan"]["max_length"]),
+            )  # fmt: skip
         else:
             loader: torch.utils.data.DataLoader[Any] = torch.utils.data.DataLoader(
                 _OneBuffer(steps), batch_size=None, sampler=indices, num_workers=self.num_workers,  # type: ignore[arg-type]
@@ -493,6 +524,150 @@ def _in_threads(
         for future in pending:
             future.cancel()
         pool.shutdown(wait=True)
+
+
+# Each array of a batch in a slot starts on a cache line of its own.
+_ALIGN = 64
+
+
+def _slot_bytes(cells: int) -> int:
+    """The most bytes one micro-batch of ``cells`` cells (rows x max_length, or padding-free
+    tokens) writes: per cell at most 32 bytes of per-token arrays (ids, labels, positions,
+    segments, weights) and 20 of per-segment ones (a segment is at least one cell), plus the
+    alignment of each array. A batch that would not fit still goes through, by the pipe."""
+    return 52 * max(cells, 1) + 64 + 16 * _ALIGN
+
+
+def _serve(conn: Any, shared: mmap.mmap, steps: _Steps) -> None:
+    """A worker process: materialise each step the loop's process asks for into the slot it
+    names, and answer with where each array lies; the arrays' bytes never go through the pipe.
+    Stops when asked (None) or when the loop's process is gone."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the loop's to handle
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task is None:
+            return
+        step, offset, size = task
+        try:
+            raw = steps.raw(step)
+            layout: list[tuple[str, str, tuple[int, ...], int]] = []
+            at = offset
+            for key, value in raw.items():
+                if not isinstance(value, np.ndarray):
+                    layout.append((key, "", (), -1))
+                    continue
+                if at + value.nbytes > offset + size:
+                    conn.send(("inline", raw))
+                    break
+                cells = np.frombuffer(shared, dtype=value.dtype, count=value.size, offset=at)
+                cells[:] = value.reshape(-1)
+                layout.append((key, value.dtype.str, value.shape, at - offset))
+                at += -(-value.nbytes // _ALIGN) * _ALIGN
+            else:
+                rest = {
+                    key: value for key, value in raw.items() if not isinstance(value, np.ndarray)
+                }
+                conn.send(("slot", layout, rest, at - offset))
+        except Exception as error:  # handed to the loop's process, which raises it
+            try:
+                pickle.dumps(error)
+            except Exception:
+                error = RuntimeError(repr(error))
+            conn.send(("error", error, traceback.format_exc()))
+
+
+def _in_processes(
+    steps: _Steps, indices: range, workers: int, ahead: int, pin: bool, cells: int
+) -> Iterator[dict[str, Any]]:
+    """The batches of ``indices``, in order, materialised up to ``ahead`` per worker at a time
+    by ``workers`` processes forked from this one. Each worker has ``ahead`` slots of one
+    anonymous shared mapping, made before the fork; this process copies each batch out of its
+    slot (one copy of its bytes) and then gives the slot the worker's next step. Step k goes
+    to worker k % workers, so the order is fixed."""
+    context = multiprocessing.get_context("fork")
+    slot = _slot_bytes(cells)
+    shared = mmap.mmap(-1, workers * ahead * slot)  # MAP_SHARED | MAP_ANONYMOUS
+    conns: list[Any] = []
+    processes: list[Any] = []
+    try:
+        for w in range(workers):
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_serve, args=(theirs, shared, steps), name=f"seqpack-loader-{w}",
+                daemon=True,
+            )  # fmt: skip
+            process.start()
+            theirs.close()
+            conns.append(ours)
+            processes.append(process)
+
+        def send(k: int) -> None:
+            w = k % workers
+            start = (w * ahead + (k // workers) % ahead) * slot
+            conns[w].send((indices[k], start, slot))
+
+        for k in range(min(len(indices), workers * ahead)):
+            send(k)
+        for k in range(len(indices)):
+            w = k % workers
+            message = _receive(conns[w], processes[w], indices[k])
+            if message[0] == "error":
+                _, error, where = message
+                error.add_note(f"in loader worker process {w}, step {indices[k]}:\n{where}")
+                raise error
+            if message[0] == "inline":
+                raw = message[1]
+            else:
+                _, layout, rest, used = message
+                start = (w * ahead + (k // workers) % ahead) * slot
+                blob = np.empty(used, dtype=np.uint8)
+                blob[:] = np.frombuffer(shared, dtype=np.uint8, count=used, offset=start)
+                raw = {
+                    key: rest[key]
+                    if at < 0
+                    else blob[at : at + math.prod(shape) * np.dtype(dtype).itemsize]
+                    .view(dtype)
+                    .reshape(shape)
+                    for key, dtype, shape, at in layout
+                }
+            if k + workers * ahead < len(indices):
+                send(k + workers * ahead)  # the slot is free again
+            batch = _model_inputs(raw, steps.padding_free, steps.mask)
+            yield _pin(batch) if pin else batch
+    finally:
+        for conn in conns:
+            try:
+                conn.send(None)
+            except OSError:
+                pass
+        for process in processes:
+            process.join(timeout=5)
+            if process.is_alive():
+                process.terminate()
+                process.join()
+        for conn in conns:
+            conn.close()
+        shared.close()
+
+
+def _receive(conn: Any, process: Any, step: int) -> Any:
+    """The worker's answer for ``step``; a typed error if it ended without one."""
+    while not conn.poll(1.0):
+        if not process.is_alive():
+            break
+    else:
+        try:
+            return conn.recv()
+        except (EOFError, OSError):
+            pass
+    process.join(timeout=1)
+    raise WorkerError(
+        f"loader worker process {process.name} (pid {process.pid}) ended with exit code "
+        f"{process.exitcode} while preparing step {step}"
+    )
 
 
 def _pin(batch: dict[str, Any]) -> dict[str, Any]:

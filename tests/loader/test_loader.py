@@ -6,6 +6,8 @@ is safe to splat into a real model."""
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
+import os
 from collections import Counter
 from typing import Any
 
@@ -204,6 +206,90 @@ def test_worker_processes_hand_over_masks_and_weights_unchanged(tmp_path_factory
         for a, b in pairs:
             assert digest(a) == digest(b)
             assert b["cu_seq_lens_q"] is b["cu_seq_lens_k"]
+
+
+def process_loader(store: Any, **options: Any) -> sptorch.PackedLoader:
+    return sptorch.PackedLoader(
+        store, max_length=32, batch_rows=2, seed=3, num_workers=2, worker_type="process", **options
+    )
+
+
+def test_worker_processes_hand_over_batches_too_big_for_their_slot(tmp_path_factory, monkeypatch):
+    # A batch whose arrays do not fit the slot goes through the pipe whole: the same bytes.
+    store = make_store(tmp_path_factory, [(i * 11) % 29 + 1 for i in range(60)])
+    for fmt in ("rows", "padding_free"):
+        here = [digest(b) for b in process_loader(store, format=fmt)]
+        monkeypatch.setattr(sptorch, "_slot_bytes", lambda cells: 200)
+        there = [digest(b) for b in process_loader(store, format=fmt)]
+        monkeypatch.undo()
+        assert there == here and len(here) > 1
+
+
+def test_without_fork_a_torch_dataloader_carries_the_batches(tmp_path_factory, monkeypatch):
+    # Where the platform cannot fork, torch's DataLoader workers (its start method) carry them.
+    store = make_store(tmp_path_factory, [(i * 11) % 29 + 1 for i in range(60)])
+    here = [digest(b) for b in sptorch.PackedLoader(store, max_length=32, batch_rows=2, seed=3)]
+    monkeypatch.setattr(sptorch, "_FORK", False)
+    assert [digest(b) for b in process_loader(store)] == here
+
+
+def test_an_error_in_a_worker_process_is_raised_in_the_loop_with_its_step(
+    tmp_path_factory, monkeypatch
+):
+    store = make_store(tmp_path_factory, [(i * 11) % 29 + 1 for i in range(60)])
+    real = sptorch._Steps.raw
+
+    def failing(self: Any, step: int) -> dict[str, Any]:
+        if step == 3:
+            raise seqpack.InvalidStoreError("tokens.u32 changed under the loader")
+        return real(self, step)
+
+    monkeypatch.setattr(sptorch._Steps, "raw", failing)
+    seen = []
+    with pytest.raises(seqpack.InvalidStoreError, match="changed under") as raised:
+        for batch in process_loader(store):
+            seen.append(batch)
+    assert len(seen) == 3  # steps 0, 1 and 2 came first, in order
+    assert any("worker process 1, step 3" in note for note in raised.value.__notes__)
+
+
+def test_a_worker_process_that_dies_is_a_typed_error_not_a_hang(tmp_path_factory, monkeypatch):
+    store = make_store(tmp_path_factory, [(i * 11) % 29 + 1 for i in range(60)])
+    real = sptorch._Steps.raw
+
+    def dying(self: Any, step: int) -> dict[str, Any]:
+        if step == 4:
+            os._exit(9)  # as the kernel's OOM killer would end it, with no word to the loop
+        return real(self, step)
+
+    monkeypatch.setattr(sptorch._Steps, "raw", dying)
+    with pytest.raises(seqpack.WorkerError, match=r"exit code 9 while preparing step 4"):
+        for _ in process_loader(store):
+            pass
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("seqpack")]
+
+
+def test_leaving_the_loop_early_stops_the_worker_processes(tmp_path_factory):
+    store = make_store(tmp_path_factory, [(i * 11) % 29 + 1 for i in range(60)])
+    iterator = iter(process_loader(store))
+    next(iterator)
+    assert len([p for p in multiprocessing.active_children() if p.name.startswith("seqpack")]) == 2
+    iterator.close()
+    assert not [p for p in multiprocessing.active_children() if p.name.startswith("seqpack")]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machines with no GPU")
+def test_pin_memory_without_an_accelerator_warns_and_gives_the_same_batches(tmp_path_factory):
+    store = make_store(tmp_path_factory, [(i * 11) % 29 + 1 for i in range(60)])
+    here = [digest(b) for b in sptorch.PackedLoader(store, max_length=32, batch_rows=2, seed=3)]
+    modes: list[tuple[int, sptorch.WorkerType]] = [(0, "thread"), (2, "thread"), (2, "process")]
+    for workers, kind in modes:
+        with pytest.warns(UserWarning, match="no accelerator is available"):
+            loader = sptorch.PackedLoader(
+                store, max_length=32, batch_rows=2, seed=3, pin_memory=True,
+                num_workers=workers, worker_type=kind,
+            )  # fmt: skip
+        assert [digest(b) for b in loader] == here
 
 
 def test_a_pinned_payload_with_lists_for_tuples_unpacks_the_same():
