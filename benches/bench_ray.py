@@ -191,11 +191,15 @@ def main() -> None:
     nodes, node_cores = 16, 32
     encode_s = total / (per_core * nodes * node_cores)
     driver_s = total / (args.records / append)
+
+    def span(seconds: float) -> str:
+        return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
     print(
         f"estimate, 100M conversations ({per_token:.0f} tokens each, as here) on 16 nodes x "
-        f"{node_cores} cores: encoding {encode_s / 60:.0f} min at {per_core:,.0f} records/s per "
-        f"core (measured here), the driver's appends {driver_s / 60:.0f} min at the rate above; "
-        f"they overlap, so about {max(encode_s, driver_s) / 60:.0f} min, bound by the "
+        f"{node_cores} cores: encoding {span(encode_s)} at {per_core:,.0f} records/s per "
+        f"core (measured here), the driver's appends {span(driver_s)} at the rate above; "
+        f"they overlap, so about {span(max(encode_s, driver_s))}, bound by the "
         f"{'driver' if driver_s > encode_s else 'encoders'}"
     )
     ray.shutdown()
