@@ -264,11 +264,10 @@ trait Cells<T: Copy> {
     fn put(&mut self, values: impl ExactSizeIterator<Item = T>);
     /// `n` cells of `value`.
     fn put_n(&mut self, value: T, n: usize);
-    /// `n` cells handed to `finish`, which writes every one of them (`value` is what a vector
-    /// grows with first).
-    fn put_with(&mut self, n: usize, value: T, finish: impl FnOnce(&mut [T]));
     /// The last `n` cells written.
     fn tail(&self, n: usize) -> &[T];
+    /// The last `n` cells written, to change.
+    fn tail_mut(&mut self, n: usize) -> &mut [T];
 }
 
 impl<T: Copy> Cells<T> for Vec<T> {
@@ -280,14 +279,13 @@ impl<T: Copy> Cells<T> for Vec<T> {
         self.resize(self.len() + n, value);
     }
 
-    fn put_with(&mut self, n: usize, value: T, finish: impl FnOnce(&mut [T])) {
-        let from = self.len();
-        self.resize(from + n, value);
-        finish(&mut self[from..]);
-    }
-
     fn tail(&self, n: usize) -> &[T] {
         &self[self.len() - n..]
+    }
+
+    fn tail_mut(&mut self, n: usize) -> &mut [T] {
+        let len = self.len();
+        &mut self[len - n..]
     }
 }
 
@@ -320,12 +318,12 @@ impl<T: Copy> Cells<T> for Cursor<'_, T> {
         self.next(n).fill(value);
     }
 
-    fn put_with(&mut self, n: usize, _value: T, finish: impl FnOnce(&mut [T])) {
-        finish(self.next(n));
-    }
-
     fn tail(&self, n: usize) -> &[T] {
         &self.cells[self.at - n..self.at]
+    }
+
+    fn tail_mut(&mut self, n: usize) -> &mut [T] {
+        &mut self.cells[self.at - n..self.at]
     }
 }
 
@@ -363,21 +361,21 @@ where
             let tokens = &sequences.tokens[start..start + n];
             // Validated before: every token fits `O`.
             self.input_ids.put(tokens.iter().map(|&token| O::try_from(token.into()).unwrap_or_default()));
-            self.labels.put_with(n, IGNORE_INDEX, |labels| {
-                match sequences.labels {
-                    Labels::Given(given) => labels.copy_from_slice(&given[start..start + n]),
-                    // A store's trained mask, the common case.
-                    Labels::Trained(bits) => trained_labels(bits, start, tokens, labels),
-                    other => {
-                        for (k, (cell, &token)) in labels.iter_mut().zip(tokens).enumerate() {
-                            *cell = other.at(start + k, token.into());
-                        }
-                    }
+            match sequences.labels {
+                // A store's trained mask, the common case: the tokens, written once, then -100
+                // where the mask is clear (whole turns, mostly).
+                Labels::Trained(bits) => {
+                    self.labels.put(tokens.iter().map(|&token| token.into()));
+                    untrain(bits, start, self.labels.tail_mut(n));
                 }
-                // The first token of a segment is never a target: predicting it would mean
-                // predicting across the boundary from the previous segment's last token.
-                labels[0] = IGNORE_INDEX;
-            });
+                Labels::Given(given) => self.labels.put(given[start..start + n].iter().copied()),
+                other => {
+                    self.labels.put(tokens.iter().enumerate().map(|(k, &token)| other.at(start + k, token.into())));
+                }
+            }
+            // The first token of a segment is never a target: predicting it would mean
+            // predicting across the boundary from the previous segment's last token.
+            self.labels.tail_mut(n)[0] = IGNORE_INDEX;
             self.position_ids.put((0..n).map(|position| position as i64));
             if let Some(segment_ids) = self.segment_ids.as_mut() {
                 segment_ids.put_n(slot as i32 + 1, n); // at most MAX_MAX_LENGTH pieces a row
@@ -598,36 +596,31 @@ pub fn source_weights<I: TokenIn>(
     }
 }
 
-/// Labels from a trained mask for `tokens`, the flat tokens from index `start` on: the token
-/// where its bit is set, `IGNORE_INDEX` elsewhere. The mask's whole bytes are read eight tokens
-/// at a time (a loop the compiler vectorises); only the unaligned ends go bit by bit.
-fn trained_labels<I: TokenIn>(bits: &[u8], start: usize, tokens: &[I], out: &mut [i64]) {
-    let one = |at: usize, token: I| if (bits[at >> 3] >> (at & 7)) & 1 == 1 { token.into() } else { IGNORE_INDEX };
-    let head = ((8 - start % 8) % 8).min(tokens.len());
+/// `IGNORE_INDEX` in `cells` (the labels of the flat tokens from index `start` on) wherever the
+/// trained mask's bit is clear. Whole mask bytes go eight cells at a time: all ones (a trained
+/// run) leave them, zeros fill them, mixed bytes blend through a table of lane masks; only the
+/// unaligned ends go bit by bit.
+fn untrain(bits: &[u8], start: usize, cells: &mut [i64]) {
+    let clear = |at: usize| (bits[at >> 3] >> (at & 7)) & 1 == 0;
+    let head = ((8 - start % 8) % 8).min(cells.len());
     let mut done = head;
-    for (cells, (group, &byte)) in
-        out[head..].chunks_exact_mut(8).zip(tokens[head..].chunks_exact(8).zip(&bits[(start + head) / 8..]))
-    {
+    for (group, &byte) in cells[head..].chunks_exact_mut(8).zip(&bits[(start + head) / 8..]) {
         match byte {
-            // Runs of trained and untrained tokens are the common case (whole turns).
-            0xff => {
-                for (cell, &token) in cells.iter_mut().zip(group) {
-                    *cell = token.into();
-                }
-            }
-            0 => cells.fill(IGNORE_INDEX),
+            0xff => {}
+            0 => group.fill(IGNORE_INDEX),
             _ => {
                 // Branch-free: each lane's mask is all ones where trained.
-                let keep = &KEEP[usize::from(byte)];
-                for ((cell, &token), &keep) in cells.iter_mut().zip(group).zip(keep) {
-                    *cell = (token.into() & keep) | (IGNORE_INDEX & !keep);
+                for (cell, &keep) in group.iter_mut().zip(&KEEP[usize::from(byte)]) {
+                    *cell = (*cell & keep) | (IGNORE_INDEX & !keep);
                 }
             }
         }
         done += 8;
     }
-    for k in (0..head).chain(done..tokens.len()) {
-        out[k] = one(start + k, tokens[k]);
+    for k in (0..head).chain(done..cells.len()) {
+        if clear(start + k) {
+            cells[k] = IGNORE_INDEX;
+        }
     }
 }
 
