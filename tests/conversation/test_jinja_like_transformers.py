@@ -563,6 +563,35 @@ def test_values_print_as_python_prints_them(value):
         assert ours(source, record) == theirs(source, record), expr
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(value=st.dictionaries(st.text(max_size=3).filter(_assigned), json_values, max_size=3))
+def test_dict_items_are_tuples_as_python_prints_them(value):
+    """The items of dict.items() are tuples: ('key', value) when written, a sequence to index,
+    measure, unpack and serialise (minijinja makes them two-item lists, written ['key', value])."""
+    record = {**chat("q", "a"), "tools": [{"type": "function", "function": {"v": value}}]}
+    for expr in [
+        "{% for item in tools[0].function.v.items() %}{{ item }}|{% endfor %}",
+        "{{ tools[0].function.v.items() | list }}",
+        "{% for k, x in tools[0].function.v.items() %}{{ k }}={{ x }};{% endfor %}",
+        "{% for item in tools[0].function.v.items() %}{{ item[0] }}:{{ item[-1] }}/"
+        "{{ item | length }} {% endfor %}",
+        "{{ tools[0].function.v.items() | list | tojson }}",
+        "{% for item in tools[0].function.v.items() %}{{ item | join(',') }}{% endfor %}",
+    ]:
+        source = expr + "{% for m in messages %}{{ m.content }}{% endfor %}"
+        assert ours(source, record) == theirs(source, record), expr
+
+
+def test_dict_items_printed_as_tuples_regression():
+    # Written ['city', 'Oslo'] before.
+    source = "{% for item in {'city': 'Oslo', 'n': 1.0}.items() %}{{ item }}{% endfor %}"
+    assert (
+        ours(source, chat("q", "a"))
+        == theirs(source, chat("q", "a"))
+        == "('city', 'Oslo')('n', 1.0)"
+    )
+
+
 @settings(max_examples=400, deadline=None)
 @given(text=st.text(max_size=10).filter(_assigned))
 def test_title_and_capitalize_as_python(text):

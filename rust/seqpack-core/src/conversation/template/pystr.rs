@@ -4,7 +4,7 @@
 //! holds: U+001C..U+001F are whitespace to Python and not to Rust, indices are code points to
 //! Python. Each function here is Python's, checked against `CPython` in the test suite.
 
-use minijinja::value::{from_args, Value};
+use minijinja::value::{from_args, Value, ValueKind};
 use minijinja::{Error, ErrorKind, State};
 
 /// `str.isspace()` for one character: bidirectional class WS, B or S, or category Zs
@@ -162,6 +162,18 @@ pub fn unknown_method_callback(state: &State, value: &Value, method: &str, args:
                 return Ok(Value::from(!s.is_empty() && s.chars().all(is_space)));
             }
             _ => {}
+        }
+    }
+    if method == "items" && value.kind() == ValueKind::Map {
+        if let Some(map) = value.as_object() {
+            // pycompat's, with Python's tuples for its pairs (it makes two-item lists).
+            let () = from_args(args)?;
+            return Ok(Value::make_object_iterable(map.clone(), |map| match map.try_iter_pairs() {
+                Some(pairs) => {
+                    Box::new(pairs.map(|(key, item)| Value::from_object(super::pyvalue::PyTuple(vec![key, item]))))
+                }
+                None => Box::new(std::iter::empty()),
+            }));
         }
     }
     minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args)

@@ -6,14 +6,17 @@
 //! `{"city": "Oslo"}`). The formatter and the `string` filter here write Python's; what has
 //! no Python form seqpack can write (a macro, a loop object) is refused, not guessed.
 //!
-//! `join` joins its items' Python `str()`. Known limits, stated rather than hidden: a tuple
-//! (a literal, or an item of `dict.items()`) prints as a list, as minijinja has no tuples;
+//! `join` joins its items' Python `str()`. An item of `dict.items()` is a [`PyTuple`]: a
+//! sequence everywhere, written `('key', value)` as Python writes a tuple. Known limits,
+//! stated rather than hidden: a tuple literal in a template prints as a list, as minijinja has
+//! no tuples;
 //! `~` concatenation writes numbers minijinja's way (not through the formatter), so a
 //! template that uses `~` refuses a record holding a float whose two forms differ (see
 //! `JinjaTemplate`).
 
-use minijinja::value::{Value, ValueKind};
+use minijinja::value::{Enumerator, Object, ObjectRepr, Value, ValueKind};
 use minijinja::{Error, ErrorKind, Output, State};
+use std::sync::Arc;
 use unicode_general_category::{get_general_category, GeneralCategory};
 
 use super::tojson::python_float;
@@ -100,8 +103,32 @@ pub fn python_str(value: &Value) -> Result<String, Error> {
     }
 }
 
+/// A Python tuple (what `dict.items()` gives): a sequence to index, iterate and unpack, as
+/// minijinja's lists are, and `(a, b)` when written.
+#[derive(Debug)]
+pub struct PyTuple(pub Vec<Value>);
+
+impl Object for PyTuple {
+    fn repr(self: &Arc<Self>) -> ObjectRepr {
+        ObjectRepr::Seq
+    }
+
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.0.get(key.as_usize()?).cloned()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        Enumerator::Seq(self.0.len())
+    }
+}
+
 /// Python's `repr(value)`.
 fn python_repr(value: &Value) -> Result<String, Error> {
+    if let Some(tuple) = value.downcast_object_ref::<PyTuple>() {
+        let items: Result<Vec<String>, Error> = tuple.0.iter().map(python_repr).collect();
+        let items = items?;
+        return Ok(if items.len() == 1 { format!("({},)", items[0]) } else { format!("({})", items.join(", ")) });
+    }
     match value.kind() {
         ValueKind::Undefined => Ok(String::new()),
         ValueKind::None => Ok("None".into()),
