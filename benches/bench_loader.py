@@ -115,6 +115,49 @@ def drain(loader: Any, setup: float, real: Any = None, batches: int = 0) -> dict
     return {"setup": setup, "first": first, "seconds": seconds, "tokens": tokens}
 
 
+CHUNK = 100
+
+
+def paired(store_path: Path, extra: str) -> dict[str, Any]:
+    """The loader and a numpy copy of the same batch bytes, side by side in one process.
+
+    The machine's speed drifts by up to 2x between minutes, so two rates measured in separate
+    processes a minute apart say little about their ratio. Here epoch 0 is read once (it maps
+    the store's pages, as a numpy copy's source is already in memory, and keeps each batch's
+    arrays as that source), then epoch 0 again, batch for batch the same bytes, in chunks of
+    CHUNK batches that alternate with copying the same chunk: both see the same machine.
+    Workers keep preparing up to ``num_workers * 2`` batches while a copy chunk runs, which
+    flatters the loader by at most that many batches in CHUNK (4%)."""
+    import seqpack.torch as sptorch
+
+    fmt, workers, worker_type = extra.split(":")
+    loader = sptorch.PackedLoader(
+        store_path, max_length=L, batch_rows=BATCH_ROWS, format=cast(Any, fmt),
+        num_workers=int(workers), worker_type=cast(Any, worker_type),
+    )  # fmt: skip
+    kept = list(loader)
+    arrays = [[v.numpy() for v in b.values() if hasattr(v, "numpy")] for b in kept]
+    tokens = [batch_tokens(b) for b in kept]
+    del kept
+    loader.set_epoch(0)
+    iterator = iter(loader)
+    next(iterator)  # the first batch (worker start-up) is the first-batch column's
+    ours = copy = 0.0
+    for start in range(1, len(arrays), CHUNK):
+        stop = min(start + CHUNK, len(arrays))
+        begin = time.perf_counter()
+        for _ in range(start, stop):
+            batch = next(iterator)
+        ours += time.perf_counter() - begin
+        del batch
+        begin = time.perf_counter()
+        for batch_arrays in arrays[start:stop]:
+            copies = [np.array(a, copy=True) for a in batch_arrays]
+            del copies
+        copy += time.perf_counter() - begin
+    return {"tokens": sum(tokens[1:]), "ours": ours, "copy": copy, "batches": len(arrays) - 1}
+
+
 def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
     import seqpack.torch as sptorch
 
@@ -214,6 +257,8 @@ def work(kind: str, folder: str, count: int, extra: str) -> dict[str, Any]:
             del copies
         seconds = time.perf_counter() - start
         return {"setup": 0.0, "first": 0.0, "seconds": seconds, "tokens": tokens, "bytes": copied}
+    if kind == "paired":
+        return paired(store_path, extra)
     loader_workers = int(extra or 0)
     if kind == "torchtune":
         import torch
@@ -365,16 +410,19 @@ def main() -> None:
         )
         return rate
 
+    configs: dict[str, str] = {}
     for fmt in ("rows", "padding_free"):
         for workers, worker_type in ((0, "thread"), (2, "thread"), (2, "process")):
             kind = {"thread": " (threads)", "process": " (processes)"}[worker_type]
             label = f"seqpack {fmt}, {workers} workers" + (kind if workers else "")
-            ours[label] = add(
-                label, run("seqpack", folder, args.compare, f"{fmt}:{workers}:{worker_type}")
-            )
+            configs[label] = f"{fmt}:{workers}:{worker_type}"
+            ours[label] = add(label, run("seqpack", folder, args.compare, configs[label]))
     copies = {
         fmt: add(f"numpy copy, same batches ({fmt})", run("numpy-copy", folder, args.compare, fmt))
         for fmt in ("rows", "padding_free")
+    }
+    side_by_side = {
+        label: run("paired", folder, args.compare, extra) for label, extra in configs.items()
     }
     theirs: dict[str, float] = {}
     for kind, name in (
@@ -398,7 +446,29 @@ def main() -> None:
         rivals = [r for name, r in theirs.items() if name.endswith(f", {used} workers") and r]
         versus = ", ".join(f"{rate / r:,.1f}x" for r in rivals)
         share = f"{rate / copies[fmt]:.0%}" if copies.get(fmt) else "-"
-        print(f"{label}: {share} of a numpy copy; vs torchtune, TRL at {used} workers: {versus}")
+        print(
+            f"{label}: {share} of the numpy copy's separate run; "
+            f"vs torchtune, TRL at {used} workers: {versus}"
+        )
+    print(
+        f"\nThe loader against a numpy copy of the same batch bytes, side by side in one process "
+        f"(epoch 0 read once, then again in chunks of {CHUNK} batches alternating with copying "
+        "the same chunk, so both see the same machine):\n"
+    )
+    paired_rows = [
+        [
+            label,
+            f"{r['tokens'] / r['ours'] / 1e6:,.2f} M",
+            f"{r['tokens'] / r['copy'] / 1e6:,.2f} M",
+            f"{r['ours'] / r['batches'] * 1e6:,.0f} us",
+            f"{r['copy'] / r['batches'] * 1e6:,.0f} us",
+            f"{r['copy'] / r['ours']:.0%}",
+        ]
+        for label, r in side_by_side.items()
+        if r
+    ]
+    titles = ["loader", "tokens/s", "numpy copy", "per batch", "copy per batch", "share"]
+    print(table(titles, paired_rows))
 
 
 if __name__ == "__main__":
