@@ -40,6 +40,7 @@ BUILTIN_TEMPLATES = (
     "mistral-nemo",
     "gemma2",
     "phi3.5",
+    "glm4.6",
 )
 
 

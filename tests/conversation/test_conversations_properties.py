@@ -348,9 +348,9 @@ def test_system_prompt_that_cannot_fit_drops_the_record(qwen_dir):
 
 @settings(max_examples=40)
 @given(records=st.lists(conversations(), min_size=1, max_size=6), opts=options)
-@pytest.mark.parametrize("template", ["gemma2", "phi3.5", "deepseek-r1", "mistral-nemo"])
+@pytest.mark.parametrize("template", ["gemma2", "phi3.5", "deepseek-r1", "mistral-nemo", "glm4.6"])
 def test_newer_builtins_keep_the_accounting_promises(template, records, opts, qwen_dir):
-    """The Gemma 2, Phi-3.5, DeepSeek-R1 and Mistral Nemo built-ins under truncation and
+    """The Gemma 2, Phi-3.5, DeepSeek-R1, Mistral Nemo and GLM-4.6 built-ins under truncation and
     splitting: every record reported once (refused ones skipped with the template's reason),
     every token kept or counted as removed, no sample longer than max_length or without
     trained tokens."""

@@ -146,6 +146,13 @@ BUILTINS = {
         "<|end|>",
         "does not render tools",
     ),
+    "glm4.6": (
+        ["GLM-4.6.jinja"],
+        "",
+        "",
+        "",
+        "writes tool calls of assistant messages only",
+    ),
     "deepseek-r1": (
         ["deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja", "deepseek-r1-distill-qwen.jinja"],
         "<｜begin▁of▁sentence｜>",
@@ -175,7 +182,7 @@ def test_builtin_is_its_official_template(name, records):
         source = path.read_text(encoding="utf-8")
         compiled = _compile_jinja_template(source)
         jinja = _seqpack.NativeTemplate.jinja(source, eot, bos, eos)
-        same = bodies = refused = 0
+        same = bodies = refused = unlocated = 0
         for index, record in enumerate(records):
             messages, tools = record["messages"], record["tools"]
             try:
@@ -194,13 +201,26 @@ def test_builtin_is_its_official_template(name, records):
                 continue
             assert text == expected, (name, file, index)
             same += 1
+            trained = {s[0]: s[2:4] for s in spans if s[0] is not None}
             try:
                 _, jinja_spans = jinja.render(record)
             except SeqpackError:
+                # What the Jinja path cannot locate (tool calls with no end-of-turn marker
+                # after them, for GLM-4.6), the built-in does: each answer's body is what
+                # the model writes after the template's generation prompt, up to its end of
+                # turn, by transformers' renders (where the template writes the answer as it
+                # would the last one).
+                for answer, (start, stop) in trained.items():
+                    if messages[answer]["role"] == "assistant":
+                        before, want = _answer(compiled, messages, tools, answer, eot)
+                        if text.startswith(before + want):
+                            assert text[start:stop] == want, (name, index, answer)
+                            unlocated += 1
                 continue
-            trained = {s[0]: s[2:4] for s in spans if s[0] is not None}
             for message, _start, body_start, body_end, _end in jinja_spans:
                 if message is not None and messages[message]["role"] == "assistant":
                     assert trained[message] == (body_start, body_end), (name, index, message)
                     bodies += 1
         assert same > 1000 and bodies > same and refused < same, (file, same, bodies, refused)
+        if name == "glm4.6":  # the tool-calling answers the Jinja path refuses
+            assert unlocated > 500, (file, unlocated)

@@ -115,3 +115,45 @@ fn builtins_without_tool_support_say_so() {
     let error = Template::Llama3.render(&conversation, &[0, 1, 2, 3]).unwrap_err();
     assert!(error.to_string().contains("does not render tools"), "{error}");
 }
+
+#[test]
+fn glm46_writes_thinking_tool_calls_and_observations() {
+    let record = json!({"tools": [{"name": "f"}], "messages": [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "<think>\nold\n</think>\n\n A ", "tool_calls": [
+            {"function": {"name": "f", "arguments": {"x": 1, "s": "two"}}}]},
+        {"role": "tool", "content": "R1"}, {"role": "tool", "content": "R2"},
+        {"role": "user", "content": "V"}, {"role": "assistant", "content": "<think>why</think>B"}]});
+    let (text, spans) = render(&Template::Glm46, record);
+    let tools = "<|system|>\n# Tools\n\nYou may call one or more functions to assist with the user query.\n\n\
+                 You are provided with function signatures within <tools></tools> XML tags:\n<tools>\n{\"name\": \"f\"}\n\
+                 </tools>\n\nFor each function call, output the function name and arguments within the following XML \
+                 format:\n<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n<arg_value>{arg-value-1}</arg_value>\n\
+                 <arg_key>{arg-key-2}</arg_key>\n<arg_value>{arg-value-2}</arg_value>\n...\n</tool_call>";
+    // The first answer comes before the last user message: its reasoning is not written.
+    let first = "\n<think></think>\nA\n<tool_call>f\n<arg_key>x</arg_key>\n<arg_value>1</arg_value>\n\
+                 <arg_key>s</arg_key>\n<arg_value>two</arg_value>\n</tool_call>";
+    assert_eq!(
+        text,
+        format!(
+            "[gMASK]<sop>{tools}<|system|>\nS<|user|>\nU<|assistant|>{first}<|observation|>\n<tool_response>\nR1\n\
+             </tool_response>\n<tool_response>\nR2\n</tool_response><|user|>\nV<|assistant|>\n<think>why</think>\nB"
+        )
+    );
+    for pair in spans.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start);
+    }
+    assert_eq!(spans.last().unwrap().end, text.len());
+    let answer = spans.iter().find(|s| s.message == Some(2)).unwrap();
+    assert_eq!(&text[answer.start..answer.body_start], "<|assistant|>");
+    assert_eq!(&text[answer.body_start..answer.body_end], first);
+    let last = spans.last().unwrap();
+    assert_eq!(&text[last.body_start..last.body_end], "\n<think>why</think>\nB");
+    assert_eq!(&text[last.content_start..last.content_end], "B");
+    // Arguments as JSON text: the official template raises, so does the built-in.
+    let conversation = parse(json!({"messages": [{"role": "user", "content": "U"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": "{\"x\": 1}"}}]}]}));
+    let error = Template::Glm46.render(&conversation, &[0, 1]).unwrap_err();
+    assert!(error.to_string().contains("Invalid tool call arguments passed"), "{error}");
+}

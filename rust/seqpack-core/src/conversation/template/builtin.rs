@@ -1,5 +1,5 @@
 //! The built-in templates, written out in Rust: `ChatML` as Qwen3 and Qwen2.5 write it,
-//! Llama-3.0, Llama-3.1, DeepSeek-V3.1 and R1, Mistral, Gemma 2 and Phi-3.5. Each records the span of every message as it writes.
+//! Llama-3.0, Llama-3.1, DeepSeek-V3.1 and R1, Mistral, Gemma 2, Phi-3.5 and GLM-4.6. Each records the span of every message as it writes.
 
 use super::spans::{Rendered, Writer};
 use super::tojson;
@@ -669,6 +669,148 @@ pub(super) fn render_deepseek_r1(conversation: &Conversation, keep: &[usize]) ->
         }
     }
     Ok(deepseek_done(out, keep))
+}
+
+const GLM4_TOOLS_PREAMBLE: &str = "<|system|>\n# Tools\n\nYou may call one or more functions to assist with the \
+     user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n";
+const GLM4_TOOLS_FORMAT: &str = "</tools>\n\nFor each function call, output the function name and arguments within \
+     the following XML format:\n<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n\
+     <arg_value>{arg-value-1}</arg_value>\n<arg_key>{arg-key-2}</arg_key>\n<arg_value>{arg-value-2}</arg_value>\n\
+     ...\n</tool_call>";
+
+/// Jinja's truth of a JSON value (`x or {}`).
+fn truthy(value: &Value) -> bool {
+    match value {
+        Value::Null => false,
+        Value::Bool(b) => *b,
+        Value::Number(n) => n.as_f64().is_some_and(|x| x != 0.0),
+        Value::String(s) => !s.is_empty(),
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(map) => !map.is_empty(),
+    }
+}
+
+/// GLM-4.6's reading of an assistant message, as its template splits it: (reasoning,
+/// visible content). `reasoning_content` when given; else, when the content holds
+/// `</think>`, the text between the last `<think>` and the first `</think>`, and what follows
+/// the last `</think>`.
+fn glm4_thinking(message: &Message) -> (&str, &str) {
+    let content = message.content.as_str();
+    if let Some(reasoning) = &message.reasoning {
+        return (reasoning, content);
+    }
+    match (content.find(THINK_END), content.rfind(THINK_END)) {
+        (Some(first), Some(last)) => {
+            let before = content[..first].trim_end_matches('\n');
+            let reasoning = before.rsplit("<think>").next().unwrap_or("").trim_start_matches('\n');
+            (reasoning, content[last + THINK_END.len()..].trim_start_matches('\n'))
+        }
+        _ => ("", content),
+    }
+}
+
+/// GLM-4.6 (official template, its default mode): `[gMASK]<sop>`, the tools as a
+/// `<|system|>` turn of their own, then per message `<|system|>\n` / `<|user|>\n` + the
+/// content; `<|assistant|>` + `\n<think>reasoning</think>` (the reasoning only after the last
+/// user message, else empty) + `\n` and the stripped content + each tool call as
+/// `\n<tool_call>name\n<arg_key>k</arg_key>\n<arg_value>v</arg_value>\n</tool_call>`; tool
+/// results as `\n<tool_response>\n...\n</tool_response>`, a run of them after one
+/// `<|observation|>`. No token ends a turn (the model stops by writing the next role's token),
+/// so an answer's body is what the template writes after `<|assistant|>` up to the next message,
+/// as the Jinja path locates it; unlike the Jinja path, the built-in knows where tool calls end,
+/// so answers that call tools are trained too. Tool-call arguments must be a mapping, as the
+/// template raises otherwise.
+pub(super) fn render_glm46(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    let mut out = Writer::default();
+    out.begin(None);
+    out.push("[gMASK]<sop>");
+    if !conversation.tools.is_empty() {
+        out.push(GLM4_TOOLS_PREAMBLE);
+        for tool in &conversation.tools {
+            out.push(&tojson::dumps(tool));
+            out.push("\n");
+        }
+        out.push(GLM4_TOOLS_FORMAT);
+    }
+    let last_user = keep.iter().rposition(|&i| conversation.messages[i].role == Role::User);
+    for (position, &index) in keep.iter().enumerate() {
+        let message = &conversation.messages[index];
+        if message.role != Role::Assistant && !message.tool_calls.is_empty() {
+            return Err(refuse(
+                index,
+                "the glm4.6 template writes tool calls of assistant messages only; these would be lost",
+            ));
+        }
+        out.begin(Some(index));
+        match message.role {
+            Role::System | Role::User => {
+                out.push(if message.role == Role::User { "<|user|>\n" } else { "<|system|>\n" });
+                out.mark_body_start();
+                out.content(&message.content);
+            }
+            Role::Tool => {
+                let previous = position.checked_sub(1).map(|p| conversation.messages[keep[p]].role);
+                if previous != Some(Role::Tool) {
+                    out.push("<|observation|>");
+                }
+                out.push("\n<tool_response>\n");
+                out.mark_body_start();
+                out.content(&message.content);
+                out.push("\n</tool_response>");
+            }
+            Role::Assistant => {
+                out.push("<|assistant|>");
+                out.mark_body_start();
+                let (reasoning, content) = glm4_thinking(message);
+                out.push("\n<think>");
+                if last_user.is_none_or(|user| position > user) {
+                    out.push(super::pystr::strip_space(reasoning));
+                }
+                out.push("</think>");
+                let content = super::pystr::strip_space(content);
+                if !content.is_empty() {
+                    out.push("\n");
+                }
+                out.content(content);
+                for call in &message.tool_calls {
+                    out.push("\n<tool_call>");
+                    out.push(&call.name);
+                    out.push("\n");
+                    match &call.arguments {
+                        Value::Object(arguments) => {
+                            for (key, value) in arguments {
+                                out.push("<arg_key>");
+                                out.push(key);
+                                out.push("</arg_key>\n<arg_value>");
+                                match value {
+                                    Value::String(text) => out.push(text),
+                                    other => out.push(&tojson::dumps(other)),
+                                }
+                                out.push("</arg_value>\n");
+                            }
+                        }
+                        other if !truthy(other) => {}
+                        other => {
+                            let shown = match other {
+                                Value::String(text) => text.clone(),
+                                other => tojson::dumps(other),
+                            };
+                            return Err(refuse(
+                                index,
+                                &format!(
+                                    "Invalid tool call arguments passed: {shown} (the glm4.6 template takes a mapping)"
+                                ),
+                            ));
+                        }
+                    }
+                    out.push("</tool_call>");
+                }
+                out.extend_content();
+            }
+        }
+        out.mark_body_end();
+    }
+    Ok(out.done())
 }
 
 fn template_error(message: &str) -> Error {

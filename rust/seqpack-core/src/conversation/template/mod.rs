@@ -1,7 +1,7 @@
 //! Rendering a conversation to text with the byte span of every message, so labels can be
 //! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3.0,
 //! Llama-3.1 with tools, DeepSeek-V3.1, DeepSeek-R1, Mistral, Mistral Nemo, Gemma 2,
-//! Phi-3.5) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
+//! Phi-3.5, GLM-4.6) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
 //! (no file system, no Python objects, bounded work).
 
 mod builtin;
@@ -51,6 +51,10 @@ pub enum Template {
     Gemma2,
     /// Phi-3.5 (official template): `<|role|>\n...<|end|>\n`, EOS after the last message.
     Phi35,
+    /// GLM-4.6 (official template, default mode): `[gMASK]<sop>`, `<|user|>` /
+    /// `<|assistant|>` turns with an empty or kept `<think>` block, tool calls as
+    /// `<tool_call>name` with `<arg_key>` / `<arg_value>` pairs, results after `<|observation|>`.
+    Glm46,
     /// DeepSeek-R1 (the R1-Distill models' official template): `<｜User｜>` /
     /// `<｜Assistant｜>` turns, each answer without its reasoning, no tools.
     DeepSeekR1,
@@ -77,13 +81,14 @@ impl Template {
             "gemma2" => Ok(Self::Gemma2),
             "phi3.5" => Ok(Self::Phi35),
             "deepseek-r1" => Ok(Self::DeepSeekR1),
+            "glm4.6" => Ok(Self::Glm46),
             other => Err(Error::InvalidOption {
                 name: "template",
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
                      'llama3.0' (alias 'llama3'), 'llama3.1' (alias 'llama3.3'), 'llama3.2', \
                      'deepseek-v3.1', 'deepseek-r1', 'mistral', 'mistral-nemo', 'gemma2', 'phi3.5', \
-                     or a Jinja chat_template string"
+                     'glm4.6', or a Jinja chat_template string"
                 ),
             }),
         }
@@ -104,6 +109,7 @@ impl Template {
             Self::Gemma2 => "builtin:gemma2".into(),
             Self::Phi35 => "builtin:phi3.5".into(),
             Self::DeepSeekR1 => "builtin:deepseek-r1".into(),
+            Self::Glm46 => "builtin:glm4.6".into(),
             Self::Jinja(template) => format!("jinja:{}", template.fingerprint()),
         }
     }
@@ -143,6 +149,7 @@ impl Template {
             Self::Gemma2 => builtin::render_gemma2(conversation, keep),
             Self::Phi35 => builtin::render_phi35(conversation, keep),
             Self::DeepSeekR1 => builtin::render_deepseek_r1(conversation, keep),
+            Self::Glm46 => builtin::render_glm46(conversation, keep),
             Self::Jinja(template) => template.render(conversation, keep),
         }
     }
