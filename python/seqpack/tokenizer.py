@@ -39,7 +39,9 @@ BUILTIN_TEMPLATES = (
     "mistral",
     "mistral-nemo",
     "gemma2",
+    "gemma3",
     "phi3.5",
+    "phi4",
     "glm4.6",
 )
 

@@ -14,6 +14,63 @@ from transformers.utils.chat_template_utils import _compile_jinja_template
 
 from seqpack import SeqpackError, _seqpack
 
+# Official templates that no package on PyPI ships: the `chat_template` of Gemma 3's
+# instruction-tuned models (google/gemma-3-*-it) and of microsoft/phi-4, character for
+# character as their tokenizer_config.json publishes them (the Hugging Face hub cannot be
+# reached from here or from CI; the text was checked against several public copies of it).
+GEMMA3_TEMPLATE = r"""{{ bos_token }}
+{%- if messages[0]['role'] == 'system' -%}
+    {%- if messages[0]['content'] is string -%}
+        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}
+    {%- else -%}
+        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}
+    {%- endif -%}
+    {%- set loop_messages = messages[1:] -%}
+{%- else -%}
+    {%- set first_user_prefix = "" -%}
+    {%- set loop_messages = messages -%}
+{%- endif -%}
+{%- for message in loop_messages -%}
+    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}
+        {{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}
+    {%- endif -%}
+    {%- if (message['role'] == 'assistant') -%}
+        {%- set role = "model" -%}
+    {%- else -%}
+        {%- set role = message['role'] -%}
+    {%- endif -%}
+    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else "") }}
+    {%- if message['content'] is string -%}
+        {{ message['content'] | trim }}
+    {%- elif message['content'] is iterable -%}
+        {%- for item in message['content'] -%}
+            {%- if item['type'] == 'image' -%}
+                {{ '<start_of_image>' }}
+            {%- elif item['type'] == 'text' -%}
+                {{ item['text'] | trim }}
+            {%- endif -%}
+        {%- endfor -%}
+    {%- else -%}
+        {{ raise_exception("Invalid content type") }}
+    {%- endif -%}
+    {{ '<end_of_turn>\n' }}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{'<start_of_turn>model\n'}}
+{%- endif -%}
+"""
+PHI4_TEMPLATE = (
+    "{% for message in messages %}{% if (message['role'] == 'system') %}"
+    "{{'<|im_start|>system<|im_sep|>' + message['content'] + '<|im_end|>'}}"
+    "{% elif (message['role'] == 'user') %}"
+    "{{'<|im_start|>user<|im_sep|>' + message['content'] + '<|im_end|>'}}"
+    "{% elif (message['role'] == 'assistant') %}"
+    "{{'<|im_start|>assistant<|im_sep|>' + message['content'] + '<|im_end|>'}}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant<|im_sep|>' }}{% endif %}"
+)
+INLINE = {"gemma-3-it (inline)": GEMMA3_TEMPLATE, "phi-4 (inline)": PHI4_TEMPLATE}
+
 # template file -> (end-of-turn text, least share of rendered records located)
 OFFICIAL = {
     "google-gemma-2-2b-it.jinja": ("<end_of_turn>", 1.0),
@@ -27,6 +84,8 @@ OFFICIAL = {
     "meta-llama-Llama-3.2-3B-Instruct.jinja": ("<|eot_id|>", 0.85),
     "meta-llama-Llama-3.3-70B-Instruct.jinja": ("<|eot_id|>", 0.85),
     "Qwen3.5-4B.jinja": ("<|im_end|>", 0.9),
+    "gemma-3-it (inline)": ("<end_of_turn>", 1.0),
+    "phi-4 (inline)": ("<|im_end|>", 0.85),
 }
 BOS, EOS = "<s>", "</s>"
 
@@ -81,7 +140,7 @@ def test_official_template_renders_and_labels_as_transformers(name, records):
     from conftest import official_templates_dir
 
     eot, least = OFFICIAL[name]
-    source = (official_templates_dir() / name).read_text(encoding="utf-8")
+    source = INLINE.get(name) or (official_templates_dir() / name).read_text(encoding="utf-8")
     compiled = _compile_jinja_template(source)
     template = _seqpack.NativeTemplate.jinja(source, eot, BOS, EOS)
     rendered = located = answers = history = 0
@@ -125,6 +184,20 @@ def test_official_template_renders_and_labels_as_transformers(name, records):
 
 # built-in -> (official templates, BOS, EOS, end of turn, what only the built-in refuses)
 BUILTINS = {
+    "gemma3": (
+        ["gemma-3-it (inline)"],
+        "<bos>",
+        "<eos>",
+        "<end_of_turn>",
+        "does not render tools",
+    ),
+    "phi4": (
+        ["phi-4 (inline)"],
+        "<|endoftext|>",
+        "<|im_end|>",
+        "<|im_end|>",
+        "does not render tools",
+    ),
     "gemma2": (
         ["google-gemma-2-2b-it.jinja"],
         "<bos>",
@@ -176,10 +249,13 @@ def test_builtin_is_its_official_template(name, records):
     files, bos, eos, eot, own_refusals = BUILTINS[name]
     builtin = _seqpack.NativeTemplate.builtin(name)
     for file in files:
-        path = official_templates_dir() / file
-        if not path.is_file():  # (one of ../shared's)
-            path = CHAT_DATA.parent / "templates" / file
-        source = path.read_text(encoding="utf-8")
+        if file in INLINE:
+            source = INLINE[file]
+        else:
+            path = official_templates_dir() / file
+            if not path.is_file():  # (one of ../shared's)
+                path = CHAT_DATA.parent / "templates" / file
+            source = path.read_text(encoding="utf-8")
         compiled = _compile_jinja_template(source)
         jinja = _seqpack.NativeTemplate.jinja(source, eot, bos, eos)
         same = bodies = refused = unlocated = 0

@@ -157,3 +157,49 @@ fn glm46_writes_thinking_tool_calls_and_observations() {
     let error = Template::Glm46.render(&conversation, &[0, 1]).unwrap_err();
     assert!(error.to_string().contains("Invalid tool call arguments passed"), "{error}");
 }
+
+#[test]
+fn gemma3_writes_the_system_prompt_into_the_first_turn() {
+    let record = json!({"messages": [
+        {"role": "system", "content": " S "}, {"role": "user", "content": " U "},
+        {"role": "assistant", "content": " A "}, {"role": "user", "content": "V"}, {"role": "assistant", "content": "B"}]});
+    let (text, spans) = render(&Template::Gemma3, record);
+    assert_eq!(
+        text,
+        "<bos><start_of_turn>user\n S \n\nU<end_of_turn>\n<start_of_turn>model\nA<end_of_turn>\n\
+         <start_of_turn>user\nV<end_of_turn>\n<start_of_turn>model\nB<end_of_turn>\n"
+    );
+    let system = spans.iter().find(|s| s.message == Some(0)).unwrap();
+    assert_eq!(&text[system.start..system.body_end], "<start_of_turn>user\n S \n\n");
+    let user = spans.iter().find(|s| s.message == Some(1)).unwrap();
+    assert_eq!((user.start, &text[user.body_start..user.body_end]), (system.end, "U<end_of_turn>"));
+    let answer = spans.iter().find(|s| s.message == Some(2)).unwrap();
+    assert_eq!(&text[answer.start..answer.body_start], "<start_of_turn>model\n");
+    assert_eq!(&text[answer.body_start..answer.body_end], "A<end_of_turn>");
+    for pair in spans.windows(2) {
+        assert_eq!(pair[0].end, pair[1].start);
+    }
+    assert_eq!(spans.last().unwrap().end, text.len());
+    // The first turn after the system prompt must be the user's, as the template raises.
+    let conversation =
+        parse(json!({"messages": [{"role": "system", "content": "S"}, {"role": "assistant", "content": "A"}]}));
+    let error = Template::Gemma3.render(&conversation, &[0, 1]).unwrap_err();
+    assert!(error.to_string().contains("must alternate"), "{error}");
+}
+
+#[test]
+fn phi4_turns() {
+    let (text, spans) = render(
+        &Template::Phi4,
+        json!({"messages": [
+        {"role": "system", "content": "S"}, {"role": "user", "content": "U"}, {"role": "assistant", "content": "A"}]}),
+    );
+    assert_eq!(
+        text,
+        "<|im_start|>system<|im_sep|>S<|im_end|><|im_start|>user<|im_sep|>U<|im_end|>\
+         <|im_start|>assistant<|im_sep|>A<|im_end|>"
+    );
+    let answer = spans.last().unwrap();
+    assert_eq!(&text[answer.start..answer.body_start], "<|im_start|>assistant<|im_sep|>");
+    assert_eq!(&text[answer.body_start..answer.body_end], "A<|im_end|>");
+}

@@ -1,5 +1,5 @@
 //! The built-in templates, written out in Rust: `ChatML` as Qwen3 and Qwen2.5 write it,
-//! Llama-3.0, Llama-3.1, DeepSeek-V3.1 and R1, Mistral, Gemma 2, Phi-3.5 and GLM-4.6. Each records the span of every message as it writes.
+//! Llama-3.0, Llama-3.1, DeepSeek-V3.1 and R1, Mistral, Gemma 2 and 3, Phi-3.5 and 4, GLM-4.6. Each records the span of every message as it writes.
 
 use super::spans::{Rendered, Writer};
 use super::tojson;
@@ -607,6 +607,70 @@ pub(super) fn render_gemma2(conversation: &Conversation, keep: &[usize]) -> Resu
         out.push("<end_of_turn>");
         out.mark_body_end();
         out.push("\n");
+    }
+    Ok(out.done())
+}
+
+/// Gemma 3 (official template): Gemma 2's turns, with a leading system message's text (as
+/// given) and a blank line written at the start of the first turn, which must be the user's.
+/// The system prompt has a span of its own: the first turn's header and the prompt; the user
+/// message's span follows it with no header. Tools are refused (the template writes none).
+pub(super) fn render_gemma3(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    no_tools(conversation, keep, "gemma3")?;
+    let mut out = Writer::default();
+    out.begin(None);
+    out.push("<bos>");
+    let system = keep.first().copied().filter(|&i| conversation.messages[i].role == Role::System);
+    let turns = &keep[usize::from(system.is_some())..];
+    for (position, &index) in turns.iter().enumerate() {
+        let message = &conversation.messages[index];
+        // The template's own test: users at even positions, anything else at odd ones.
+        if (message.role == Role::User) != (position % 2 == 0) {
+            return Err(refuse(index, "Conversation roles must alternate user/assistant/user/assistant/..."));
+        }
+        let role = if message.role == Role::Assistant { "model" } else { message.role.name() };
+        // The turn's header opens the system prompt's span where it carries the prompt.
+        let prompt = system.filter(|_| position == 0);
+        out.begin(prompt.or(Some(index)));
+        out.push("<start_of_turn>");
+        out.push(role);
+        out.push("\n");
+        if let Some(system_index) = prompt {
+            out.mark_body_start();
+            out.content(&conversation.messages[system_index].content);
+            out.push("\n\n");
+            out.mark_body_end();
+            out.begin(Some(index));
+        }
+        out.mark_body_start();
+        out.content(super::pystr::strip_space(&message.content));
+        out.push("<end_of_turn>");
+        out.mark_body_end();
+        out.push("\n");
+    }
+    if let (Some(system_index), []) = (system, turns) {
+        // A system message alone: the template writes nothing of it.
+        out.begin(Some(system_index));
+    }
+    Ok(out.done())
+}
+
+/// Phi-4 (official template): `<|im_start|>role<|im_sep|>` + content + `<|im_end|>` per
+/// system, user and assistant message, nothing between them. The template writes no tool
+/// calls or results (it skips other roles), so a record with them is refused.
+pub(super) fn render_phi4(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+    no_tools(conversation, keep, "phi4")?;
+    let mut out = Writer::default();
+    for &index in keep {
+        let message = &conversation.messages[index];
+        out.begin(Some(index));
+        out.push("<|im_start|>");
+        out.push(message.role.name());
+        out.push("<|im_sep|>");
+        out.mark_body_start();
+        out.content(&message.content);
+        out.push("<|im_end|>");
+        out.mark_body_end();
     }
     Ok(out.done())
 }

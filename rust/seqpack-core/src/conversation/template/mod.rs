@@ -1,7 +1,7 @@
 //! Rendering a conversation to text with the byte span of every message, so labels can be
 //! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3.0,
-//! Llama-3.1 with tools, DeepSeek-V3.1, DeepSeek-R1, Mistral, Mistral Nemo, Gemma 2,
-//! Phi-3.5, GLM-4.6) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
+//! Llama-3.1 with tools, DeepSeek-V3.1, DeepSeek-R1, Mistral, Mistral Nemo, Gemma 2 and 3,
+//! Phi-3.5 and 4, GLM-4.6) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
 //! (no file system, no Python objects, bounded work).
 
 mod builtin;
@@ -49,8 +49,13 @@ pub enum Template {
     /// Gemma 2 (official template): `<start_of_turn>user|model`, trimmed contents, no system
     /// role.
     Gemma2,
+    /// Gemma 3 (official template): Gemma 2's turns, a system prompt written at the start of
+    /// the first user turn.
+    Gemma3,
     /// Phi-3.5 (official template): `<|role|>\n...<|end|>\n`, EOS after the last message.
     Phi35,
+    /// Phi-4 (official template): `<|im_start|>role<|im_sep|>...<|im_end|>`.
+    Phi4,
     /// GLM-4.6 (official template, default mode): `[gMASK]<sop>`, `<|user|>` /
     /// `<|assistant|>` turns with an empty or kept `<think>` block, tool calls as
     /// `<tool_call>name` with `<arg_key>` / `<arg_value>` pairs, results after `<|observation|>`.
@@ -79,7 +84,9 @@ impl Template {
             "mistral" => Ok(Self::Mistral),
             "mistral-nemo" => Ok(Self::MistralNemo),
             "gemma2" => Ok(Self::Gemma2),
+            "gemma3" => Ok(Self::Gemma3),
             "phi3.5" => Ok(Self::Phi35),
+            "phi4" => Ok(Self::Phi4),
             "deepseek-r1" => Ok(Self::DeepSeekR1),
             "glm4.6" => Ok(Self::Glm46),
             other => Err(Error::InvalidOption {
@@ -87,8 +94,8 @@ impl Template {
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
                      'llama3.0' (alias 'llama3'), 'llama3.1' (alias 'llama3.3'), 'llama3.2', \
-                     'deepseek-v3.1', 'deepseek-r1', 'mistral', 'mistral-nemo', 'gemma2', 'phi3.5', \
-                     'glm4.6', or a Jinja chat_template string"
+                     'deepseek-v3.1', 'deepseek-r1', 'mistral', 'mistral-nemo', 'gemma2', 'gemma3', \
+                     'phi3.5', 'phi4', 'glm4.6', or a Jinja chat_template string"
                 ),
             }),
         }
@@ -107,7 +114,9 @@ impl Template {
             Self::Mistral => "builtin:mistral".into(),
             Self::MistralNemo => "builtin:mistral-nemo".into(),
             Self::Gemma2 => "builtin:gemma2".into(),
+            Self::Gemma3 => "builtin:gemma3".into(),
             Self::Phi35 => "builtin:phi3.5".into(),
+            Self::Phi4 => "builtin:phi4".into(),
             Self::DeepSeekR1 => "builtin:deepseek-r1".into(),
             Self::Glm46 => "builtin:glm4.6".into(),
             Self::Jinja(template) => format!("jinja:{}", template.fingerprint()),
@@ -147,7 +156,9 @@ impl Template {
             Self::Mistral => builtin::render_mistral(conversation, keep),
             Self::MistralNemo => builtin::render_mistral_nemo(conversation, keep),
             Self::Gemma2 => builtin::render_gemma2(conversation, keep),
+            Self::Gemma3 => builtin::render_gemma3(conversation, keep),
             Self::Phi35 => builtin::render_phi35(conversation, keep),
+            Self::Phi4 => builtin::render_phi4(conversation, keep),
             Self::DeepSeekR1 => builtin::render_deepseek_r1(conversation, keep),
             Self::Glm46 => builtin::render_glm46(conversation, keep),
             Self::Jinja(template) => template.render(conversation, keep),
