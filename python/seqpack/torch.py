@@ -33,6 +33,7 @@ import pickle
 import signal
 import traceback
 import warnings
+import weakref
 from collections import deque
 from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -260,8 +261,11 @@ class PackedLoader:
         without the GIL and the batch is handed over without a copy. ``"process"``: processes
         forked from this one when iteration starts (where the platform cannot fork, a torch
         ``DataLoader``'s workers); each writes its batches into slots of one shared mapping,
-        and this process copies each batch out once (no new shared segment, no per-tensor
-        pickling). For loops whose own Python work holds the GIL. A worker that dies raises
+        and the tensors this process yields are views of the slot (no copy on this side, no
+        new shared segment, no per-tensor pickling); a slot is reused once every tensor of its
+        batch is gone, and a loop that keeps many batches gets the others through the pipe.
+        For loops whose own Python work holds the GIL; on a machine with few cores threads
+        deliver more. A worker that dies raises
         :class:`~seqpack.errors.WorkerError` naming it and the step; an error in a worker is
         raised here as it was raised there.
     pin_memory
@@ -583,13 +587,20 @@ def _in_processes(
     steps: _Steps, indices: range, workers: int, ahead: int, pin: bool, cells: int
 ) -> Iterator[dict[str, Any]]:
     """The batches of ``indices``, in order, materialised up to ``ahead`` per worker at a time
-    by ``workers`` processes forked from this one. Each worker has ``ahead`` slots of one
-    anonymous shared mapping, made before the fork; this process copies each batch out of its
-    slot (one copy of its bytes) and then gives the slot the worker's next step. Step k goes
-    to worker k % workers, so the order is fixed."""
+    by ``workers`` processes forked from this one. Step k goes to worker k % workers, so the
+    order is fixed. Each step is written into a free slot of one anonymous shared mapping,
+    made before the fork, and the batch's tensors are views of that slot: no copy on this
+    side. A slot is free again once every tensor of its batch is gone (a finalizer on the
+    buffer they all hold); the mapping has room for twice the steps in flight and four
+    batches the loop still holds, and a step that finds no free slot (a loop that keeps many
+    batches) comes through the pipe instead."""
     context = multiprocessing.get_context("fork")
     slot = _slot_bytes(cells)
-    shared = mmap.mmap(-1, workers * ahead * slot)  # MAP_SHARED | MAP_ANONYMOUS
+    in_flight = workers * ahead
+    slots = 2 * in_flight + 4
+    shared = mmap.mmap(-1, slots * slot)  # MAP_SHARED | MAP_ANONYMOUS
+    free: deque[int] = deque(range(slots))  # appended to by finalizers, from any thread
+    placed: dict[int, int] = {}  # step position -> its slot, or -1 (through the pipe)
     conns: list[Any] = []
     processes: list[Any] = []
     try:
@@ -605,37 +616,32 @@ def _in_processes(
             processes.append(process)
 
         def send(k: int) -> None:
-            w = k % workers
-            start = (w * ahead + (k // workers) % ahead) * slot
-            conns[w].send((indices[k], start, slot))
+            index = free.popleft() if free else -1
+            placed[k] = index
+            # A worker given no room (size 0) sends the batch through the pipe.
+            conns[k % workers].send((indices[k], max(index, 0) * slot, slot if index >= 0 else 0))
 
-        for k in range(min(len(indices), workers * ahead)):
+        for k in range(min(len(indices), in_flight)):
             send(k)
         for k in range(len(indices)):
             w = k % workers
             message = _receive(conns[w], processes[w], indices[k])
+            index = placed.pop(k)
             if message[0] == "error":
                 _, error, where = message
                 error.add_note(f"in loader worker process {w}, step {indices[k]}:\n{where}")
                 raise error
             if message[0] == "inline":
                 raw = message[1]
+                if index >= 0:
+                    free.append(index)  # (the batch did not fit)
             else:
                 _, layout, rest, used = message
-                start = (w * ahead + (k // workers) % ahead) * slot
-                blob = np.empty(used, dtype=np.uint8)
-                blob[:] = np.frombuffer(shared, dtype=np.uint8, count=used, offset=start)
-                raw = {
-                    key: rest[key]
-                    if at < 0
-                    else blob[at : at + math.prod(shape) * np.dtype(dtype).itemsize]
-                    .view(dtype)
-                    .reshape(shape)
-                    for key, dtype, shape, at in layout
-                }
-            if k + workers * ahead < len(indices):
-                send(k + workers * ahead)  # the slot is free again
+                raw = _slot_views(shared, index, slot, used, layout, rest, free)
+            if k + in_flight < len(indices):
+                send(k + in_flight)
             batch = _model_inputs(raw, steps.padding_free, steps.mask)
+            del raw
             yield _pin(batch) if pin else batch
     finally:
         for conn in conns:
@@ -650,7 +656,40 @@ def _in_processes(
                 process.join()
         for conn in conns:
             conn.close()
-        shared.close()
+        try:
+            shared.close()
+        except BufferError:
+            pass  # batches the loop still holds view it; it closes when they are gone
+
+
+def _slot_views(
+    shared: mmap.mmap,
+    index: int,
+    slot: int,
+    used: int,
+    layout: list[tuple[str, str, tuple[int, ...], int]],
+    rest: dict[str, Any],
+    free: deque[int],
+) -> dict[str, Any]:
+    """A batch's arrays as views of its slot, all holding one buffer whose finalizer frees the
+    slot when the last of them (or of the tensors made from them) is gone."""
+    if used == 0:  # (no array has a byte: nothing to view)
+        free.append(index)
+        return {
+            key: rest[key] if at < 0 else np.zeros(shape, dtype=np.dtype(dtype))
+            for key, dtype, shape, at in layout
+        }
+    owner = np.frombuffer(shared, dtype=np.uint8, count=used, offset=index * slot)
+    weakref.finalize(owner, free.append, index).atexit = False
+    # torch's buffer keeps `owner` until its storage goes; the numpy views keep the tensor.
+    whole = torch.frombuffer(owner, dtype=torch.uint8).numpy()
+    del owner
+    return {
+        key: rest[key]
+        if at < 0
+        else whole[at : at + math.prod(shape) * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+        for key, dtype, shape, at in layout
+    }
 
 
 def _receive(conn: Any, process: Any, step: int) -> Any:

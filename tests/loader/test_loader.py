@@ -225,6 +225,49 @@ def test_worker_processes_hand_over_batches_too_big_for_their_slot(tmp_path_fact
         assert there == here and len(here) > 1
 
 
+def test_batches_of_worker_processes_stay_intact_while_the_loop_holds_them(
+    tmp_path_factory, monkeypatch
+):
+    # Batches are views of the shared slots; a slot is written again only once every tensor of
+    # its batch is gone. The loop here holds batches for a while, some to the end, one only
+    # by a view of one tensor: each keeps the bytes it had when it came.
+    store = make_store(tmp_path_factory, [(i * 13) % 31 + 1 for i in range(400)])
+    in_slots = []
+    views = sptorch._slot_views
+
+    def counted(*args: Any) -> Any:
+        in_slots.append(1)
+        return views(*args)
+
+    monkeypatch.setattr(sptorch, "_slot_views", counted)
+    for fmt in ("rows", "padding_free"):
+        in_slots.clear()
+        expected = [digest(b) for b in process_loader(store, format=fmt)]
+        assert len(in_slots) == len(expected) > 50  # dropped at once: every batch in a slot
+        in_slots.clear()
+        held: dict[int, tuple[dict[str, Any], str]] = {}
+        kept_ids: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for k, batch in enumerate(process_loader(store, format=fmt)):
+            assert digest(batch) == expected[k]
+            if k % 40 == 0:
+                held[k] = (batch, expected[k])  # to the end
+            elif k % 3 == 0:
+                held[k] = (batch, expected[k])
+                for old in [j for j in held if j % 40 and j < k - 6]:
+                    del held[old]  # released some steps later
+            elif k % 40 == 1:
+                ids = batch["input_ids"]
+                kept_ids[k] = (ids[..., 1:], ids.clone())
+            del batch
+        for k, (batch, want) in held.items():
+            assert digest(batch) == want, k
+        for k, (view, copy) in kept_ids.items():
+            assert torch.equal(view, copy[..., 1:]), k
+        assert len(held) > 3 and kept_ids
+        # Slots freed as batches went; the rest came through the pipe.
+        assert len(in_slots) > len(expected) // 2, (len(in_slots), len(expected))
+
+
 def test_without_fork_a_torch_dataloader_carries_the_batches(tmp_path_factory, monkeypatch):
     # Where the platform cannot fork, torch's DataLoader workers (its start method) carry them.
     store = make_store(tmp_path_factory, [(i * 11) % 29 + 1 for i in range(60)])
