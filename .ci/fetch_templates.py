@@ -36,6 +36,7 @@ TEMPLATES = (
     "mistralai-Ministral-3-14B-Reasoning-2512.jinja",
     "deepseek-ai-DeepSeek-R1-Distill-Llama-8B.jinja",
     "GLM-4.6.jinja",
+    "GLM-4.7-Flash.jinja",
     "meta-llama-Llama-3.2-3B-Instruct.jinja",
     "meta-llama-Llama-3.3-70B-Instruct.jinja",
     "Qwen3.5-4B.jinja",

@@ -17,7 +17,7 @@ fn tokenizer() -> &'static Tokenizer {
     })
 }
 
-const BUILTINS: [&str; 17] = [
+const BUILTINS: [&str; 18] = [
     "qwen3",
     "qwen2.5",
     "llama3.0",
@@ -32,6 +32,7 @@ const BUILTINS: [&str; 17] = [
     "phi3.5",
     "phi4",
     "glm4.6",
+    "glm4.7",
     "chatml",
     "llama3",
     "llama3.3",

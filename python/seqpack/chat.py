@@ -218,8 +218,9 @@ def encode(
         ``"llama3.3"``, whose template is the same), ``"llama3.2"`` (3.1's with today's date),
         ``"deepseek-v3.1"`` (DeepSeek-V3.1's, non-thinking mode), ``"deepseek-r1"``
         (the R1-Distill models', without tools), ``"mistral"``, ``"mistral-nemo"``, ``"gemma2"``,
-        ``"gemma3"``, ``"phi3.5"``, ``"phi4"``, ``"glm4.6"`` (GLM-4.6's, tool calls included)), a
-        Jinja ``chat_template`` string, a ``tokenizer_config.json`` or a ``.jinja`` file.
+        ``"gemma3"``, ``"phi3.5"``, ``"phi4"``, ``"glm4.6"``, ``"glm4.7"`` (GLM-4.6's and 4.7's,
+        tool calls included)), a Jinja ``chat_template`` string, a ``tokenizer_config.json``
+        or a ``.jinja`` file.
     overlong
         A conversation longer than ``max_length``: ``"truncate"`` (default; the system prompt
         and tools stay, whole old turns go first, a turn still too long alone is cut on the

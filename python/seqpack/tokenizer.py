@@ -43,6 +43,7 @@ BUILTIN_TEMPLATES = (
     "phi3.5",
     "phi4",
     "glm4.6",
+    "glm4.7",
 )
 
 

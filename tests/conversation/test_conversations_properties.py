@@ -349,12 +349,13 @@ def test_system_prompt_that_cannot_fit_drops_the_record(qwen_dir):
 @settings(max_examples=40)
 @given(records=st.lists(conversations(), min_size=1, max_size=6), opts=options)
 @pytest.mark.parametrize(
-    "template", ["gemma2", "gemma3", "phi3.5", "phi4", "deepseek-r1", "mistral-nemo", "glm4.6"]
+    "template",
+    ["gemma2", "gemma3", "phi3.5", "phi4", "deepseek-r1", "mistral-nemo", "glm4.6", "glm4.7"],
 )
 def test_newer_builtins_keep_the_accounting_promises(template, records, opts, qwen_dir):
-    """The Gemma 2 and 3, Phi-3.5 and 4, DeepSeek-R1, Mistral Nemo and GLM-4.6 built-ins under
-    truncation and splitting: every record reported once (refused ones skipped with the
-    template's reason), every token kept or counted as removed, no sample longer than
+    """The Gemma 2 and 3, Phi-3.5 and 4, DeepSeek-R1, Mistral Nemo and GLM-4.6 and 4.7
+    built-ins under truncation and splitting: every record reported once (refused ones skipped
+    with the template's reason), every token kept or counted as removed, no sample longer than
     max_length or without trained tokens."""
     encoded = seqpack.encode(
         records, tokenizer=qwen_dir, template=template, on_error="skip", **opts

@@ -300,3 +300,49 @@ def test_builtin_is_its_official_template(name, records):
         assert same > 1000 and bodies > same and refused < same, (file, same, bodies, refused)
         if name == "glm4.6":  # the tool-calling answers the Jinja path refuses
             assert unlocated > 500, (file, unlocated)
+
+
+def test_glm47_builtin_is_its_official_template(records):
+    """GLM-4.7's generation prompt (`<|assistant|><think>`) opens no turn of its history, which
+    writes `<|assistant|></think>` and the answer: the Jinja path refuses every answer. The
+    built-in writes transformers' text, and each answer's body is what the template writes for
+    that message after `<|assistant|>` (transformers' render of the conversation up to it,
+    less the render before it), up to the next message."""
+    import re
+
+    from conftest import official_templates_dir
+
+    source = (official_templates_dir() / "GLM-4.7-Flash.jinja").read_text(encoding="utf-8")
+    compiled = _compile_jinja_template(source)
+    builtin = _seqpack.NativeTemplate.builtin("glm4.7")
+    same = refused = answers = calls = 0
+    for index, record in enumerate(records):
+        messages, tools = record["messages"], record["tools"]
+        try:
+            expected = compiled.render(messages=messages, tools=tools)
+        except Exception:  # the template raises: so must the built-in
+            with pytest.raises(SeqpackError):
+                builtin.render_text(record)
+            continue
+        try:
+            text, spans = builtin.render(record)
+        except SeqpackError as error:
+            assert re.search("writes tool calls of assistant messages only", str(error)), error
+            refused += 1
+            continue
+        assert text == expected, index
+        same += 1
+        for message, _start, body_start, body_end, _end in spans:
+            if message is None or messages[message]["role"] != "assistant":
+                continue
+            before = compiled.render(messages=messages[:message], tools=tools)
+            upto = compiled.render(messages=messages[: message + 1], tools=tools)
+            if not text.startswith(upto):  # (its reasoning shows only as the last answer)
+                continue
+            written = upto[len(before) :]
+            assert written.startswith("<|assistant|>"), (index, message)
+            assert text[body_start:body_end] == written[len("<|assistant|>") :], (index, message)
+            answers += 1
+            calls += bool(messages[message].get("tool_calls"))
+    assert same > 1000 and answers > same and refused < same // 10, (same, answers, refused)
+    assert calls > 400, calls  # answers that call tools

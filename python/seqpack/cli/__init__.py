@@ -86,7 +86,7 @@ def _add_chat_options(parser: argparse.ArgumentParser) -> None:
         help="the chat template: the tokenizer's own (default; from its "
         "tokenizer_config.json or chat_template.jinja), qwen3, qwen2.5, "
         "llama3, llama3.1, llama3.2, llama3.3, deepseek-v3.1, deepseek-r1, mistral, "
-        "mistral-nemo, gemma2, gemma3, phi3.5, phi4, glm4.6, "
+        "mistral-nemo, gemma2, gemma3, phi3.5, phi4, glm4.6, glm4.7, "
         "a tokenizer_config.json or a .jinja file",
     )
     parser.add_argument(

@@ -203,3 +203,27 @@ fn phi4_turns() {
     assert_eq!(&text[answer.start..answer.body_start], "<|im_start|>assistant<|im_sep|>");
     assert_eq!(&text[answer.body_start..answer.body_end], "A<|im_end|>");
 }
+
+#[test]
+fn glm47_is_glm46_without_its_newlines() {
+    let record = json!({"messages": [
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "<think>old</think> A", "tool_calls": [
+            {"function": {"name": "f", "arguments": {"x": 1}}}]},
+        {"role": "tool", "content": "R"}, {"role": "user", "content": "V"},
+        {"role": "assistant", "content": "B", "reasoning_content": " why "}]});
+    let (text, spans) = render(&Template::Glm47, record);
+    assert_eq!(
+        text,
+        "[gMASK]<sop><|user|>U<|assistant|></think>A<tool_call>f<arg_key>x</arg_key><arg_value>1</arg_value>\
+         </tool_call><|observation|><tool_response>R</tool_response><|user|>V<|assistant|><think>why</think>B"
+    );
+    let last = spans.last().unwrap();
+    assert_eq!(&text[last.start..last.body_start], "<|assistant|>");
+    assert_eq!(&text[last.body_start..last.body_end], "<think>why</think>B");
+    // Arguments that are not a mapping: the template raises (4.7 has no `or {}`).
+    let conversation = parse(json!({"messages": [{"role": "user", "content": "U"},
+        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "f", "arguments": null}}]}]}));
+    assert!(Template::Glm47.render(&conversation, &[0, 1]).is_err());
+    assert!(Template::Glm46.render(&conversation, &[0, 1]).is_ok());
+}

@@ -1,9 +1,9 @@
 //! The built-in templates, written out in Rust: `ChatML` as Qwen3 and Qwen2.5 write it,
-//! Llama-3.0, Llama-3.1, DeepSeek-V3.1 and R1, Mistral, Gemma 2 and 3, Phi-3.5 and 4, GLM-4.6. Each records the span of every message as it writes.
+//! Llama-3.0, Llama-3.1, DeepSeek-V3.1 and R1, Mistral, Gemma 2 and 3, Phi-3.5 and 4, GLM-4.6 and 4.7. Each records the span of every message as it writes.
 
 use super::spans::{Rendered, Writer};
 use super::tojson;
-use crate::conversation::records::{Conversation, Message, Role};
+use crate::conversation::records::{Conversation, Message, Role, ToolCall};
 use crate::error::{Error, Result};
 use serde_json::Value;
 
@@ -737,10 +737,38 @@ pub(super) fn render_deepseek_r1(conversation: &Conversation, keep: &[usize]) ->
 
 const GLM4_TOOLS_PREAMBLE: &str = "<|system|>\n# Tools\n\nYou may call one or more functions to assist with the \
      user query.\n\nYou are provided with function signatures within <tools></tools> XML tags:\n<tools>\n";
-const GLM4_TOOLS_FORMAT: &str = "</tools>\n\nFor each function call, output the function name and arguments within \
+const GLM46_TOOLS_FORMAT: &str = "</tools>\n\nFor each function call, output the function name and arguments within \
      the following XML format:\n<tool_call>{function-name}\n<arg_key>{arg-key-1}</arg_key>\n\
      <arg_value>{arg-value-1}</arg_value>\n<arg_key>{arg-key-2}</arg_key>\n<arg_value>{arg-value-2}</arg_value>\n\
      ...\n</tool_call>";
+const GLM47_TOOLS_FORMAT: &str = "</tools>\n\nFor each function call, output the function name and arguments within \
+     the following XML format:\n<tool_call>{function-name}<arg_key>{arg-key-1}</arg_key>\
+     <arg_value>{arg-value-1}</arg_value><arg_key>{arg-key-2}</arg_key><arg_value>{arg-value-2}</arg_value>\
+     ...</tool_call>";
+
+/// The two GLM-4 layouts: 4.6's, with a newline after each tag, and 4.7's, without.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Glm {
+    V46,
+    V47,
+}
+
+impl Glm {
+    fn name(self) -> &'static str {
+        match self {
+            Self::V46 => "glm4.6",
+            Self::V47 => "glm4.7",
+        }
+    }
+
+    /// A layout string: 4.6's, or 4.7's (the same without its newlines).
+    fn pick(self, v46: &'static str, v47: &'static str) -> &'static str {
+        match self {
+            Self::V46 => v46,
+            Self::V47 => v47,
+        }
+    }
+}
 
 /// Jinja's truth of a JSON value (`x or {}`).
 fn truthy(value: &Value) -> bool {
@@ -754,11 +782,11 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
-/// GLM-4.6's reading of an assistant message, as its template splits it: (reasoning,
-/// visible content). `reasoning_content` when given; else, when the content holds
-/// `</think>`, the text between the last `<think>` and the first `</think>`, and what follows
-/// the last `</think>`.
-fn glm4_thinking(message: &Message) -> (&str, &str) {
+/// GLM-4's reading of an assistant message, as its templates split it: (reasoning, visible
+/// content). `reasoning_content` when given; else, when the content holds `</think>`, the
+/// text between the last `<think>` and the first `</think>`, and what follows the last
+/// `</think>`.
+fn glm_thinking(message: &Message) -> (&str, &str) {
     let content = message.content.as_str();
     if let Some(reasoning) = &message.reasoning {
         return (reasoning, content);
@@ -773,18 +801,18 @@ fn glm4_thinking(message: &Message) -> (&str, &str) {
     }
 }
 
-/// GLM-4.6 (official template, its default mode): `[gMASK]<sop>`, the tools as a
-/// `<|system|>` turn of their own, then per message `<|system|>\n` / `<|user|>\n` + the
-/// content; `<|assistant|>` + `\n<think>reasoning</think>` (the reasoning only after the last
-/// user message, else empty) + `\n` and the stripped content + each tool call as
-/// `\n<tool_call>name\n<arg_key>k</arg_key>\n<arg_value>v</arg_value>\n</tool_call>`; tool
-/// results as `\n<tool_response>\n...\n</tool_response>`, a run of them after one
-/// `<|observation|>`. No token ends a turn (the model stops by writing the next role's token),
-/// so an answer's body is what the template writes after `<|assistant|>` up to the next message,
-/// as the Jinja path locates it; unlike the Jinja path, the built-in knows where tool calls end,
-/// so answers that call tools are trained too. Tool-call arguments must be a mapping, as the
-/// template raises otherwise.
-pub(super) fn render_glm46(conversation: &Conversation, keep: &[usize]) -> Result<Rendered> {
+/// GLM-4.6 and GLM-4.7 (official templates, their default modes): `[gMASK]<sop>`, the tools as a
+/// `<|system|>` turn of their own, then per message `<|system|>` / `<|user|>` + the content;
+/// `<|assistant|>` + the thinking block (4.6: `\n<think>reasoning</think>`, the reasoning
+/// only after the last user message, else empty; 4.7: `<think>reasoning</think>` there, else
+/// `</think>` alone) + the stripped content + each tool call as `<tool_call>name` with
+/// `<arg_key>k</arg_key><arg_value>v</arg_value>` pairs + `</tool_call>`; tool results as
+/// `<tool_response>...</tool_response>`, a run of them after one `<|observation|>`. 4.6 puts a
+/// newline after each tag where 4.7 puts none. No token ends a turn (the model stops by writing
+/// the next role's token), so an answer's body is what the template writes after
+/// `<|assistant|>` up to the next message. Tool-call arguments must be a mapping, as the
+/// templates raise otherwise (4.6 lets an empty value stand for none).
+pub(super) fn render_glm(conversation: &Conversation, keep: &[usize], flavour: Glm) -> Result<Rendered> {
     let mut out = Writer::default();
     out.begin(None);
     out.push("[gMASK]<sop>");
@@ -794,21 +822,26 @@ pub(super) fn render_glm46(conversation: &Conversation, keep: &[usize]) -> Resul
             out.push(&tojson::dumps(tool));
             out.push("\n");
         }
-        out.push(GLM4_TOOLS_FORMAT);
+        out.push(flavour.pick(GLM46_TOOLS_FORMAT, GLM47_TOOLS_FORMAT));
     }
+    let newline = flavour.pick("\n", "");
     let last_user = keep.iter().rposition(|&i| conversation.messages[i].role == Role::User);
     for (position, &index) in keep.iter().enumerate() {
         let message = &conversation.messages[index];
         if message.role != Role::Assistant && !message.tool_calls.is_empty() {
             return Err(refuse(
                 index,
-                "the glm4.6 template writes tool calls of assistant messages only; these would be lost",
+                &format!(
+                    "the {} template writes tool calls of assistant messages only; these would be lost",
+                    flavour.name()
+                ),
             ));
         }
         out.begin(Some(index));
         match message.role {
             Role::System | Role::User => {
-                out.push(if message.role == Role::User { "<|user|>\n" } else { "<|system|>\n" });
+                out.push(if message.role == Role::User { "<|user|>" } else { "<|system|>" });
+                out.push(newline);
                 out.mark_body_start();
                 out.content(&message.content);
             }
@@ -817,57 +850,34 @@ pub(super) fn render_glm46(conversation: &Conversation, keep: &[usize]) -> Resul
                 if previous != Some(Role::Tool) {
                     out.push("<|observation|>");
                 }
-                out.push("\n<tool_response>\n");
+                out.push(flavour.pick("\n<tool_response>\n", "<tool_response>"));
                 out.mark_body_start();
                 out.content(&message.content);
-                out.push("\n</tool_response>");
+                out.push(flavour.pick("\n</tool_response>", "</tool_response>"));
             }
             Role::Assistant => {
                 out.push("<|assistant|>");
                 out.mark_body_start();
-                let (reasoning, content) = glm4_thinking(message);
-                out.push("\n<think>");
-                if last_user.is_none_or(|user| position > user) {
-                    out.push(super::pystr::strip_space(reasoning));
+                let (reasoning, content) = glm_thinking(message);
+                // Shown when not empty before it is stripped: 4.7 then writes `<think></think>`.
+                let shown = last_user.is_none_or(|user| position > user) && !reasoning.is_empty();
+                match (flavour, shown) {
+                    (_, true) => {
+                        out.push(newline);
+                        out.push("<think>");
+                        out.push(super::pystr::strip_space(reasoning));
+                        out.push("</think>");
+                    }
+                    (Glm::V46, false) => out.push("\n<think></think>"),
+                    (Glm::V47, false) => out.push("</think>"),
                 }
-                out.push("</think>");
                 let content = super::pystr::strip_space(content);
                 if !content.is_empty() {
-                    out.push("\n");
+                    out.push(newline);
                 }
                 out.content(content);
                 for call in &message.tool_calls {
-                    out.push("\n<tool_call>");
-                    out.push(&call.name);
-                    out.push("\n");
-                    match &call.arguments {
-                        Value::Object(arguments) => {
-                            for (key, value) in arguments {
-                                out.push("<arg_key>");
-                                out.push(key);
-                                out.push("</arg_key>\n<arg_value>");
-                                match value {
-                                    Value::String(text) => out.push(text),
-                                    other => out.push(&tojson::dumps(other)),
-                                }
-                                out.push("</arg_value>\n");
-                            }
-                        }
-                        other if !truthy(other) => {}
-                        other => {
-                            let shown = match other {
-                                Value::String(text) => text.clone(),
-                                other => tojson::dumps(other),
-                            };
-                            return Err(refuse(
-                                index,
-                                &format!(
-                                    "Invalid tool call arguments passed: {shown} (the glm4.6 template takes a mapping)"
-                                ),
-                            ));
-                        }
-                    }
-                    out.push("</tool_call>");
+                    glm_tool_call(&mut out, index, call, flavour)?;
                 }
                 out.extend_content();
             }
@@ -875,6 +885,49 @@ pub(super) fn render_glm46(conversation: &Conversation, keep: &[usize]) -> Resul
         out.mark_body_end();
     }
     Ok(out.done())
+}
+
+/// One tool call as GLM-4 writes it: `<tool_call>name`, each argument's key and value (a
+/// string as is, anything else as JSON), `</tool_call>`.
+fn glm_tool_call(out: &mut Writer, index: usize, call: &ToolCall, flavour: Glm) -> Result<()> {
+    let newline = flavour.pick("\n", "");
+    out.push(newline);
+    out.push("<tool_call>");
+    out.push(&call.name);
+    out.push(newline);
+    match &call.arguments {
+        Value::Object(arguments) => {
+            for (key, value) in arguments {
+                out.push("<arg_key>");
+                out.push(key);
+                out.push("</arg_key>");
+                out.push(newline);
+                out.push("<arg_value>");
+                match value {
+                    Value::String(text) => out.push(text),
+                    other => out.push(&tojson::dumps(other)),
+                }
+                out.push("</arg_value>");
+                out.push(newline);
+            }
+        }
+        other if flavour == Glm::V46 && !truthy(other) => {}
+        other => {
+            let shown = match other {
+                Value::String(text) => text.clone(),
+                other => tojson::dumps(other),
+            };
+            return Err(refuse(
+                index,
+                &format!(
+                    "Invalid tool call arguments passed: {shown} (the {} template takes a mapping)",
+                    flavour.name()
+                ),
+            ));
+        }
+    }
+    out.push("</tool_call>");
+    Ok(())
 }
 
 fn template_error(message: &str) -> Error {

@@ -1,7 +1,7 @@
 //! Rendering a conversation to text with the byte span of every message, so labels can be
 //! placed exactly. Built-in templates (`ChatML` as Qwen3 and Qwen2.5 write it, Llama-3.0,
 //! Llama-3.1 with tools, DeepSeek-V3.1, DeepSeek-R1, Mistral, Mistral Nemo, Gemma 2 and 3,
-//! Phi-3.5 and 4, GLM-4.6) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
+//! Phi-3.5 and 4, GLM-4.6 and 4.7) are written out in Rust; any Hugging Face Jinja `chat_template` is rendered by minijinja in a sandbox
 //! (no file system, no Python objects, bounded work).
 
 mod builtin;
@@ -60,6 +60,9 @@ pub enum Template {
     /// `<|assistant|>` turns with an empty or kept `<think>` block, tool calls as
     /// `<tool_call>name` with `<arg_key>` / `<arg_value>` pairs, results after `<|observation|>`.
     Glm46,
+    /// GLM-4.7 (official template, default mode): GLM-4.6's layout without the newlines after
+    /// its tags, and `</think>` alone where 4.6 writes an empty `<think></think>`.
+    Glm47,
     /// DeepSeek-R1 (the R1-Distill models' official template): `<｜User｜>` /
     /// `<｜Assistant｜>` turns, each answer without its reasoning, no tools.
     DeepSeekR1,
@@ -89,13 +92,14 @@ impl Template {
             "phi4" => Ok(Self::Phi4),
             "deepseek-r1" => Ok(Self::DeepSeekR1),
             "glm4.6" => Ok(Self::Glm46),
+            "glm4.7" => Ok(Self::Glm47),
             other => Err(Error::InvalidOption {
                 name: "template",
                 message: format!(
                     "unknown template '{other}'; expected 'qwen3' (alias 'chatml'), 'qwen2.5', \
                      'llama3.0' (alias 'llama3'), 'llama3.1' (alias 'llama3.3'), 'llama3.2', \
                      'deepseek-v3.1', 'deepseek-r1', 'mistral', 'mistral-nemo', 'gemma2', 'gemma3', \
-                     'phi3.5', 'phi4', 'glm4.6', or a Jinja chat_template string"
+                     'phi3.5', 'phi4', 'glm4.6', 'glm4.7', or a Jinja chat_template string"
                 ),
             }),
         }
@@ -119,6 +123,7 @@ impl Template {
             Self::Phi4 => "builtin:phi4".into(),
             Self::DeepSeekR1 => "builtin:deepseek-r1".into(),
             Self::Glm46 => "builtin:glm4.6".into(),
+            Self::Glm47 => "builtin:glm4.7".into(),
             Self::Jinja(template) => format!("jinja:{}", template.fingerprint()),
         }
     }
@@ -160,7 +165,8 @@ impl Template {
             Self::Phi35 => builtin::render_phi35(conversation, keep),
             Self::Phi4 => builtin::render_phi4(conversation, keep),
             Self::DeepSeekR1 => builtin::render_deepseek_r1(conversation, keep),
-            Self::Glm46 => builtin::render_glm46(conversation, keep),
+            Self::Glm46 => builtin::render_glm(conversation, keep, builtin::Glm::V46),
+            Self::Glm47 => builtin::render_glm(conversation, keep, builtin::Glm::V47),
             Self::Jinja(template) => template.render(conversation, keep),
         }
     }
