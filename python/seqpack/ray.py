@@ -21,13 +21,14 @@ and runs wherever Ray runs: ``ray.init()`` on one machine, ``ray.init(address="a
 Records are numbered in the dataset's order, so a failing record is named by the same index
 as in the single-process path, and its error is raised in the driver as the same typed
 exception: :func:`write_store`'s driver numbers them as it appends the encoded batches in
-order; :func:`encode`, whose output is a Dataset, numbers them first (a ``ray.data.range``
-zipped beside them, after counting the dataset).
+order; :func:`encode`, whose output is a Dataset, numbers them first (a column added to its
+blocks in order, after running the dataset once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -325,13 +326,28 @@ def _sample_rows(encoded: dict[str, Any], first: int, count: int) -> pa.Table:
 
 
 def _numbered(ds: ray.data.Dataset) -> ray.data.Dataset:
-    """``ds`` with a column numbering its rows in order."""
+    """``ds`` with a column numbering its rows in order: its blocks, in order, each numbered
+    from the rows of the blocks before it by a Ray task. (``Dataset.zip`` with a
+    ``ray.data.range`` did this until Ray deprecated it; it too ran the whole dataset first.)"""
     ray = _ray()
     if RECORD in ds.schema().names:
         raise InvalidOptionError(f"option ds: the column {RECORD!r} is seqpack's own")
-    index = ray.data.range(ds.count()).rename_columns({"id": RECORD})
-    # zip pairs rows by position, which only a Dataset that keeps its order has.
-    return _ordered(ds).zip(_ordered(index))
+    blocks = _ordered(ds).to_arrow_refs()
+    rows, numbered = ray.remote(_block_rows), ray.remote(_block_numbered)
+    counts = ray.get([rows.remote(block) for block in blocks])
+    starts = itertools.accumulate([0, *counts[:-1]])
+    refs = [numbered.remote(block, start) for block, start in zip(blocks, starts, strict=True)]
+    return ray.data.from_arrow_refs(refs)  # type: ignore[no-any-return]  # ray: imported here
+
+
+def _block_rows(table: pa.Table) -> int:
+    return int(table.num_rows)
+
+
+def _block_numbered(table: pa.Table, start: int) -> pa.Table:
+    import pyarrow as pa
+
+    return table.append_column(RECORD, pa.array(range(start, start + table.num_rows), pa.int64()))
 
 
 def encode(
