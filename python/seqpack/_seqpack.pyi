@@ -104,9 +104,9 @@ class NativeStoreWriter:
     ) -> int: ...
     def append_encoded(
         self,
-        tokens: npt.NDArray[np.int64],
+        tokens: npt.NDArray[np.int32] | npt.NDArray[np.int64],
         offsets: npt.NDArray[np.int64],
-        labels: npt.NDArray[np.int64],
+        labels: npt.NDArray[np.int32] | npt.NDArray[np.int64],
         sample_record: npt.NDArray[np.int64],
         sample_window: npt.NDArray[np.int64],
         reports: bytes,

@@ -544,9 +544,9 @@ def _append_encoded(writer: _seqpack.NativeStoreWriter, encoded: ray.data.Datase
         np.cumsum(lengths[keep], out=offsets[1:])
         reports = [r for r in report_column.to_pylist() if r is not None]
         writer.append_encoded(
-            ids.flatten().to_numpy().astype(np.int64),
+            ids.flatten().to_numpy(),  # int32, as the encoders write them: no conversion
             offsets,
-            labels.flatten().to_numpy().astype(np.int64),
+            labels.flatten().to_numpy(),
             numbers[keep],
             batch.column("window").to_numpy()[keep].astype(np.int64),
             "".join(_renumbered(line, base + k) + "\n" for k, line in enumerate(reports)).encode(),

@@ -174,7 +174,7 @@ fn bad_samples_are_named_by_their_index_in_the_store() {
     let mut writer = StoreWriter::create(&dir.join("store"), "tokens", false).unwrap();
     append(&mut writer, &vec![masked(&[1, 2], &[true, true]); 3], 0);
     let tokens = [1i64, -4, 2];
-    let chunk =
+    let chunk: Chunk<'_, i64> =
         Chunk { tokens: &tokens, offsets: &[0, 1, 3], labels: None, sample_record: &[3, 4], sample_window: &[0, 0] };
     let error = writer.append(&chunk).unwrap_err();
     assert!(matches!(error, Error::InvalidToken { index: 4, position: 0, value: -4, .. }), "{error}");
@@ -189,4 +189,54 @@ fn bad_samples_are_named_by_their_index_in_the_store() {
     assert!(matches!(writer.append(&chunk), Err(Error::InvalidLabels { index: 3, .. })));
     drop(writer);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn int32_chunks_write_the_same_store_as_int64_ones() {
+    // What seqpack.ray's driver appends: Arrow's int32 columns as they are, no conversion.
+    let dir = temp("int32");
+    let tokens: Vec<i64> = vec![5, 6, 7, 8, 9, 10, 11];
+    let labels: Vec<i64> = vec![IGNORE_INDEX, 6, 7, 3, IGNORE_INDEX, 10, 11]; // 3: a label of its own
+    let (offsets, records, windows) = (vec![0_i64, 3, 7], vec![0_i64, 1], vec![0_i64, 0]);
+    let narrow = |v: &[i64]| v.iter().map(|&x| i32::try_from(x).unwrap()).collect::<Vec<i32>>();
+    let (tokens32, labels32) = (narrow(&tokens), narrow(&labels));
+    let mut written = Vec::new();
+    for (name, wide) in [("wide", true), ("narrow", false)] {
+        let target = dir.join(name);
+        let mut writer = StoreWriter::create(&target, "tokens", false).unwrap();
+        if wide {
+            let chunk = Chunk {
+                tokens: &tokens,
+                offsets: &offsets,
+                labels: Some(&labels),
+                sample_record: &records,
+                sample_window: &windows,
+            };
+            writer.append(&chunk).unwrap();
+        } else {
+            let chunk = Chunk {
+                tokens: &tokens32,
+                offsets: &offsets,
+                labels: Some(&labels32),
+                sample_record: &records,
+                sample_window: &windows,
+            };
+            writer.append(&chunk).unwrap();
+        }
+        writer.add_records(2);
+        writer.finish(serde_json::Value::Null).unwrap();
+        // Every file but the manifest (which names the time it was written).
+        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&target)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != "manifest.json")
+            .map(|e| {
+                let e = e.unwrap();
+                (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+            })
+            .collect();
+        files.sort();
+        written.push(files);
+    }
+    assert!(written[0].iter().any(|(name, _)| name.starts_with("labels")), "full labels were needed");
+    assert_eq!(written[0], written[1]);
 }

@@ -40,12 +40,35 @@ fn closed() -> Error {
 }
 
 /// Append a chunk of token sequences (each its own record).
-fn append_chunk<T: TokenIn>(writer: &NativeStoreWriter, py: Python<'_>, chunk: &Chunk<'_, T>) -> Result<usize> {
+fn append_chunk<T: TokenIn, L: TokenIn>(
+    writer: &NativeStoreWriter,
+    py: Python<'_>,
+    chunk: &Chunk<'_, T, L>,
+) -> Result<usize> {
     py.detach(|| writer.with(|w| w.append(chunk)))?;
     writer.with(|w| {
         w.add_records(chunk.sample_record.len() as u64);
         Ok(chunk.sample_record.len())
     })
+}
+
+impl NativeStoreWriter {
+    fn append_with_reports<T: TokenIn, L: TokenIn>(
+        &self,
+        py: Python<'_>,
+        chunk: &Chunk<'_, T, L>,
+        reports: &[u8],
+        records: u64,
+    ) -> Result<usize> {
+        py.detach(|| {
+            self.with(|w| {
+                w.append(chunk)?;
+                w.append_report_lines(reports)?;
+                w.add_records(records);
+                Ok(chunk.sample_record.len())
+            })
+        })
+    }
 }
 
 #[pymethods]
@@ -93,29 +116,44 @@ impl NativeStoreWriter {
     fn append_encoded(
         &self,
         py: Python<'_>,
-        tokens: PyReadonlyArray1<'_, i64>,
+        tokens: &Bound<'_, PyAny>,
         offsets: PyReadonlyArray1<'_, i64>,
-        labels: PyReadonlyArray1<'_, i64>,
+        labels: &Bound<'_, PyAny>,
         sample_record: PyReadonlyArray1<'_, i64>,
         sample_window: PyReadonlyArray1<'_, i64>,
         reports: &[u8],
         records: u64,
     ) -> Result<usize> {
-        let chunk = Chunk {
-            tokens: tokens.as_slice().map_err(PyErr::from)?,
-            offsets: offsets.as_slice().map_err(PyErr::from)?,
-            labels: Some(labels.as_slice().map_err(PyErr::from)?),
-            sample_record: sample_record.as_slice().map_err(PyErr::from)?,
-            sample_window: sample_window.as_slice().map_err(PyErr::from)?,
-        };
-        py.detach(|| {
-            self.with(|w| {
-                w.append(&chunk)?;
-                w.append_report_lines(reports)?;
-                w.add_records(records);
-                Ok(chunk.sample_record.len())
-            })
-        })
+        let offsets = offsets.as_slice().map_err(PyErr::from)?;
+        let sample_record = sample_record.as_slice().map_err(PyErr::from)?;
+        let sample_window = sample_window.as_slice().map_err(PyErr::from)?;
+        // int32 as Arrow's list<int32> columns hold them (no conversion), or int64.
+        if let (Ok(tokens), Ok(labels)) = (tokens.cast::<PyArray1<i32>>(), labels.cast::<PyArray1<i32>>()) {
+            let (tokens, labels) = (tokens.readonly(), labels.readonly());
+            let chunk = Chunk {
+                tokens: tokens.as_slice().map_err(PyErr::from)?,
+                offsets,
+                labels: Some(labels.as_slice().map_err(PyErr::from)?),
+                sample_record,
+                sample_window,
+            };
+            return self.append_with_reports(py, &chunk, reports, records);
+        }
+        if let (Ok(tokens), Ok(labels)) = (tokens.cast::<PyArray1<i64>>(), labels.cast::<PyArray1<i64>>()) {
+            let (tokens, labels) = (tokens.readonly(), labels.readonly());
+            let chunk = Chunk {
+                tokens: tokens.as_slice().map_err(PyErr::from)?,
+                offsets,
+                labels: Some(labels.as_slice().map_err(PyErr::from)?),
+                sample_record,
+                sample_window,
+            };
+            return self.append_with_reports(py, &chunk, reports, records);
+        }
+        Err(Failure::Core(Error::InvalidOption {
+            name: "tokens",
+            message: "tokens and labels must be 1-D numpy arrays, both int32 or both int64".into(),
+        }))
     }
 
     /// Encode chat records (Python objects, numbered from `first_record`) and append them.

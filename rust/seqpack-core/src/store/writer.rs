@@ -48,12 +48,13 @@ fn io_error(path: &Path, error: &std::io::Error) -> Error {
 }
 
 /// A chunk of samples to append: `offsets` are local (`offsets[0] == 0`); `labels`, when
-/// given, align with `tokens` (`None`: every token is its own label).
+/// given, align with `tokens` (`None`: every token is its own label). Tokens and labels come
+/// as int32 (Arrow's `list<int32>` columns, as they are) or int64.
 #[derive(Debug, Clone, Copy)]
-pub struct Chunk<'a, T> {
+pub struct Chunk<'a, T, L = i64> {
     pub tokens: &'a [T],
     pub offsets: &'a [i64],
-    pub labels: Option<&'a [i64]>,
+    pub labels: Option<&'a [L]>,
     pub sample_record: &'a [i64],
     pub sample_window: &'a [i64],
 }
@@ -126,7 +127,7 @@ impl StoreWriter {
 
     /// Append a chunk of samples. Token ids must fit uint32 and labels be -100 or an id;
     /// errors name the sample by its index in the whole store.
-    pub fn append<T: TokenIn>(&mut self, chunk: &Chunk<'_, T>) -> Result<()> {
+    pub fn append<T: TokenIn, L: TokenIn>(&mut self, chunk: &Chunk<'_, T, L>) -> Result<()> {
         let samples = chunk.offsets.len().saturating_sub(1);
         self.check(chunk, samples)?;
         let mut token_bytes = Vec::with_capacity(chunk.tokens.len() * 4);
@@ -154,7 +155,7 @@ impl StoreWriter {
         Ok(())
     }
 
-    fn check<T: TokenIn>(&self, chunk: &Chunk<'_, T>, samples: usize) -> Result<()> {
+    fn check<T: TokenIn, L: TokenIn>(&self, chunk: &Chunk<'_, T, L>, samples: usize) -> Result<()> {
         let offsets_error = |message: &str| Err(Error::InvalidOffsets { message: message.to_string() });
         if chunk.offsets.first() != Some(&0) {
             return offsets_error("a chunk's offsets must start at 0");
@@ -190,14 +191,16 @@ impl StoreWriter {
                 });
             }
             if let Some(labels) = chunk.labels {
-                let bad =
-                    labels[start..end].iter().position(|&v| (v < 0 && v != IGNORE_INDEX) || v > i64::from(u32::MAX));
+                let bad = labels[start..end].iter().position(|&v| {
+                    let v: i64 = v.into();
+                    (v < 0 && v != IGNORE_INDEX) || v > i64::from(u32::MAX)
+                });
                 if let Some(position) = bad {
+                    let label: i64 = labels[start + position].into();
                     return Err(Error::InvalidLabels {
                         index,
                         message: format!(
-                            "label {} at position {position} is neither {IGNORE_INDEX} (ignore) nor a token id",
-                            labels[start + position]
+                            "label {label} at position {position} is neither {IGNORE_INDEX} (ignore) nor a token id"
                         ),
                     });
                 }
@@ -207,10 +210,13 @@ impl StoreWriter {
     }
 
     /// The trained mask always; every label too once some label is not the token itself.
-    fn write_labels<T: TokenIn>(&mut self, chunk: &Chunk<'_, T>) -> Result<()> {
-        let trained = |k: usize| chunk.labels.is_none_or(|l| l[k] != IGNORE_INDEX);
+    fn write_labels<T: TokenIn, L: TokenIn>(&mut self, chunk: &Chunk<'_, T, L>) -> Result<()> {
+        let trained = |k: usize| chunk.labels.is_none_or(|l| l[k].into() != IGNORE_INDEX);
         let needs_labels = chunk.labels.is_some_and(|l| {
-            l.iter().zip(chunk.tokens).any(|(&label, &token)| label != IGNORE_INDEX && label != token.into())
+            l.iter().zip(chunk.tokens).any(|(&label, &token)| {
+                let label: i64 = label.into();
+                label != IGNORE_INDEX && label != token.into()
+            })
         });
         if needs_labels && self.labels.is_none() {
             self.start_labels()?;
@@ -235,7 +241,7 @@ impl StoreWriter {
             values.reserve(chunk.tokens.len() * 4);
             for (local, pair) in chunk.offsets.windows(2).enumerate() {
                 for k in pair[0] as usize..pair[1] as usize {
-                    let label = chunk.labels.map_or_else(|| chunk.tokens[k].into(), |l| l[k]);
+                    let label: i64 = chunk.labels.map_or_else(|| chunk.tokens[k].into(), |l| l[k].into());
                     let label = i32::try_from(label).map_err(|_| Error::InvalidLabels {
                         index: self.samples as usize + local,
                         message: format!("label {label} does not fit the int32 labels of a store"),
