@@ -191,52 +191,40 @@ fn bad_samples_are_named_by_their_index_in_the_store() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The files (all but the manifest, which names the time it was written) of a store of one
+/// chunk of `tokens` and `labels`, two samples.
+fn one_chunk_store<T: seqpack_core::pack::layout::TokenIn>(
+    target: &Path,
+    tokens: &[T],
+    labels: &[T],
+) -> Vec<(String, Vec<u8>)> {
+    let mut writer = StoreWriter::create(target, "tokens", false).unwrap();
+    let chunk =
+        Chunk { tokens, offsets: &[0, 3, 7], labels: Some(labels), sample_record: &[0, 1], sample_window: &[0, 0] };
+    writer.append(&chunk).unwrap();
+    writer.add_records(2);
+    writer.finish(serde_json::Value::Null).unwrap();
+    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(target)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name() != "manifest.json")
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
+        })
+        .collect();
+    files.sort();
+    files
+}
+
 #[test]
 fn int32_chunks_write_the_same_store_as_int64_ones() {
     // What seqpack.ray's driver appends: Arrow's int32 columns as they are, no conversion.
     let dir = temp("int32");
     let tokens: Vec<i64> = vec![5, 6, 7, 8, 9, 10, 11];
     let labels: Vec<i64> = vec![IGNORE_INDEX, 6, 7, 3, IGNORE_INDEX, 10, 11]; // 3: a label of its own
-    let (offsets, records, windows) = (vec![0_i64, 3, 7], vec![0_i64, 1], vec![0_i64, 0]);
     let narrow = |v: &[i64]| v.iter().map(|&x| i32::try_from(x).unwrap()).collect::<Vec<i32>>();
-    let (tokens32, labels32) = (narrow(&tokens), narrow(&labels));
-    let mut written = Vec::new();
-    for (name, wide) in [("wide", true), ("narrow", false)] {
-        let target = dir.join(name);
-        let mut writer = StoreWriter::create(&target, "tokens", false).unwrap();
-        if wide {
-            let chunk = Chunk {
-                tokens: &tokens,
-                offsets: &offsets,
-                labels: Some(&labels),
-                sample_record: &records,
-                sample_window: &windows,
-            };
-            writer.append(&chunk).unwrap();
-        } else {
-            let chunk = Chunk {
-                tokens: &tokens32,
-                offsets: &offsets,
-                labels: Some(&labels32),
-                sample_record: &records,
-                sample_window: &windows,
-            };
-            writer.append(&chunk).unwrap();
-        }
-        writer.add_records(2);
-        writer.finish(serde_json::Value::Null).unwrap();
-        // Every file but the manifest (which names the time it was written).
-        let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(&target)
-            .unwrap()
-            .filter(|e| e.as_ref().unwrap().file_name() != "manifest.json")
-            .map(|e| {
-                let e = e.unwrap();
-                (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())
-            })
-            .collect();
-        files.sort();
-        written.push(files);
-    }
-    assert!(written[0].iter().any(|(name, _)| name.starts_with("labels")), "full labels were needed");
-    assert_eq!(written[0], written[1]);
+    let wide = one_chunk_store(&dir.join("wide"), &tokens, &labels);
+    let narrowed = one_chunk_store(&dir.join("narrow"), &narrow(&tokens), &narrow(&labels));
+    assert!(wide.iter().any(|(name, _)| name.starts_with("labels")), "full labels were needed");
+    assert_eq!(wide, narrowed);
 }

@@ -53,16 +53,30 @@ fn append_chunk<T: TokenIn, L: TokenIn>(
 }
 
 impl NativeStoreWriter {
-    fn append_with_reports<T: TokenIn, L: TokenIn>(
+    /// Append one encoded chunk whose tokens and labels share a dtype, with its report lines.
+    #[allow(clippy::too_many_arguments, reason = "one encoded chunk, as append_encoded takes it")]
+    fn append_with_reports<T: TokenIn + numpy::Element>(
         &self,
         py: Python<'_>,
-        chunk: &Chunk<'_, T, L>,
+        tokens: &Bound<'_, PyArray1<T>>,
+        labels: &Bound<'_, PyArray1<T>>,
+        offsets: &[i64],
+        sample_record: &[i64],
+        sample_window: &[i64],
         reports: &[u8],
         records: u64,
     ) -> Result<usize> {
+        let (tokens, labels) = (tokens.readonly(), labels.readonly());
+        let chunk = Chunk {
+            tokens: tokens.as_slice().map_err(PyErr::from)?,
+            offsets,
+            labels: Some(labels.as_slice().map_err(PyErr::from)?),
+            sample_record,
+            sample_window,
+        };
         py.detach(|| {
             self.with(|w| {
-                w.append(chunk)?;
+                w.append(&chunk)?;
                 w.append_report_lines(reports)?;
                 w.add_records(records);
                 Ok(chunk.sample_record.len())
@@ -129,26 +143,28 @@ impl NativeStoreWriter {
         let sample_window = sample_window.as_slice().map_err(PyErr::from)?;
         // int32 as Arrow's list<int32> columns hold them (no conversion), or int64.
         if let (Ok(tokens), Ok(labels)) = (tokens.cast::<PyArray1<i32>>(), labels.cast::<PyArray1<i32>>()) {
-            let (tokens, labels) = (tokens.readonly(), labels.readonly());
-            let chunk = Chunk {
-                tokens: tokens.as_slice().map_err(PyErr::from)?,
+            return self.append_with_reports(
+                py,
+                tokens,
+                labels,
                 offsets,
-                labels: Some(labels.as_slice().map_err(PyErr::from)?),
                 sample_record,
                 sample_window,
-            };
-            return self.append_with_reports(py, &chunk, reports, records);
+                reports,
+                records,
+            );
         }
         if let (Ok(tokens), Ok(labels)) = (tokens.cast::<PyArray1<i64>>(), labels.cast::<PyArray1<i64>>()) {
-            let (tokens, labels) = (tokens.readonly(), labels.readonly());
-            let chunk = Chunk {
-                tokens: tokens.as_slice().map_err(PyErr::from)?,
+            return self.append_with_reports(
+                py,
+                tokens,
+                labels,
                 offsets,
-                labels: Some(labels.as_slice().map_err(PyErr::from)?),
                 sample_record,
                 sample_window,
-            };
-            return self.append_with_reports(py, &chunk, reports, records);
+                reports,
+                records,
+            );
         }
         Err(Failure::Core(Error::InvalidOption {
             name: "tokens",

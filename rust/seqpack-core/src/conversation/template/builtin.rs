@@ -38,19 +38,22 @@ fn is_tool_response(text: &str) -> bool {
     text.starts_with("<tool_response>") && text.ends_with("</tool_response>")
 }
 
-/// Qwen3's reading of an assistant message: (reasoning, visible content).
-fn split_thinking(message: &Message) -> (String, String) {
+/// How Qwen3's and GLM-4's templates read an assistant message: (reasoning, visible
+/// content). `reasoning_content` when given; else, when the content holds `</think>`, the
+/// text between the last `<think>` and the first `</think>`, and what follows the last
+/// `</think>`, each without the newlines next to the tags.
+fn split_thinking(message: &Message) -> (&str, &str) {
+    let content = message.content.as_str();
     if let Some(reasoning) = &message.reasoning {
-        return (reasoning.clone(), message.content.clone());
+        return (reasoning, content);
     }
-    let content = &message.content;
-    if let Some(at) = content.rfind("</think>") {
-        let after = content[at + "</think>".len()..].trim_start_matches('\n').to_string();
-        let before = content[..content.find("</think>").unwrap_or(at)].trim_end_matches('\n');
+    if let Some(at) = content.rfind(THINK_END) {
+        let after = content[at + THINK_END.len()..].trim_start_matches('\n');
+        let before = content[..content.find(THINK_END).unwrap_or(at)].trim_end_matches('\n');
         let reasoning = before.rsplit("<think>").next().unwrap_or("").trim_start_matches('\n');
-        return (reasoning.to_string(), after);
+        return (reasoning, after);
     }
-    (String::new(), content.clone())
+    ("", content)
 }
 
 /// `ChatML` as Qwen writes it: the system block (with the tools, if any), then one block per
@@ -160,7 +163,7 @@ fn qwen3_assistant(out: &mut Writer, message: &Message, show_thinking: bool, is_
         out.push("\n</think>\n\n");
         out.content(content.trim_start_matches('\n'));
     } else {
-        out.content(&content);
+        out.content(content);
     }
     for (call_index, call) in message.tool_calls.iter().enumerate() {
         if call_index > 0 || !content.is_empty() {
@@ -782,25 +785,6 @@ fn truthy(value: &Value) -> bool {
     }
 }
 
-/// GLM-4's reading of an assistant message, as its templates split it: (reasoning, visible
-/// content). `reasoning_content` when given; else, when the content holds `</think>`, the
-/// text between the last `<think>` and the first `</think>`, and what follows the last
-/// `</think>`.
-fn glm_thinking(message: &Message) -> (&str, &str) {
-    let content = message.content.as_str();
-    if let Some(reasoning) = &message.reasoning {
-        return (reasoning, content);
-    }
-    match (content.find(THINK_END), content.rfind(THINK_END)) {
-        (Some(first), Some(last)) => {
-            let before = content[..first].trim_end_matches('\n');
-            let reasoning = before.rsplit("<think>").next().unwrap_or("").trim_start_matches('\n');
-            (reasoning, content[last + THINK_END.len()..].trim_start_matches('\n'))
-        }
-        _ => ("", content),
-    }
-}
-
 /// GLM-4.6 and GLM-4.7 (official templates, their default modes): `[gMASK]<sop>`, the tools as a
 /// `<|system|>` turn of their own, then per message `<|system|>` / `<|user|>` + the content;
 /// `<|assistant|>` + the thinking block (4.6: `\n<think>reasoning</think>`, the reasoning
@@ -858,7 +842,7 @@ pub(super) fn render_glm(conversation: &Conversation, keep: &[usize], flavour: G
             Role::Assistant => {
                 out.push("<|assistant|>");
                 out.mark_body_start();
-                let (reasoning, content) = glm_thinking(message);
+                let (reasoning, content) = split_thinking(message);
                 // Shown when not empty before it is stripped: 4.7 then writes `<think></think>`.
                 let shown = last_user.is_none_or(|user| position > user) && !reasoning.is_empty();
                 match (flavour, shown) {
